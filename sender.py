@@ -1,0 +1,80 @@
+"""Evolution API v2 REST client: send text, show "typing…", mark as read, download media.
+
+One `requests.Session` per process (`make_session`) is passed in. Errors carry Evolution's status
+and body and say whether a retry can help; nothing here retries or sleeps.
+"""
+
+import json
+from urllib.parse import quote
+
+import requests
+
+
+class EvolutionError(Exception):
+    """An Evolution call failed; `status` is None when it never answered (refused, timeout)."""
+
+    def __init__(self, action, status, body):
+        self.status = status
+        self.body = body
+        super().__init__(f"Evolution {action} failed: {status or 'no answer'} {body}"[:500])
+
+    @property
+    def retryable(self):
+        """Retry when Evolution did not answer, failed itself, or the phone's connection is down."""
+        if self.status is None or self.status >= 500 or self.status in (408, 429):
+            return True
+        return "Connection Closed" in str(self.body)
+
+
+def make_session():
+    return requests.Session()
+
+
+def _post(session, settings, action, instance, payload):
+    """POST to `{EVOLUTION_API_URL}/{action}/{instance}` with the `apikey` header; JSON back or EvolutionError."""
+    instance = instance or settings.evolution_instance
+    url = f"{settings.evolution_api_url.rstrip('/')}/{action}/{quote(instance, safe='')}"
+    try:
+        response = session.post(
+            url,
+            json=payload,
+            headers={"apikey": settings.evolution_api_key},
+            timeout=settings.evolution_timeout_seconds,
+        )
+    except requests.RequestException as error:
+        raise EvolutionError(action, None, type(error).__name__) from None
+    if response.status_code >= 300:
+        raise EvolutionError(action, response.status_code, response.text[:300])
+    try:
+        return response.json()
+    except json.JSONDecodeError:
+        return {}
+
+
+def send_text(session, settings, instance, number, text, delay_ms=0):
+    """Send one WhatsApp text; returns Evolution's message (its `key.id` identifies our echo later).
+
+    With `delay_ms`, Evolution shows "digitando…" for that long before the text arrives.
+    """
+    payload = {"number": number, "text": text}
+    if delay_ms:
+        payload["delay"] = int(delay_ms)
+    return _post(session, settings, "message/sendText", instance, payload)
+
+
+def send_presence(session, settings, instance, number, delay_ms):
+    """Show "digitando…" for `delay_ms`; Evolution holds the request for that long."""
+    payload = {"number": number, "presence": "composing", "delay": int(delay_ms)}
+    return _post(session, settings, "chat/sendPresence", instance, payload)
+
+
+def mark_read(session, settings, instance, messages):
+    """Blue ticks for the customer's messages: `messages` are (remote_jid, message_id) pairs."""
+    payload = {"readMessages": [{"remoteJid": jid, "fromMe": False, "id": mid} for jid, mid in messages]}
+    return _post(session, settings, "chat/markMessageAsRead", instance, payload)
+
+
+def get_media_base64(session, settings, instance, message_id):
+    """Download one media message's bytes from Evolution, base64-encoded, with its mimetype."""
+    payload = {"message": {"key": {"id": message_id}}, "convertToMp4": False}
+    return _post(session, settings, "chat/getBase64FromMediaMessage", instance, payload)

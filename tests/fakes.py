@@ -1,0 +1,733 @@
+"""Test doubles for the outside world, at the network edge: Evolution API v2 and the Gemini API.
+
+Both are real HTTP servers on 127.0.0.1 (free port, background thread), so the bot's own HTTP
+clients (requests, google-genai) are exercised end to end. Status codes, paths and bodies follow
+Evolution's source (src/main.ts, src/api/guards, src/validate, whatsapp.baileys.service.ts) and
+the google-genai SDK / Gemini API error bodies.
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+import mimetypes
+import re
+import secrets
+import socket
+import threading
+import time
+import uuid
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlsplit
+
+__all__ = ["FakeEvolution", "FakeGemini", "create_jid"]
+
+
+# --------------------------------------------------------------------------------------------
+# Shared HTTP plumbing
+# --------------------------------------------------------------------------------------------
+
+class _Handler(BaseHTTPRequestHandler):
+    """Forwards every request to the owning fake; HTTP/1.0, so each connection carries one request."""
+
+    def _dispatch(self):
+        self.server.fake._dispatch(self)
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _dispatch
+
+    def log_message(self, *args):  # keep test output clean
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that timed out and hung up is normal here (delays, holds); anything else is a bug.
+        import sys
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+class _FakeHTTPServer:
+    """Base of both fakes: lifecycle, down/up switch, request recording and a scripted fault queue."""
+
+    def __init__(self, port: int = 0):
+        self._lock = threading.RLock()
+        self._port = port
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()  # set by stop(): ends delays and holds at once
+        self._faults: dict[str | None, collections.deque] = collections.defaultdict(collections.deque)
+        self.requests: list[dict] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self):
+        """Start listening (on the same port as before if it was started already)."""
+        self._closing.clear()
+        self._listen()
+        return self
+
+    def stop(self):
+        """Stop listening and end any delayed or held request."""
+        self._closing.set()
+        self._unlisten()
+
+    def down(self):
+        """Refuse connections (nothing listens on the port) until up(); in-flight requests finish."""
+        self._unlisten()
+
+    def up(self):
+        """Listen again on the same port after down()."""
+        self._listen()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _listen(self):
+        with self._lock:
+            if self._httpd is not None:
+                return
+            httpd = _Server(("127.0.0.1", self._port), _Handler)
+            httpd.fake = self
+            self._port = httpd.server_address[1]
+            self._httpd = httpd
+            self._thread = threading.Thread(
+                target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                name=f"{type(self).__name__}:{self._port}")
+            self._thread.start()
+
+    def _unlisten(self):
+        with self._lock:
+            httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+
+    # -- faults and waiting ------------------------------------------------------------------
+    def _push_fault(self, route, fault: dict, times: int):
+        with self._lock:
+            self._faults[route].extend(dict(fault) for _ in range(times))
+
+    def _pop_fault(self, route):
+        with self._lock:
+            queue = self._faults.get(route)
+            return queue.popleft() if queue else None
+
+    def _sleep(self, seconds: float):
+        """Sleep, but wake up at once when the fake is stopped."""
+        if seconds > 0:
+            self._closing.wait(seconds)
+
+    def _wait_until(self, predicate, timeout: float, describe):
+        deadline = time.monotonic() + timeout
+        while True:
+            if predicate():
+                return True
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{type(self).__name__}: timed out after {timeout}s; {describe()}")
+            time.sleep(0.01)
+
+    # -- request handling --------------------------------------------------------------------
+    def _dispatch(self, h: BaseHTTPRequestHandler):
+        length = int(h.headers.get("Content-Length") or 0)
+        raw = h.rfile.read(length) if length else b""
+        record = {
+            "method": h.command,
+            "path": h.path,
+            "headers": {k.lower(): v for k, v in h.headers.items()},
+            "raw": raw,
+            "status": None,  # filled in when answered; stays None for a dropped connection
+            "time": time.time(),
+        }
+        answer = self._handle(record)  # (status, body) or None to drop the connection
+        if answer is None:
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
+        status, body = answer
+        record["status"] = status
+        if isinstance(body, (dict, list)):
+            data, ctype = json.dumps(body).encode(), "application/json; charset=utf-8"
+        else:
+            data, ctype = str(body).encode(), "text/html; charset=utf-8"
+        h.send_response(status)
+        h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(data)))
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(data)
+
+    def _record(self, record: dict):
+        with self._lock:
+            self.requests.append(record)
+
+    def _handle(self, record: dict):
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------------------------
+# Evolution API v2
+# --------------------------------------------------------------------------------------------
+
+def create_jid(number: str) -> str:
+    """Port of Evolution's createJid (src/utils/createJid.ts), including the BR 9th-digit and MX/AR rules."""
+    number = re.sub(r":\d+", "", number, count=1)
+    if any(s in number for s in ("@g.us", "@s.whatsapp.net", "@lid", "@broadcast")):
+        return number
+    number = re.sub(r"\s", "", number).replace("+", "").replace("(", "").replace(")", "")
+    number = number.split(":")[0].split("@")[0]
+    if "-" in number and len(number) >= 24:
+        return re.sub(r"[^\d-]", "", number) + "@g.us"
+    number = re.sub(r"\D", "", number)
+    if len(number) >= 18:
+        return number + "@g.us"
+    if number[:2] in ("52", "54") and len(number) == 13:  # formatMXOrARNumber
+        number = number[:2] + number[3:]
+    m = re.fullmatch(r"(\d{2})(\d{2})\d(\d{8})", number)  # formatBRNumber
+    if m and m.group(1) == "55" and not (int(m.group(3)[0]) < 7 or int(m.group(2)) < 31):
+        number = m.group(1) + m.group(2) + m.group(3)
+    return number + "@s.whatsapp.net"
+
+
+# JSON-schema subsets of src/validate/message.schema.ts and chat.schema.ts (only what a bot sends).
+_NUMBER = {"type": "string", "description": "Invalid format"}
+_SCHEMAS = {
+    "sendText": {
+        "type": "object",
+        "properties": {
+            "number": _NUMBER,
+            "text": {"type": "string"},
+            "linkPreview": {"type": "boolean"},
+            "delay": {"type": "integer", "description": "Enter a value in milliseconds"},
+            "everyOne": {"type": "boolean", "enum": [True, False]},
+            "mentioned": {"type": "array", "minItems": 1},
+        },
+        "required": ["number", "text"],
+    },
+    "sendPresence": {
+        "type": "object",
+        "properties": {
+            "number": _NUMBER,
+            "delay": {"type": "number"},
+            "presence": {"type": "string",
+                         "enum": ["unavailable", "available", "composing", "recording", "paused"]},
+        },
+        "required": ["number", "presence", "delay"],
+    },
+    "markMessageAsRead": {
+        "type": "object",
+        "properties": {
+            "readMessages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "properties": {
+                        "id": {"type": "string"},
+                        "fromMe": {"type": "boolean", "enum": [True, False]},
+                        "remoteJid": {"type": "string"},
+                    },
+                    "required": ["id", "fromMe", "remoteJid"],
+                },
+            },
+        },
+        "required": ["readMessages"],
+    },
+    "getBase64FromMediaMessage": None,  # Evolution validates nothing here
+}
+
+_JSON_TYPES = {
+    "string": lambda v: isinstance(v, str),
+    "boolean": lambda v: isinstance(v, bool),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool))
+    or (isinstance(v, float) and v.is_integer()),
+    "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
+
+def _schema_errors(value, schema: dict, path: str = "instance") -> list[str]:
+    """Error strings as Evolution builds them from the npm `jsonschema` validator (abstract.router.ts)."""
+    errors: list[str] = []
+
+    def fail(text: str):
+        errors.append(schema.get("description") or f"{path} {text}".replace("instance.", "", 1))
+
+    if "type" in schema and not _JSON_TYPES[schema["type"]](value):
+        fail(f"is not of a type(s) {schema['type']}")
+    if "enum" in schema and not any(type(value) is type(e) and value == e for e in schema["enum"]):
+        fail("is not one of enum values: " + ",".join(json.dumps(e).strip('"') for e in schema["enum"]))
+    if isinstance(value, list):
+        if len(value) < schema.get("minItems", 0):
+            fail(f"does not meet minimum length of {schema['minItems']}")
+        for i, item in enumerate(value if "items" in schema else []):
+            errors += _schema_errors(item, schema["items"], f"{path}[{i}]")
+    if isinstance(value, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value:
+                errors += _schema_errors(value[name], sub, f"{path}.{name}")
+        for name in schema.get("required", []):
+            if name not in value:
+                fail(f'requires property "{name}"')
+    return errors
+
+
+# mime-types' extension() (first extension in mime-db) for the types a bot meets; else stdlib.
+_MIME_EXT = {"audio/ogg": "oga", "audio/mpeg": "mpga", "audio/mp4": "m4a", "image/jpeg": "jpeg",
+             "image/png": "png", "image/webp": "webp", "video/mp4": "mp4", "application/pdf": "pdf"}
+
+
+def _mime_extension(mimetype: str) -> str:
+    base = mimetype.split(";")[0].strip().lower()
+    ext = _MIME_EXT.get(base) or (mimetypes.guess_extension(base) or "").lstrip(".")
+    return ext or "false"  # JS: `${id}.${false}` when mime-types does not know the type
+
+
+def _evo_error(status: int, message, error: str | None = None) -> tuple[int, dict]:
+    """Evolution's error body (src/main.ts error middleware)."""
+    if error is None:
+        error = HTTPStatus(status).phrase
+    return status, {"status": status, "error": error, "response": {"message": message}}
+
+
+_PROXY_HTML = ("<html>\r\n<head><title>{code} {phrase}</title></head>\r\n<body>\r\n"
+               "<center><h1>{code} {phrase}</h1></center>\r\n<hr><center>nginx</center>\r\n"
+               "</body>\r\n</html>\r\n")
+
+# Default `message` of a scripted Evolution failure, as seen from real servers.
+_EVO_FAIL_MESSAGES = {
+    400: ["Error: Connection Closed"],  # instance disconnected from WhatsApp
+    401: "Unauthorized",
+    500: "Connection Closed",
+}
+
+_EVO_ROUTES = {
+    ("message", "sendtext"): "sendText",
+    ("chat", "sendpresence"): "sendPresence",
+    ("chat", "markmessageasread"): "markMessageAsRead",
+    ("chat", "getbase64frommediamessage"): "getBase64FromMediaMessage",
+}
+
+
+class FakeEvolution(_FakeHTTPServer):
+    """Evolution API v2 REST as a bot uses it: sendText, sendPresence, markMessageAsRead, getBase64FromMediaMessage.
+
+    `instances` is a set of names or a dict name -> instance token (also accepted as `apikey`).
+    `time_scale` multiplies the waits Evolution really does inside the request (`delay` of sendText
+    and sendPresence); 1.0 is faithful, 0 makes them instant.
+    """
+
+    def __init__(self, api_key: str = "test-key", instances=("shop",), *,
+                 time_scale: float = 1.0, port: int = 0):
+        super().__init__(port)
+        self.api_key = api_key
+        if isinstance(instances, str):
+            instances = [instances]
+        tokens = dict(instances) if isinstance(instances, dict) else {name: None for name in instances}
+        self.instances: dict[str, str | None] = tokens
+        self.instance_ids = {name: str(uuid.uuid4()) for name in tokens}
+        self.time_scale = time_scale
+        self.not_on_whatsapp: set[str] = set()
+        self._media: dict[str, dict] = {}
+        self._sent: list[dict] = []
+
+    # -- scripting ---------------------------------------------------------------------------
+    def fail_next(self, route: str, status=500, times: int = 1, *, message=None, body=None):
+        """Answer the next `times` calls of `route` with `status` ("drop" closes the connection unanswered).
+
+        The body is Evolution's error shape with `message` (a realistic default per status);
+        502/503/504 answer with a reverse proxy's HTML page; `body` overrides it all.
+        """
+        self._push_fault(route, {"status": status, "message": message, "body": body}, times)
+
+    def delay_next(self, route: str, seconds: float, times: int = 1):
+        """Wait `seconds` before handling the next `times` calls of `route` (the work is still done)."""
+        self._push_fault(route, {"delay": seconds}, times)
+
+    def add_media(self, message_id: str, mimetype: str, data: bytes, media_type: str = "audioMessage",
+                  *, file_name: str | None = None, caption: str | None = None):
+        """Make getBase64FromMediaMessage return `data` for the message with key.id `message_id`."""
+        with self._lock:
+            self._media[message_id] = {"mimetype": mimetype, "data": bytes(data), "media_type": media_type,
+                                       "file_name": file_name, "caption": caption}
+
+    # -- inspection --------------------------------------------------------------------------
+    def calls(self, route: str) -> list[dict]:
+        """Recorded requests of one route (answered or not), in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r["route"] == route]
+
+    def sent_texts(self) -> list[tuple[str, str, str]]:
+        """(instance, number, text) of every sendText Evolution performed, in order."""
+        with self._lock:
+            return [(s["instance"], s["number"], s["text"]) for s in self._sent]
+
+    def sent_messages(self) -> list[dict]:
+        """The 201 bodies of performed sendTexts (their key.id is what the bot must remember as its own)."""
+        with self._lock:
+            return [s["response"] for s in self._sent]
+
+    def wait_for(self, what, timeout: float = 5.0):
+        """Wait until `what()` is true, or until at least `what` texts were sent; AssertionError on timeout."""
+        predicate = what if callable(what) else (lambda: len(self._sent) >= what)
+        return self._wait_until(predicate, timeout, lambda: f"sent_texts={self.sent_texts()!r}, "
+                                f"requests={[(r['route'], r['status']) for r in self.requests]!r}")
+
+    # -- server side -------------------------------------------------------------------------
+    def _handle(self, record: dict):
+        split = urlsplit(record["path"])
+        segments = split.path.rstrip("/").split("/")
+        route = instance = None
+        if record["method"] == "POST" and len(segments) == 4 and segments[3]:
+            route = _EVO_ROUTES.get((segments[1].lower(), segments[2].lower()))
+            instance = unquote(segments[3]) if route else None
+        record.update(route=route, instance=instance, json=None)
+
+        # express.json(): only JSON content types are parsed; a parse error is a 400 for any path.
+        body, parse_error = {}, None
+        if "json" in record["headers"].get("content-type", "") and record["raw"]:
+            try:
+                body = record["json"] = json.loads(record["raw"])
+            except ValueError as exc:
+                parse_error = str(exc)
+        self._record(record)
+
+        fault = self._pop_fault(route) if route else None
+        if fault and "delay" in fault:
+            self._sleep(fault["delay"])
+        elif fault:
+            return self._scripted_failure(fault)
+        if parse_error:  # body-parser errors carry no `error` field, hence this odd pairing
+            return _evo_error(400, f"Unexpected token in JSON: {parse_error}", "Internal Server Error")
+        if route is None:
+            return _evo_error(404, [f"Cannot {record['method']} {record['path']}"])
+        # Guards run in this order: instanceExistsGuard, instanceLoggedGuard, authGuard.apikey.
+        if instance not in self.instances:
+            return _evo_error(404, [f'The "{instance}" instance does not exist'])
+        key = record["headers"].get("apikey")
+        if not key or key not in (self.api_key, self.instances[instance]):
+            return _evo_error(401, "Unauthorized")
+        schema = _SCHEMAS[route]
+        errors = _schema_errors(body, schema) if schema else []
+        if errors:  # BadRequestException(message) wraps the list once more: [[...]]
+            return _evo_error(400, [errors])
+        return getattr(self, "_" + route)(instance, body)
+
+    def _scripted_failure(self, fault: dict):
+        status = fault["status"]
+        if status == "drop":
+            return None
+        if fault["body"] is not None:
+            return status, fault["body"]
+        if status in (502, 503, 504) and fault["message"] is None:
+            return status, _PROXY_HTML.format(code=status, phrase=HTTPStatus(status).phrase)
+        message = fault["message"]
+        if message is None:
+            message = _EVO_FAIL_MESSAGES.get(status, HTTPStatus(status).phrase)
+        return _evo_error(status, message)
+
+    def _is_on_whatsapp(self, number: str, jid: str) -> bool:
+        candidates = {number, jid, jid.split("@")[0], re.sub(r"\D", "", number)}
+        return not (candidates & self.not_on_whatsapp)
+
+    def _typing(self, delay_ms):
+        if delay_ms:
+            self._sleep(delay_ms / 1000 * self.time_scale)
+
+    def _sendText(self, instance: str, body: dict):
+        number, text = body["number"], body["text"]
+        if not text or not text.strip():
+            return _evo_error(400, ["Text is required"])
+        jid = create_jid(number)
+        if not self._is_on_whatsapp(number, jid):
+            return _evo_error(400, [{"jid": jid, "exists": False, "number": number}])
+        self._typing(body.get("delay"))
+        now = int(time.time())
+        response = {  # prepareMessage() of the sent message, cf. payload 17
+            "key": {"remoteJid": jid, "fromMe": True, "id": "3EB0" + secrets.token_hex(9).upper()},
+            "pushName": "Você",
+            "status": "PENDING",
+            "message": {"conversation": text},
+            "contextInfo": {
+                "mentionedJid": [],
+                "groupMentions": [],
+                "ephemeralSettingTimestamp": {"low": now - 172800, "high": 0, "unsigned": False},
+                "disappearingMode": {"initiator": 0},
+            },
+            "messageType": "conversation",
+            "messageTimestamp": now,
+            "instanceId": self.instance_ids[instance],
+            "source": "web",
+        }
+        with self._lock:
+            self._sent.append({"instance": instance, "number": number, "text": text, "response": response})
+        return 201, response
+
+    def _sendPresence(self, instance: str, body: dict):
+        number = body["number"]
+        if not self._is_on_whatsapp(number, create_jid(number)):
+            # The not-on-WhatsApp error is thrown inside a try and re-wrapped with error.toString().
+            return _evo_error(400, ["[object Object]"])
+        self._typing(body.get("delay"))
+        return 201, {"presence": body["presence"]}
+
+    def _markMessageAsRead(self, instance: str, body: dict):
+        return 201, {"message": "Read messages", "read": "success"}
+
+    def _getBase64FromMediaMessage(self, instance: str, body: dict):
+        message = body.get("message") if isinstance(body, dict) else None
+        if not isinstance(message, dict):
+            return _evo_error(400, ["TypeError: Cannot read properties of undefined (reading 'key')"])
+        message_id = (message.get("key") or {}).get("id")
+        with self._lock:
+            media = self._media.get(message_id)
+        if media is None:
+            return _evo_error(400, ["Message not found"])
+        mimetype = media["mimetype"]
+        if body.get("convertToMp4") and media["media_type"] == "audioMessage":
+            mimetype = "audio/mp4"  # the real server transcodes; the fake returns the same bytes
+        result = {
+            "mediaType": media["media_type"],
+            "fileName": media["file_name"] or f"{message_id}.{_mime_extension(media['mimetype'])}",
+            "size": {"fileLength": str(len(media["data"]))},
+            "mimetype": mimetype,
+            "base64": base64.b64encode(media["data"]).decode(),
+            "buffer": None,
+        }
+        if media["caption"] is not None:
+            result["caption"] = media["caption"]
+        return 201, result
+
+
+# --------------------------------------------------------------------------------------------
+# Gemini API (generativelanguage.googleapis.com) for the google-genai SDK
+# --------------------------------------------------------------------------------------------
+
+_GEMINI_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
+_GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                  429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+_GOOGLE_MESSAGES = {
+    429: "You exceeded your current quota, please check your plan and billing details. For more "
+         "information on this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.",
+    500: "An internal error has occurred. Please retry or report in "
+         "https://developers.generativeai.google/guide/troubleshooting",
+    503: "The model is overloaded. Please try again later.",
+    504: "The request timed out. Please try again.",
+}
+_KEY_INVALID = "API key not valid. Please pass a valid API key."
+_NO_KEY = ("Method doesn't allow unregistered callers (callers without established identity). "
+           "Please use API Key or other form of API consumer identity to call this API.")
+_GOOGLE_404_HTML = ("<!DOCTYPE html>\n<html lang=en>\n<title>Error 404 (Not Found)!!1</title>\n"
+                    "<p><b>404.</b> <ins>That\u2019s an error.</ins>\n<p>The requested URL <code>{path}"
+                    "</code> was not found on this server.  <ins>That\u2019s all we know.</ins>\n")
+
+
+def _google_error(status: int, message: str | None = None, details: list | None = None):
+    error = {"code": status, "message": message or _GOOGLE_MESSAGES.get(status, HTTPStatus(status).phrase),
+             "status": _GOOGLE_STATUS.get(status, "UNKNOWN")}
+    if details:
+        error["details"] = details
+    return status, {"error": error}
+
+
+def _quota_details(model: str, retry_seconds: int) -> list:
+    return [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                         "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                         "quotaDimensions": {"location": "global", "model": model},
+                         "quotaValue": "10"}]},
+        {"@type": "type.googleapis.com/google.rpc.Help",
+         "links": [{"description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_seconds}s"},
+    ]
+
+
+def _safety_ratings(blocked_category: str = "HARM_CATEGORY_HARASSMENT") -> list:
+    categories = ["HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_HATE_SPEECH",
+                  "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_DANGEROUS_CONTENT"]
+    return [{"category": c, "probability": "HIGH", "blocked": True} if c == blocked_category
+            else {"category": c, "probability": "NEGLIGIBLE"} for c in categories]
+
+
+class FakeGemini(_FakeHTTPServer):
+    """The Gemini API's generateContent for the real google-genai SDK pointed at `url` via HttpOptions(base_url=...).
+
+    `models` (optional) limits the accepted model names; others get Google's 404 NOT_FOUND.
+    """
+
+    def __init__(self, api_key: str = "test-gemini-key", *, models=None, port: int = 0):
+        super().__init__(port)
+        self.api_key = api_key
+        self.models = set(models) if models else None
+        self.responder = None  # callable(request_json) -> str (reply text) or dict (whole response JSON)
+        self._replies = 0
+        self._gate = threading.Event()
+        self._gate.set()
+
+    # -- scripting ---------------------------------------------------------------------------
+    def reply_with(self, text: str):
+        """Answer every following request with `text`."""
+        self.responder = lambda request_json: text
+
+    def fail_next(self, status=503, times: int = 1, *, body=None, retry_seconds: int = 30):
+        """Answer the next `times` requests with Google's error for `status` (429/500/503/...), or "drop"."""
+        self._push_fault(None, {"status": status, "body": body, "retry": retry_seconds}, times)
+
+    def delay_next(self, seconds: float, times: int = 1):
+        """Wait `seconds` before answering the next `times` requests normally (to hit SDK timeouts)."""
+        self._push_fault(None, {"delay": seconds}, times)
+
+    def block_next(self, times: int = 1, reason: str = "SAFETY"):
+        """Answer the next requests with a blocked prompt: promptFeedback.blockReason and no candidates."""
+        self._push_fault(None, {"block": reason}, times)
+
+    def empty_next(self, times: int = 1, finish_reason: str = "SAFETY"):
+        """Answer the next requests with a candidate that has `finish_reason` and no content."""
+        self._push_fault(None, {"empty": finish_reason}, times)
+
+    def hold(self):
+        """Keep every request waiting (already recorded) until release(): 'Gemini is still answering'."""
+        self._gate.clear()
+
+    def release(self):
+        """Let held and future requests be answered."""
+        self._gate.set()
+
+    def stop(self):
+        super().stop()
+        self._gate.set()
+
+    # -- inspection --------------------------------------------------------------------------
+    def wait_for(self, what, timeout: float = 5.0):
+        """Wait until `what()` is true, or until at least `what` requests arrived; AssertionError on timeout."""
+        predicate = what if callable(what) else (lambda: len(self.requests) >= what)
+        return self._wait_until(predicate, timeout, lambda: f"{len(self.requests)} request(s) arrived")
+
+    def _last_user_content(self, i: int) -> dict:
+        contents = (self.requests[i].get("body") or {}).get("contents") or []
+        users = [c for c in contents if c.get("role", "user") == "user"]
+        return users[-1] if users else {}
+
+    def parts(self, i: int = -1) -> list[dict]:
+        """Parts of the last user content of request `i`, as sent (inline data: {"inlineData": {...}})."""
+        return list(self._last_user_content(i).get("parts") or [])
+
+    def user_texts(self, i: int = -1) -> list[str]:
+        """All text parts of the last user content of request `i`."""
+        return [p["text"] for p in self.parts(i) if "text" in p]
+
+    def inline_data(self, i: int = -1) -> list[tuple[str, bytes]]:
+        """(mime type, decoded bytes) of the inline data parts of the last user content of request `i`."""
+        out = []
+        for p in self.parts(i):
+            blob = p.get("inlineData") or p.get("inline_data")
+            if blob:
+                mime = blob.get("mimeType") or blob.get("mime_type")
+                out.append((mime, base64.b64decode(blob.get("data", ""))))
+        return out
+
+    def system_text(self, i: int = -1) -> str | None:
+        """The system instruction text of request `i`, or None if none was sent."""
+        si = (self.requests[i].get("body") or {}).get("systemInstruction")
+        if not si:
+            return None
+        return "".join(p.get("text", "") for p in si.get("parts", []))
+
+    # -- server side -------------------------------------------------------------------------
+    def _handle(self, record: dict):
+        split = urlsplit(record["path"])
+        match = _GEMINI_PATH.match(split.path) if record["method"] == "POST" else None
+        record.update(api_version=match and match.group(1), model=match and unquote(match.group(2)),
+                      body=None)
+        try:
+            record["body"] = json.loads(record["raw"] or b"null")
+        except ValueError:
+            pass
+        self._record(record)
+        if match is None:
+            return 404, _GOOGLE_404_HTML.format(path=split.path)
+
+        while not self._gate.wait(0.05):  # hold(): wait, but never outlive stop()
+            if self._closing.is_set():
+                break
+        fault = self._pop_fault(None)
+        if fault and "delay" in fault:
+            self._sleep(fault["delay"])
+            fault = None
+        if fault and "status" in fault:
+            if fault["status"] == "drop":
+                return None
+            if fault["body"] is not None:
+                return fault["status"], fault["body"]
+            details = _quota_details(record["model"], fault["retry"]) if fault["status"] == 429 else None
+            return _google_error(fault["status"], details=details)
+
+        key = record["headers"].get("x-goog-api-key") or (parse_qs(split.query).get("key") or [None])[0]
+        if not key:
+            return _google_error(403, _NO_KEY)
+        if key != self.api_key:
+            return _google_error(400, _KEY_INVALID, [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+                 "message": _KEY_INVALID},
+            ])
+        if self.models is not None and record["model"] not in self.models:
+            return _google_error(404, f"models/{record['model']} is not found for API version "
+                                 f"{record['api_version']}, or is not supported for generateContent. "
+                                 "Call ListModels to see the list of available models and their "
+                                 "supported methods.")
+        body = record["body"]
+        if not isinstance(body, dict):
+            return _google_error(400, "Invalid JSON payload received.")
+        if not body.get("contents"):
+            return _google_error(400, "* GenerateContentRequest.contents: contents is not specified\n")
+        for n, content in enumerate(body["contents"]):
+            if not content.get("parts"):
+                return _google_error(400, f"* GenerateContentRequest.contents[{n}].parts: "
+                                          "contents.parts must not be empty.\n")
+        return 200, self._success(record, fault)
+
+    def _success(self, record: dict, fault: dict | None) -> dict:
+        prompt_tokens = sum(len(t.split()) for c in record["body"]["contents"]
+                            for t in (p.get("text", "") for p in c.get("parts", []))) or 1
+        envelope = {"modelVersion": record["model"], "responseId": secrets.token_urlsafe(16)}
+        if fault and "block" in fault:
+            return {"promptFeedback": {"blockReason": fault["block"], "safetyRatings": _safety_ratings()},
+                    "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+                    **envelope}
+        if fault and "empty" in fault:
+            return {"candidates": [{"finishReason": fault["empty"], "index": 0,
+                                    "safetyRatings": _safety_ratings()}],
+                    "usageMetadata": {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens},
+                    **envelope}
+        with self._lock:
+            self._replies += 1
+            n = self._replies
+        reply = self.responder(record["body"]) if self.responder else f"Resposta automática #{n}"
+        if isinstance(reply, dict):
+            return reply
+        out_tokens = len(reply.split()) or 1
+        return {
+            "candidates": [{"content": {"parts": [{"text": reply}], "role": "model"},
+                            "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
+                              "totalTokenCount": prompt_tokens + out_tokens,
+                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]},
+            **envelope,
+        }

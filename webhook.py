@@ -1,0 +1,186 @@
+"""The Flask app Evolution posts to: check the token, parse, dedupe and buffer; answer fast.
+
+It never calls Gemini or Evolution itself, except in degraded mode: when Redis is down and
+REDIS_DOWN=direct, each message is answered at once from a small thread pool, without debounce
+or history, until Redis is back. `gunicorn webhook:app` serves the module-level `app`.
+"""
+
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import redis as redis_lib
+from flask import Flask, jsonify, request
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from rq import Queue
+
+import buffer
+import parser
+from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings=None, redis=None, direct_context=None):
+    """Build the app; tests pass their own settings, Redis and degraded-mode context."""
+    if settings is None:
+        required = ("REDIS_URL",)
+        settings = load_settings()
+        if settings.redis_down == "direct":
+            required += REQUIRED_FOR_REPLYING
+        settings = load_settings(require=required)
+        setup_logging(settings)
+    if redis is None:
+        redis = redis_lib.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 1)
+        )
+    import worker  # the queue's name, and the answering code for degraded mode
+
+    queue = Queue(worker.QUEUE_NAME, connection=redis)
+    direct = None
+    if settings.redis_down == "direct":
+        direct = DirectReplies(settings, direct_context or (lambda: worker.make_context(settings, redis, queue)))
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    if not settings.webhook_token:
+        log.warning("WEBHOOK_TOKEN is not set: anyone who can reach this port can post messages to the bot")
+
+    @app.post("/webhook")
+    @app.post("/webhook/<event>")
+    def receive(event=""):
+        if not authorized(request, settings.webhook_token):
+            return jsonify(error="missing or wrong token"), 401
+        try:
+            body = json.loads(request.get_data())
+        except ValueError:
+            return jsonify(error="body is not valid JSON"), 400
+        messages = parser.parse_body(body, event)
+        if not messages:
+            log.debug("ignored event %r", _event_name(body, event))
+            return jsonify(status="ignored")
+        try:
+            outcomes = [handle(message) for message in messages]
+        except redis_lib.RedisError as error:
+            if direct is None:
+                log.error("Redis unavailable (%s): answering 503 so Evolution delivers again", error)
+                return jsonify(error="Redis unavailable, retry later"), 503
+            outcomes = [direct.submit(message) for message in messages]
+        else:
+            if direct is not None:
+                direct.recovered()
+        return jsonify(status="ok", results=outcomes)
+
+    def handle(message):
+        """Dedupe and buffer one message, or note a `fromMe` one; returns what happened (also logged)."""
+        who = parser.mask(message.reply_to)
+        reason = parser.reason_to_ignore(message, settings, time.time())
+        if reason:
+            log.info("ignored %s from %s: %s", message.kind, who, reason)
+            return "ignored"
+        if message.from_me or message.event != "messages.upsert":
+            outcome = buffer.note_from_me(redis, message, settings)
+            log.info("fromMe in chat %s: %s", who, outcome)
+            return outcome
+        trigger = _matches(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
+        outcome = buffer.add_message(redis, queue, message, settings, trigger)
+        log.info("%s from %s on %s: %s", message.kind, who, message.instance, outcome)
+        return outcome
+
+    @app.get("/health")
+    def health():
+        try:
+            redis.ping()
+        except redis_lib.RedisError:
+            return jsonify(redis="unreachable"), 503
+        return jsonify(redis="ok")
+
+    @app.errorhandler(413)
+    def too_large(_error):
+        return jsonify(error=f"body larger than MAX_BODY_BYTES={settings.max_body_bytes}"), 413
+
+    return app
+
+
+def authorized(req, token):
+    """`?token=` (Evolution's global webhook sends no headers) or `Authorization: Bearer`, in constant time."""
+    if not token:
+        return True
+    given = req.args.get("token") or ""
+    header = req.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        given = given or header[7:].strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _matches(text, words):
+    lowered = text.lower()
+    return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered) for word in words)
+
+
+def _event_name(body, event):
+    first = body[0] if isinstance(body, list) and body else body
+    name = first.get("event") if isinstance(first, dict) else None
+    return name if isinstance(name, str) else event
+
+
+class DirectReplies:
+    """Degraded mode: answer each message at once in a few threads, deduped in memory, while Redis is down."""
+
+    def __init__(self, settings, make_context):
+        self.settings = settings
+        self.make_context = make_context
+        self.context = None
+        self.pool = ThreadPoolExecutor(max_workers=settings.direct_reply_threads, thread_name_prefix="direct")
+        self.seen = OrderedDict()
+        self.lock = threading.Lock()
+        self.degraded = False
+
+    def submit(self, message):
+        """Queue one message for a direct answer unless it is a duplicate or not a customer's message."""
+        with self.lock:
+            if not self.degraded:
+                log.error("DEGRADED: Redis is down; answering each message directly (no debounce, no history)")
+                self.degraded = True
+            if self.context is None:
+                self.context = self.make_context()
+            key = (message.instance, message.message_id)
+            if key in self.seen:
+                return "duplicate"
+            self.seen[key] = True
+            while len(self.seen) > 10_000:
+                self.seen.popitem(last=False)
+        if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
+            message, self.settings, time.time()
+        ):
+            return "ignored"
+        import worker
+
+        self.pool.submit(self._answer, worker, message)
+        return "answered directly"
+
+    def _answer(self, worker, message):
+        try:
+            worker.answer_directly(self.context, message)
+        except Exception:
+            log.exception("degraded mode: could not answer %s", parser.mask(message.reply_to))
+
+    def recovered(self):
+        if self.degraded:
+            with self.lock:
+                self.degraded = False
+            log.warning("Redis is back: debounce and history resumed")
+
+
+def __getattr__(name):
+    """`webhook.app` is built on first access (gunicorn), so importing this module needs no settings."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    raise AttributeError(name)

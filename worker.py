@@ -1,0 +1,351 @@
+"""The job that answers a chat (merge the burst, ask Gemini, send one reply), and the worker that runs it.
+
+`python worker.py` runs an RQ worker with its scheduler. Everything the job knows between tries
+lives in Redis (see buffer.py), so a worker can die at any line and the next one carries on.
+"""
+
+import argparse
+import base64
+import binascii
+import json
+import logging
+import random
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import redis as redis_lib
+from rq import Queue, Worker
+
+import ai_service
+import buffer
+import memory
+import sender
+from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
+from parser import mask
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "whatsapp"
+SUPPORTED_KINDS = {"text", "image", "video", "document", "audio"}
+GEMINI_MEDIA = ("image/", "audio/", "video/", "application/pdf", "text/")
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a job needs, made once per process: settings, Redis, the RQ queue, Gemini and Evolution clients."""
+
+    settings: object
+    redis: object
+    queue: object
+    genai: object
+    session: object
+
+
+def make_context(settings, redis=None, queue=None):
+    """Build every outside connection in one place; tests pass their own Redis."""
+    redis = redis or redis_lib.Redis.from_url(settings.redis_url, health_check_interval=30)
+    queue = queue or Queue(QUEUE_NAME, connection=redis)
+    return Context(settings, redis, queue, ai_service.make_client(settings), sender.make_session())
+
+
+_context = None
+
+
+def get_context():
+    """The process's context; made from the environment on first use (e.g. under `rq worker`)."""
+    global _context
+    if _context is None:
+        _context = make_context(load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING)))
+    return _context
+
+
+def answer_chat(cid):
+    """RQ entry point: answer chat `cid` if its burst is due."""
+    process_chat(get_context(), cid)
+
+
+def process_chat(ctx, cid):
+    """Claim the chat, make (or reuse) its reply, deliver it, and release the chat."""
+    settings = ctx.settings
+    state, token, stored, entries = buffer.claim(ctx.redis, cid, settings.job_lease_seconds)
+    if state == "wait":
+        early = stored - time.time()
+        if early <= 1.5:  # RQ keeps whole seconds, so a job may start up to a second early
+            time.sleep(max(early, 0))
+            return process_chat(ctx, cid)
+        buffer.schedule(ctx.queue, cid, stored, settings)
+        return
+    if state != "ready":
+        log.debug("chat %s: %s, nothing to do", cid, state)
+        return
+    reply = json.loads(stored) if stored else compose_reply(ctx, cid, token, entries)
+    if reply is not None:
+        deliver(ctx, cid, token, reply)
+
+
+def merge_burst(entries, settings):
+    """The burst as one user turn: texts in the order they were written, cut to MAX_INPUT_CHARS."""
+    lines = [entry["text"] for entry in entries if entry.get("text")]
+    text = "\n".join(lines)
+    if len(text) > settings.max_input_chars:
+        log.info("burst of %d chars cut to MAX_INPUT_CHARS=%d", len(text), settings.max_input_chars)
+        text = text[: settings.max_input_chars]
+    return text
+
+
+def _has_word(text, words):
+    return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) for word in words)
+
+
+def compose_reply(ctx, cid, token, entries):
+    """Decide the answer for a burst: a keyword's fixed text, or Gemini's. None when retrying later."""
+    settings = ctx.settings
+    entries = sorted(entries, key=lambda e: e.get("timestamp") or 0)  # delivery order is not guaranteed
+    last = entries[-1]
+    instance, number = last["instance"], last["reply_to"]
+    user_text = merge_burst(entries, settings)
+    lowered = user_text.lower()
+    last_words = (last.get("text") or "").strip().lower()
+
+    reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time()}
+    if last_words and last_words in settings.optout_keywords:
+        buffer.opt_out(ctx.redis, cid, settings.optout_days * 86400)
+        log.info("chat %s (%s) opted out", cid, mask(number))
+        return {**reply, "parts": [settings.optout_message]}
+    if settings.handoff_keywords and _has_word(lowered, settings.handoff_keywords):
+        buffer.pause(ctx.redis, cid, settings.handoff_pause_minutes * 60)
+        log.info("chat %s (%s) asked for a person: pausing the bot", cid, mask(number))
+        return {**reply, "parts": [settings.handoff_message]}
+
+    supported = [e for e in entries if e.get("kind") in SUPPORTED_KINDS]
+    if not supported:
+        if settings.unknown_message:
+            return {**reply, "parts": [settings.unknown_message]}
+        buffer.finish(ctx.redis, ctx.queue, cid, token, settings)
+        log.info("chat %s (%s): only unsupported messages, no reply", cid, mask(number))
+        return None
+
+    mark_as_read(ctx, instance, entries)
+    show_typing(ctx, instance, number)
+    try:
+        media, notes = collect_media(ctx, instance, supported)
+        prompt_text = "\n".join(filter(None, [user_text, *notes]))
+        text = ai_service.generate_reply(
+            ctx.genai, settings, memory.load_history(ctx.redis, cid), prompt_text,
+            ai_service.load_system_prompt(settings, instance), media,
+        )
+        parts = split_reply(text, settings)
+    except ai_service.ReplyError as error:
+        attempt = buffer.count_attempt(ctx.redis, cid)
+        if error.retryable and attempt < settings.gemini_max_attempts:
+            delay = backoff(settings, attempt)
+            log.warning("chat %s: %s; try %d of %d again in %.0fs", cid, error.reason, attempt,
+                        settings.gemini_max_attempts, delay)
+            buffer.retry_later(ctx.redis, ctx.queue, cid, token, delay, settings)
+            return None
+        log.error("chat %s: %s after %d tries; sending the fallback message", cid, error.reason, attempt)
+        fallback = settings.media_failed_message if isinstance(error, MediaError) else settings.fallback_message
+        parts = [fallback]
+    reply = {**reply, "parts": parts}
+    buffer.store_reply(ctx.redis, cid, reply)  # before sending: a failed send never asks Gemini again
+    return reply
+
+
+class MediaError(ai_service.ReplyError):
+    """A customer's media could not be downloaded from Evolution."""
+
+
+def collect_media(ctx, instance, entries):
+    """Media to show Gemini as (mimetype, bytes), plus notes for what was too large or unsupported."""
+    settings = ctx.settings
+    limit = settings.max_media_mb * 1024 * 1024
+    media, notes = [], []
+    for entry in entries:
+        info = entry.get("media") or {}
+        if not info:
+            continue
+        mimetype = (info.get("mimetype") or "").split(";")[0].strip()
+        if info.get("file_length", 0) > limit:
+            notes.append(f"[O cliente enviou um arquivo de {info['file_length'] // 1048576} MB, grande demais para abrir.]")
+            continue
+        if not mimetype.startswith(GEMINI_MEDIA):
+            notes.append(f"[O cliente enviou um arquivo do tipo {mimetype or 'desconhecido'}, que não consigo abrir.]")
+            continue
+        data = _media_bytes(ctx, instance, entry, info)
+        if len(data) > limit:
+            notes.append("[O cliente enviou um arquivo grande demais para abrir.]")
+            continue
+        media.append((mimetype, data))
+    return media, notes
+
+
+def _media_bytes(ctx, instance, entry, info):
+    """The media's bytes: from the webhook's inline base64 when Evolution sent it, else downloaded."""
+    encoded = info.get("base64")
+    if not encoded:
+        try:
+            encoded = sender.get_media_base64(ctx.session, ctx.settings, instance, entry["message_id"]).get("base64")
+        except sender.EvolutionError as error:
+            raise MediaError(f"media download failed: {error.status}", retryable=True) from None
+    try:
+        return base64.b64decode(encoded or "", validate=True)
+    except (binascii.Error, ValueError):
+        raise MediaError("media is not valid base64", retryable=True) from None
+
+
+def split_reply(text, settings):
+    """Long answers become several messages, split on blank lines (SPLIT_MESSAGES), like a person types."""
+    if not settings.split_messages:
+        return [text]
+    parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+    return parts or [text]
+
+
+def backoff(settings, attempt):
+    """Exponential backoff with jitter: about base, 2×base, 4×base… seconds."""
+    return settings.retry_base_seconds * (2 ** (attempt - 1)) * random.uniform(0.75, 1.25)
+
+
+def typing_ms(settings, text):
+    return min(len(text) * settings.time_per_char_ms, settings.max_typing_ms)
+
+
+def deliver(ctx, cid, token, reply):
+    """Send the reply's remaining parts in order, then write history and release the chat."""
+    settings = ctx.settings
+    instance, number, parts = reply["instance"], reply["reply_to"], reply["parts"]
+    while reply["sent"] < len(parts):
+        if buffer.is_paused(ctx.redis, cid):
+            log.info("chat %s (%s): a person took over; reply dropped", cid, mask(number))
+            break
+        part = parts[reply["sent"]]
+        buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds)
+        buffer.note_outgoing(ctx.redis, instance, cid, part)
+        try:
+            sent = sender.send_text(ctx.session, settings, instance, number, part, typing_ms(settings, part))
+        except sender.EvolutionError as error:
+            age = time.time() - reply["created"]
+            if error.retryable and age < settings.send_retry_minutes * 60:
+                delay = min(backoff(settings, buffer.count_attempt(ctx.redis, cid)), 120)
+                log.warning("chat %s: %s; sending again in %.0fs", cid, error, delay)
+                buffer.retry_later(ctx.redis, ctx.queue, cid, token, delay, settings)
+                return
+            log.error("chat %s (%s): %s; reply dropped", cid, mask(number), error)
+            break
+        message_id = (sent.get("key") or {}).get("id") if isinstance(sent, dict) else None
+        if message_id:
+            buffer.note_outgoing(ctx.redis, instance, cid, part, message_id)
+        reply["sent"] += 1
+        if reply["sent"] < len(parts):
+            buffer.store_reply(ctx.redis, cid, reply)  # a crash now resends nothing already sent
+
+    pipe = ctx.redis.pipeline(transaction=True)
+    if reply["sent"]:
+        memory.append_exchange(pipe, cid, reply["user_text"], "\n\n".join(parts[: reply["sent"]]), settings)
+    outcome = buffer.finish(ctx.redis, ctx.queue, cid, token, settings, pipe=pipe)
+    if reply["sent"]:
+        log.info("chat %s (%s): replied in %d message(s)%s", cid, mask(number), reply["sent"],
+                 "" if outcome == "done" else f" ({outcome})")
+
+
+def mark_as_read(ctx, instance, entries):
+    """Blue ticks on the burst (MARK_READ); a failure here never blocks the reply."""
+    if not ctx.settings.mark_read:
+        return
+    try:
+        sender.mark_read(ctx.session, ctx.settings, instance, [(e["chat_id"], e["message_id"]) for e in entries])
+    except sender.EvolutionError as error:
+        log.debug("mark as read failed: %s", error)
+
+
+def show_typing(ctx, instance, number):
+    """"digitando…" while Gemini thinks (SEND_PRESENCE). Evolution holds the call, so it runs aside."""
+    if not ctx.settings.send_presence:
+        return
+
+    def run():
+        try:
+            sender.send_presence(ctx.session, ctx.settings, instance, number, ctx.settings.max_typing_ms)
+        except sender.EvolutionError as error:
+            log.debug("presence failed: %s", error)
+
+    threading.Thread(target=run, daemon=True).start()
+
+
+def answer_directly(ctx, message):
+    """Degraded mode (Redis down): answer one message at once, without debounce or history."""
+    settings = ctx.settings
+    try:
+        text = ai_service.generate_reply(
+            ctx.genai, settings, [], message.text[: settings.max_input_chars],
+            ai_service.load_system_prompt(settings, message.instance),
+        )
+        parts = split_reply(text, settings)
+    except ai_service.ReplyError as error:
+        log.error("degraded mode: %s; sending the fallback message", error.reason)
+        parts = [settings.fallback_message]
+    for part in parts:
+        sender.send_text(ctx.session, settings, message.instance, message.reply_to, part)
+    log.info("degraded mode: replied to %s in %d message(s)", mask(message.reply_to), len(parts))
+
+
+class BotWorker(Worker):
+    """RQ's worker, plus a sweep at each maintenance tick that re-enqueues chats whose job was lost."""
+
+    bot_settings = None
+
+    def run_maintenance_tasks(self):
+        try:
+            buffer.rescue_overdue(self.connection, self.queues[0], self.bot_settings)
+        except redis_lib.RedisError as error:
+            self.log.warning("sweep for lost jobs failed: %s", error)
+        super().run_maintenance_tasks()
+
+
+def run_worker(ctx):
+    """Work the queue with the scheduler; maintenance (scheduler restart, sweep) every SWEEP_SECONDS.
+
+    RQ's defaults check only every 10 minutes, which after a crash or a Redis restart would leave
+    customers waiting that long; see README "What happens when…".
+    """
+    settings = ctx.settings
+    worker = BotWorker(
+        [ctx.queue],
+        connection=ctx.redis,
+        maintenance_interval=settings.sweep_seconds,
+        worker_ttl=settings.sweep_seconds + 15,  # RQ waits worker_ttl - 15 s per dequeue, then maintains
+    )
+    worker.bot_settings = settings
+    worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+
+
+def main(argv):
+    """`python worker.py` runs the worker; `python worker.py forget INSTANCE NUMBER` erases one customer."""
+    cli = argparse.ArgumentParser(description="WhatsApp bot worker")
+    commands = cli.add_subparsers(dest="command")
+    forget = commands.add_parser("forget", help="erase one customer's history and pending messages (LGPD)")
+    forget.add_argument("instance")
+    forget.add_argument("number", help="phone number (digits) or JID")
+    args = cli.parse_args(argv)
+
+    if args.command == "forget":
+        settings = load_settings()
+        jid = args.number if "@" in args.number else f"{args.number}@s.whatsapp.net"
+        deleted = buffer.forget_chat(redis_lib.Redis.from_url(settings.redis_url), args.instance, jid)
+        print(f"erased {deleted} key(s) for {mask(jid)} on {args.instance}")
+        return 0
+    settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
+    setup_logging(settings)
+    global _context
+    _context = make_context(settings)
+    run_worker(_context)
+    return 0
+
+
+if __name__ == "__main__":
+    import worker  # run as the importable module, so RQ's jobs find the context made in main()
+
+    sys.exit(worker.main(sys.argv[1:]))
