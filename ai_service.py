@@ -69,7 +69,10 @@ def build_prompt(history, user_text, media=()):
 def generate_reply(client, settings, history, user_text, system_prompt, media=()):
     """Return Gemini's answer text, or raise ReplyError. An empty or blocked answer is an error."""
     contents = build_prompt(history, user_text, media)
-    config = types.GenerateContentConfig(system_instruction=system_prompt)
+    config = types.GenerateContentConfig(
+        system_instruction=system_prompt,
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # we declare no tools
+    )
     try:
         response = client.models.generate_content(model=settings.gemini_model, contents=contents, config=config)
     except errors.APIError as error:

@@ -42,6 +42,8 @@ def keys(cid):
         "rate": f"wa:rate:{cid}",
         "session": f"wa:session:{cid}",
         "outgoing": f"wa:outgoing:{cid}",
+        "sending": f"wa:sending:{cid}",
+        "delivered": f"wa:delivered:{cid}",
         "rescue": f"wa:rescue:{cid}",
         "history": f"wa:history:{cid}",
     }
@@ -121,11 +123,11 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
 return {'ready', redis.call('GET', KEYS[6]) or '', unpack(redis.call('LRANGE', KEYS[5], 0, -1))}
 """
 
-# KEYS: lock, inflight, reply, attempts, burst, deadline, due
+# KEYS: lock, inflight, reply, attempts, burst, deadline, due, sending, delivered
 # ARGV: token, cid, now
 FINISH_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost'} end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[1])
 if redis.call('LLEN', KEYS[5]) > 0 then
   local deadline = math.max(tonumber(redis.call('GET', KEYS[6]) or '0'), tonumber(ARGV[3]))
   redis.call('ZADD', KEYS[7], deadline, ARGV[2])
@@ -251,7 +253,8 @@ def finish(redis, queue, cid, token, settings, pipe=None, now=None):
     now = time.time() if now is None else now
     k = keys(cid)
     script = redis.register_script(FINISH_SCRIPT)
-    args = dict(keys=[k["lock"], k["inflight"], k["reply"], k["attempts"], k["burst"], k["deadline"], DUE],
+    args = dict(keys=[k["lock"], k["inflight"], k["reply"], k["attempts"], k["burst"], k["deadline"], DUE,
+                      k["sending"], k["delivered"]],
                 args=[token, cid, repr(now)])
     if pipe is None:
         result = _decode(script(**args))
@@ -302,10 +305,16 @@ def rescue_overdue(redis, queue, settings, now=None, limit=200):
 
 # --- Human handoff, owner commands, opt-out ---------------------------------------------------
 
-# KEYS: ours, outgoing, paused, burst, inflight, reply, due, deadline
+# KEYS: ours, outgoing, paused, burst, inflight, reply, due, deadline, sending, delivered
 # ARGV: digest, action (pause|resume|stop), pause_seconds, cid
 FROM_ME_SCRIPT = """
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 'own' end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
+  if redis.call('SISMEMBER', KEYS[9], ARGV[1]) == 1 then
+    redis.call('SADD', KEYS[10], ARGV[1])
+    redis.call('EXPIRE', KEYS[10], 86400)
+  end
+  return 'own'
+end
 if ARGV[2] == 'resume' then redis.call('DEL', KEYS[3]) return 'resumed' end
 if ARGV[2] == 'stop' then redis.call('SET', KEYS[3], 'stop') else
   if redis.call('GET', KEYS[3]) == 'stop' then return 'stopped' end
@@ -333,7 +342,7 @@ def note_from_me(redis, message, settings):
         action = "stop"
     result = redis.register_script(FROM_ME_SCRIPT)(
         keys=[own_send_key(message.instance, message.message_id), k["outgoing"], k["paused"], k["burst"],
-              k["inflight"], k["reply"], DUE, k["deadline"]],
+              k["inflight"], k["reply"], DUE, k["deadline"], k["sending"], k["delivered"]],
         args=[text_digest(message.text), action, int(settings.handoff_pause_minutes * 60) or 1, cid],
     )
     return result.decode() if isinstance(result, bytes) else result
@@ -355,13 +364,20 @@ def opt_out(redis, cid, seconds):
 
 def note_outgoing(redis, instance, cid, text, message_id=None):
     """Remember what we send (text before, id after) so its `fromMe` echo is not taken for a human."""
+    k = keys(cid)
     pipe = redis.pipeline()
     if message_id:
         pipe.set(own_send_key(instance, message_id), "1", ex=86400)
     else:
-        pipe.sadd(keys(cid)["outgoing"], text_digest(text))
-        pipe.expire(keys(cid)["outgoing"], 3600)
+        for key, ttl in ((k["outgoing"], 3600), (k["sending"], 7 * 86400)):
+            pipe.sadd(key, text_digest(text))
+            pipe.expire(key, ttl)
     pipe.execute()
+
+
+def was_delivered(redis, cid, text):
+    """True when Evolution already echoed this part back: a send whose answer we lost still went out."""
+    return bool(redis.sismember(keys(cid)["delivered"], text_digest(text)))
 
 
 def forget_chat(redis, instance, chat_id):

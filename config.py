@@ -192,6 +192,8 @@ def _validate(settings, require):
     for name in positive:
         if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
             raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")
+    if settings.max_typing_ms / 1000 + 5 > settings.evolution_timeout_seconds:
+        raise SettingsError("EVOLUTION_TIMEOUT_SECONDS must exceed MAX_TYPING_MS by 5 s: Evolution holds sendText while typing")
     if settings.gemini_timeout_seconds + settings.evolution_timeout_seconds >= settings.job_lease_seconds:
         raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
 
@@ -202,3 +204,5 @@ def setup_logging(settings):
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for noisy in ("httpx", "httpx2", "urllib3"):  # one line per HTTP call, with URLs: not worth INFO
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

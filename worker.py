@@ -222,6 +222,10 @@ def deliver(ctx, cid, token, reply):
             log.info("chat %s (%s): a person took over; reply dropped", cid, mask(number))
             break
         part = parts[reply["sent"]]
+        if buffer.was_delivered(ctx.redis, cid, part):
+            log.info("chat %s: part %d already delivered (its echo arrived); not sending again", cid, reply["sent"] + 1)
+            reply["sent"] += 1
+            continue
         buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds)
         buffer.note_outgoing(ctx.redis, instance, cid, part)
         try:

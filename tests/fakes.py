@@ -15,6 +15,7 @@ import mimetypes
 import re
 import secrets
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -46,7 +47,6 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         # A client that timed out and hung up is normal here (delays, holds); anything else is a bug.
-        import sys
         if not isinstance(sys.exc_info()[1], ConnectionError):
             super().handle_error(request, client_address)
 
@@ -411,7 +411,7 @@ class FakeEvolution(_FakeHTTPServer):
         elif fault:
             return self._scripted_failure(fault)
         if parse_error:  # body-parser errors carry no `error` field, hence this odd pairing
-            return _evo_error(400, f"Unexpected token in JSON: {parse_error}", "Internal Server Error")
+            return _evo_error(400, parse_error, "Internal Server Error")  # text is Python's, not V8's
         if route is None:
             return _evo_error(404, [f"Cannot {record['method']} {record['path']}"])
         # Guards run in this order: instanceExistsGuard, instanceLoggedGuard, authGuard.apikey.

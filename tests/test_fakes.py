@@ -9,7 +9,7 @@ import requests
 from google import genai
 from google.genai import errors, types
 
-from tests.fakes import FakeEvolution, FakeGemini, create_jid
+from fakes import FakeEvolution, FakeGemini, create_jid
 
 KEY = "test-key"
 

@@ -1,0 +1,60 @@
+"""End to end with real processes: redis-server, `gunicorn webhook:app`, `python worker.py` (RQ worker and
+scheduler), the real google-genai SDK against FakeGemini and requests against FakeEvolution."""
+
+import threading
+import time
+
+from conftest import CUSTOMER, text_message, wait_until
+
+
+def test_burst_of_three_gets_one_gemini_call_and_one_reply(stack, gemini, evolution):
+    gemini.reply_with("Oi! O preço é R$ 25,00.")
+    for i, text in enumerate(["Oi", "tudo bem?", "queria saber o preço"]):
+        stack.post(text_message(text, f"BURST{i}"))
+        time.sleep(0.3)
+
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="a reply")
+    time.sleep(1.5)  # a second job or reply would show up here
+    assert len(gemini.requests) == 1
+    assert gemini.user_texts(0) == ["Oi\ntudo bem?\nqueria saber o preço"]
+    assert evolution.sent_texts() == [("shop", CUSTOMER, "Oi! O preço é R$ 25,00.")]
+
+
+def test_five_deliveries_of_one_message_get_one_reply(stack, gemini, evolution):
+    body = text_message("quanto custa?", "SAMEID")
+    threads = [threading.Thread(target=stack.post, args=(body,)) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="a reply")
+    time.sleep(1.5)
+    assert len(gemini.requests) == 1
+    assert len(evolution.sent_texts()) == 1
+
+
+def test_two_chats_at_once_get_their_own_replies(stack, gemini, evolution):
+    gemini.responder = lambda body: "resposta para: " + body["contents"][-1]["parts"][-1]["text"]
+    stack.post(text_message("sou a Ana", "ANA1", number="5511988881111"))
+    stack.post(text_message("sou o Bruno", "BRU1", number="5521977772222"))
+
+    wait_until(lambda: len(evolution.sent_texts()) == 2, timeout=20, message="two replies")
+    assert sorted(evolution.sent_texts()) == [
+        ("shop", "5511988881111", "resposta para: sou a Ana"),
+        ("shop", "5521977772222", "resposta para: sou o Bruno"),
+    ]
+
+
+def test_message_sent_while_gemini_answers_is_answered_afterwards(stack, gemini, evolution):
+    gemini.hold()
+    stack.post(text_message("primeira pergunta", "WHILE1"))
+    wait_until(lambda: gemini.requests, timeout=20, message="the first Gemini call")
+    stack.post(text_message("e mais uma coisa", "WHILE2"))
+    gemini.release()
+
+    wait_until(lambda: len(evolution.sent_texts()) == 2, timeout=20, message="two replies")
+    assert gemini.user_texts(0) == ["primeira pergunta"]
+    assert gemini.user_texts(1) == ["e mais uma coisa"]
+    # the second call saw the first exchange as history
+    assert gemini.requests[1]["body"]["contents"][0]["parts"][0]["text"] == "primeira pergunta"
