@@ -163,6 +163,8 @@ def load_settings(environ=None, require=("REDIS_URL",)):
             raw = environ.get(FALLBACK_NAMES[name])
         if raw is not None and (raw.strip() or field.type is str):
             values[field.name] = _parse(name, raw, field.type)
+    if "redis_down" in values:
+        values["redis_down"] = values["redis_down"].strip().lower()
 
     legacy_url = environ.get("EVOLUTION_API", "").strip()
     if legacy_url and not values.get("evolution_api_url"):

@@ -4,6 +4,7 @@ Evolution's payloads differ by version (v1 and v2, '@lid' addressing moved betwe
 every 2.3.x release), so everything that knows those shapes lives here and nowhere else.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 
 MESSAGE_EVENTS = {"messages.upsert", "send.message"}
@@ -38,10 +39,12 @@ KINDS = {
     "pollCreationMessage": "poll",
     "pollCreationMessageV2": "poll",
     "pollCreationMessageV3": "poll",
-    "pollUpdateMessage": "poll",
     "reactionMessage": "reaction",
+    # Not something a customer wrote: poll votes, deletions, key exchanges, encrypted edits (2026+).
+    "pollUpdateMessage": "protocol",
     "protocolMessage": "protocol",
     "senderKeyDistributionMessage": "protocol",
+    "secretEncryptedMessage": "protocol",
 }
 
 MEDIA_KINDS = {"image", "video", "document", "audio"}
@@ -63,6 +66,7 @@ class Message:
     timestamp: int
     kind: str
     lid: str = ""  # the '@lid' JID when the payload carried one
+    own_jid: str = ""  # the instance's own number (the body's `sender`)
     media: dict = field(default_factory=dict)  # mimetype, seconds, fileLength, fileName, base64 (when sent inline)
 
 
@@ -85,10 +89,11 @@ def parse_body(body, event_from_path=""):
             instance = instance.get("instanceName")
         instance = instance if isinstance(instance, str) else ""
         data = event.get("data")
+        own_jid = _jid(event.get("sender"))
         for item in data if isinstance(data, list) else [data]:
             message = parse_message(item, name, instance)
             if message is not None:
-                messages.append(message)
+                messages.append(dataclasses.replace(message, own_jid=own_jid))
     return messages
 
 
@@ -142,7 +147,11 @@ def parse_message(data, event, instance):
 
 
 def _jid(value):
-    return value.strip() if isinstance(value, str) else ""
+    """A JID without spaces or device suffix: `5511…:12@s.whatsapp.net` → `5511…@s.whatsapp.net`."""
+    if not isinstance(value, str):
+        return ""
+    user, at, server = value.strip().partition("@")
+    return user.split(":")[0] + at + server
 
 
 def _first(key, names, suffix):
@@ -224,8 +233,8 @@ def to_int(value):
         return value
     if isinstance(value, float) and value == value and abs(value) < 2**63:
         return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+    if isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) <= 20:
+        return int(value.strip())  # isdigit() would let '²' through, and int() refuses over 4300 digits
     if isinstance(value, dict):
         low, high = value.get("low"), value.get("high")
         if isinstance(low, int) and isinstance(high, int) and not isinstance(low, bool):
@@ -246,21 +255,38 @@ def reason_to_ignore(message, settings, now):
         return "newsletter"
     if message.is_group and not settings.reply_to_groups:
         return "group chat"
-    if message.kind in ("reaction", "protocol"):
-        return message.kind
+    if message.kind in ("reaction", "protocol", "unknown"):
+        return f"{message.kind} message"
     if message.timestamp and now - message.timestamp > settings.max_message_age_seconds:
         return f"older than {settings.max_message_age_seconds}s (backlog replay)"
     number = message.reply_to.split("@")[0]
-    if number in settings.ignore_numbers:
+    if _listed(number, settings.ignore_numbers):
         return "number in IGNORE_NUMBERS"
-    if settings.only_numbers and number not in settings.only_numbers:
+    if settings.only_numbers and not _listed(number, settings.only_numbers):
         return "number not in ONLY_NUMBERS"
     return ""
 
 
+def _listed(number, numbers):
+    """Whether a JID's digits are among `numbers` as people write them ('+55 85 99999-9914'), including
+    Brazilian mobiles whose 9th digit WhatsApp drops (Evolution's createJid: DDD >= 31, first digit >= 7)."""
+    for written in numbers:
+        digits = "".join(ch for ch in written if ch in "0123456789") or written
+        if len(digits) == 13 and digits.startswith("55") and int(digits[2:4]) >= 31 and digits[5] >= "7":
+            digits = digits[:4] + digits[5:]
+        if number == digits:
+            return True
+    return False
+
+
 def mask(jid):
-    """Hide the middle of a phone number or JID for logs: 5511999994321 → 5511*****4321."""
+    """Hide the middle of a phone number or JID for logs: 5511999994321 → 5511*****4321.
+
+    Anything that is not a number (an instance called "loja") is returned as it is.
+    """
     number, _, domain = str(jid).partition("@")
+    if not number.isdigit():
+        return str(jid)
     if len(number) <= 8:
         hidden = number[:2] + "*" * max(len(number) - 2, 0)
     else:

@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -22,7 +23,7 @@ from rq import Queue
 
 import buffer
 import parser
-from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
+from config import REQUIRED_FOR_REPLYING, SettingsError, load_settings, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def create_app(settings=None, redis=None, direct_context=None):
             return jsonify(error="missing or wrong token"), 401
         try:
             body = json.loads(request.get_data())
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's limit
             return jsonify(error="body is not valid JSON"), 400
         messages = parser.parse_body(body, event)
         if not messages:
@@ -77,10 +78,16 @@ def create_app(settings=None, redis=None, direct_context=None):
                 direct.recovered()
         return jsonify(status="ok", results=outcomes)
 
+    own_numbers = set()  # every instance's own JID seen so far, to never answer another instance of this bot
+
     def handle(message):
         """Dedupe and buffer one message, or note a `fromMe` one; returns what happened (also logged)."""
         who = parser.mask(message.reply_to)
+        if message.own_jid:
+            own_numbers.add(message.own_jid)
         reason = parser.reason_to_ignore(message, settings, time.time())
+        if not reason and message.chat_id in own_numbers:
+            reason = "another number served by this bot (no bot-to-bot loops)"
         if reason:
             log.info("ignored %s from %s: %s", message.kind, who, reason)
             return "ignored"
@@ -90,7 +97,7 @@ def create_app(settings=None, redis=None, direct_context=None):
             return outcome
         trigger = _matches(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
         outcome = buffer.add_message(redis, queue, message, settings, trigger)
-        log.info("%s from %s on %s: %s", message.kind, who, message.instance, outcome)
+        log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
 
     @app.get("/health")
@@ -181,6 +188,11 @@ class DirectReplies:
 def __getattr__(name):
     """`webhook.app` is built on first access (gunicorn), so importing this module needs no settings."""
     if name == "app":
-        globals()["app"] = create_app()
-        return globals()["app"]
+        try:
+            app = create_app()
+        except SettingsError as error:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(3)  # gunicorn's WORKER_BOOT_ERROR: the arbiter stops instead of restarting workers forever
+        globals()["app"] = app
+        return app
     raise AttributeError(name)

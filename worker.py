@@ -114,16 +114,16 @@ def compose_reply(ctx, cid, token, entries):
     if last_words and last_words in settings.optout_keywords:
         buffer.opt_out(ctx.redis, cid, settings.optout_days * 86400)
         log.info("chat %s (%s) opted out", cid, mask(number))
-        return {**reply, "parts": [settings.optout_message]}
+        return _stored(ctx, cid, {**reply, "parts": [settings.optout_message]})
     if settings.handoff_keywords and _has_word(lowered, settings.handoff_keywords):
-        buffer.pause(ctx.redis, cid, settings.handoff_pause_minutes * 60)
         log.info("chat %s (%s) asked for a person: pausing the bot", cid, mask(number))
-        return {**reply, "parts": [settings.handoff_message]}
+        pause = settings.handoff_pause_minutes * 60
+        return _stored(ctx, cid, {**reply, "parts": [settings.handoff_message], "pause_after": pause})
 
     supported = [e for e in entries if e.get("kind") in SUPPORTED_KINDS]
     if not supported:
         if settings.unknown_message:
-            return {**reply, "parts": [settings.unknown_message]}
+            return _stored(ctx, cid, {**reply, "parts": [settings.unknown_message]})
         buffer.finish(ctx.redis, ctx.queue, cid, token, settings)
         log.info("chat %s (%s): only unsupported messages, no reply", cid, mask(number))
         return None
@@ -132,6 +132,8 @@ def compose_reply(ctx, cid, token, entries):
     show_typing(ctx, instance, number)
     try:
         media, notes = collect_media(ctx, instance, supported)
+        if notes and not media and not user_text:  # nothing Gemini could look at
+            return _stored(ctx, cid, {**reply, "parts": [settings.media_too_large_message]})
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
         text = ai_service.generate_reply(
             ctx.genai, settings, memory.load_history(ctx.redis, cid), prompt_text,
@@ -149,7 +151,10 @@ def compose_reply(ctx, cid, token, entries):
         log.error("chat %s: %s after %d tries; sending the fallback message", cid, error.reason, attempt)
         fallback = settings.media_failed_message if isinstance(error, MediaError) else settings.fallback_message
         parts = [fallback]
-    reply = {**reply, "parts": parts}
+    return _stored(ctx, cid, {**reply, "parts": parts})
+
+
+def _stored(ctx, cid, reply):
     buffer.store_reply(ctx.redis, cid, reply)  # before sending: a failed send never asks Gemini again
     return reply
 
@@ -246,6 +251,8 @@ def deliver(ctx, cid, token, reply):
         if reply["sent"] < len(parts):
             buffer.store_reply(ctx.redis, cid, reply)  # a crash now resends nothing already sent
 
+    if reply.get("pause_after"):
+        buffer.pause(ctx.redis, cid, reply["pause_after"])
     pipe = ctx.redis.pipeline(transaction=True)
     if reply["sent"]:
         memory.append_exchange(pipe, cid, reply["user_text"], "\n\n".join(parts[: reply["sent"]]), settings)
@@ -352,4 +359,9 @@ def main(argv):
 if __name__ == "__main__":
     import worker  # run as the importable module, so RQ's jobs find the context made in main()
 
-    sys.exit(worker.main(sys.argv[1:]))
+    from config import SettingsError
+
+    try:
+        sys.exit(worker.main(sys.argv[1:]))
+    except SettingsError as error:
+        sys.exit(f"error: {error}")

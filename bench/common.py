@@ -198,6 +198,10 @@ def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
     raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
 
 
+def redis_pid():
+    return next(p.pid for p in _procs if p.name == "redis")
+
+
 def start_redis(name="redis"):
     """A redis-server as the compose file runs it: AOF on, fsync every second, no RDB snapshots."""
     directory = tmpdir()
@@ -377,6 +381,23 @@ def run_wrk(port, seconds, chats, run_id, path=None, connections=8, threads=1, c
             "connections": connections}
 
 
+def wrk_measured(port, app_proc, redis_pid, seconds, chats, run_id, **kw):
+    """run_wrk, plus CPU ms per request of the app's gunicorn workers and of redis-server, and the
+    machine's background load (other sessions' CPU) during the run."""
+    workers = children(app_proc.pid)
+    pids = workers + [redis_pid]
+    cpu0 = {p: cpu_seconds(p) for p in pids}
+    watch = CpuWatch()
+    res = run_wrk(port, seconds, chats, run_id, **kw)
+    res.update(watch.stop())
+    cpu1 = {p: cpu_seconds(p) for p in pids}
+    n = max(res["requests"], 1)
+    res["app_cpu_ms"] = sum(cpu1[p] - cpu0[p] for p in workers) * 1000 / n
+    res["redis_cpu_ms"] = (cpu1[redis_pid] - cpu0[redis_pid]) * 1000 / n
+    res["cpu_ms"] = res["app_cpu_ms"] + res["redis_cpu_ms"]
+    return res
+
+
 def _ms(value, unit):
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
@@ -472,19 +493,40 @@ def settings_for(env):
     return load_settings(env, require=())
 
 
-def seed_waiting(client, settings, count, offset=1_000_000, now=None):
-    """`count` chats with a waiting burst (one message) and their scheduled RQ job, as the webhook leaves them."""
+class _NoSchedule:
+    """A stand-in queue for seeding: add_message's own enqueue_at is done by the caller instead."""
+
+    def enqueue_at(self, *args, **kwargs):
+        pass
+
+
+def seed_waiting(client, settings, count, offset=1_000_000, now=None, schedule=True, batch=500):
+    """`count` chats with a waiting burst (one message) and, with `schedule`, their scheduled RQ job.
+
+    Uses the bot's own buffer.add_message and buffer.job_options, queued on pipelines so that
+    10,000 chats take a second or two; the state is what the webhook leaves for new chats.
+    """
+    import math
+    from datetime import datetime, timezone
+
     import buffer
     import parser
     from rq import Queue
 
     queue = Queue("whatsapp", connection=client)
     now = time.time() if now is None else now
-    for i in range(count):
-        body = text_message("quero encomendar um bolo", f"SEED{offset + i}", number=chat_number(offset + i),
-                            instance=INSTANCE, timestamp=now)
-        (message,) = parser.parse_body(body)
-        buffer.add_message(client, queue, message, settings, now=now)
+    at = datetime.fromtimestamp(math.floor(now + settings.debounce_seconds), tz=timezone.utc)
+    for start_i in range(0, count, batch):
+        pipe = client.pipeline(transaction=False)
+        for i in range(start_i, min(count, start_i + batch)):
+            body = text_message("quero encomendar um bolo", f"SEED{offset + i}", number=chat_number(offset + i),
+                                instance=INSTANCE, timestamp=now)
+            (message,) = parser.parse_body(body)
+            buffer.add_message(pipe, _NoSchedule(), message, settings, now=now)  # queues the Lua script
+            if schedule:
+                cid = buffer.chat_ref(INSTANCE, message.chat_id)
+                queue.enqueue_at(at, buffer.JOB, cid, pipeline=pipe, **buffer.job_options(settings))
+        pipe.execute()
 
 
 def seed_history(client, settings, numbers, turns=None, chars=200):
@@ -515,8 +557,49 @@ def sample_text(chars, seed=0):
     return out[:chars]
 
 
-def info(client, section):
-    return client.info(section)
+def my_sessions():
+    return {os.getsid(0)} | {p.pid for p in _procs}
+
+
+class CpuWatch:
+    """Busy CPU of the whole machine vs. of this bench's own processes over an interval.
+
+    Other work on the machine (another session's tests, say) steals CPU from a 2-core benchmark;
+    `background_cores` says how much, so a low figure can be told from a slow bot.
+    """
+
+    def __init__(self):
+        self.t0, self.busy0, self.mine0 = time.monotonic(), _machine_busy(), _session_cpu(my_sessions())
+
+    def stop(self):
+        wall = max(time.monotonic() - self.t0, 1e-6)
+        busy = _machine_busy() - self.busy0
+        mine = _session_cpu(my_sessions()) - self.mine0
+        return {"wall_s": wall, "machine_busy_cores": busy / wall, "bench_cores": mine / wall,
+                "background_cores": max(busy - mine, 0) / wall}
+
+
+def _machine_busy():
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _session_cpu(sessions):
+    """CPU seconds of live processes in `sessions` (dead ones' time is lost: keep runs short and steady)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if int(fields[3]) in sessions:
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def keys_without_ttl(client):
@@ -549,6 +632,12 @@ def fmt(value):
     if isinstance(value, float):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
+
+
+def summary_row(figure, target, measured, ok, baseline="", ratio="", command=""):
+    """One line of the README table; run_all.py prints them all at the end."""
+    return {"figure": figure, "target": target, "measured": measured, "baseline": baseline, "ratio": ratio,
+            "ok": ok, "command": command}
 
 
 def save(name, data):

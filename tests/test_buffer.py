@@ -133,6 +133,18 @@ def test_claim_with_a_stored_reply_leaves_new_messages_for_the_next_burst(add, f
     assert burst_texts(fake_redis) == ["e o horário?"]
 
 
+def test_claim_during_a_retry_backoff_waits_then_takes_the_same_burst_again(add, fake_redis, queue, settings):
+    add("oi", "RB1", now=T0)
+    _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    buffer.retry_later(fake_redis, queue, CID, token, 5, settings, now=T0 + 11)  # Gemini failed
+    assert fake_redis.zscore(buffer.DUE, CID) == T0 + 16
+    assert scheduled_jobs(queue) == 2  # add_message's job and the retry's
+
+    assert buffer.claim(fake_redis, CID, 90, now=T0 + 12)[:3] == ("wait", None, T0 + 16)
+    state, _, reply, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 16)
+    assert state == "ready" and reply == "" and texts(entries) == ["oi"]
+
+
 def test_finish_with_new_messages_schedules_the_next_job(add, fake_redis, queue, settings):
     add("oi", "F1", now=T0)
     _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)

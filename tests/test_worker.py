@@ -1,0 +1,742 @@
+"""The job (worker.process_chat) in-process: fakeredis, FakeGemini through the real google-genai SDK, FakeEvolution.
+
+Each test buffers messages with buffer.add_message (or posts them to the webhook's test client) and
+then runs process_chat itself, as the RQ job would. DEBOUNCE_SECONDS=0, so a burst is due at once;
+a retry is due RETRY_BASE_SECONDS (0.1 s here) later, and process_chat waits for that itself.
+"""
+
+import base64
+import copy
+import json
+import logging
+import math
+import threading
+import time
+
+import pytest
+
+import buffer
+import memory
+import parser
+import webhook
+import worker
+from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, text_message, wait_until
+
+JID = f"{CUSTOMER}@s.whatsapp.net"
+FALLBACK = "Desculpe, volto já!"
+
+
+@pytest.fixture
+def bot(make_settings, fake_redis, queue):
+    """bot(**settings) → the job's Context on fakeredis, pointed at the fakes."""
+
+    def make(**overrides):
+        settings = make_settings(**{"DEBOUNCE_SECONDS": 0, "RETRY_BASE_SECONDS": 0.1,
+                                    "FALLBACK_MESSAGE": FALLBACK, **overrides})
+        return worker.make_context(settings, fake_redis, queue)
+
+    return make
+
+
+def deliver(ctx, body):
+    """Buffer every message of a webhook body as the webhook would (no fromMe here); returns the chat ref."""
+    message, = parser.parse_body(body)
+    assert buffer.add_message(ctx.redis, ctx.queue, message, ctx.settings) in ("scheduled", "buffered")
+    return buffer.chat_ref(message.instance, message.chat_id)
+
+
+def receive(ctx, text, message_id, **kwargs):
+    return deliver(ctx, text_message(text, message_id, **kwargs))
+
+
+def fresh(name, instance=INSTANCE):
+    """A stored real payload, moved to our instance and to now (the bot ignores old messages)."""
+    body = copy.deepcopy(load_payload(name))
+    body["instance"] = instance
+    body["data"]["messageTimestamp"] = int(time.time())
+    return body
+
+
+def due(ctx, cid):
+    return ctx.redis.zscore(buffer.DUE, cid)
+
+
+def inflight_texts(ctx, cid):
+    return [json.loads(entry)["text"] for entry in ctx.redis.lrange(buffer.keys(cid)["inflight"], 0, -1)]
+
+
+def scheduled_at(ctx):
+    """Unix times (whole seconds) of the chat jobs waiting in RQ's scheduled registry."""
+    registry = ctx.queue.scheduled_job_registry
+    return sorted(registry.get_scheduled_time(job_id).timestamp() for job_id in registry.get_job_ids())
+
+
+def sent_bodies(evolution, route="sendText"):
+    return [call["json"] for call in evolution.calls(route)]
+
+
+def webhook_client(ctx):
+    return webhook.create_app(ctx.settings, ctx.redis).test_client()
+
+
+def post(client, body):
+    response = client.post(f"/webhook?token={TOKEN}", json=body)
+    assert response.status_code == 200, response.text
+    return response.get_json().get("results")
+
+
+def inline_media(gemini, i=-1):
+    """(mime type, bytes) of the inline parts Gemini got. The SDK sends URL-safe base64, which
+    FakeGemini.inline_data decodes with the standard alphabet (garbling bytes), so decode here."""
+    blobs = [part.get("inlineData") or part.get("inline_data") for part in gemini.parts(i)]
+    return [(blob.get("mimeType") or blob.get("mime_type"), base64.urlsafe_b64decode(blob["data"]))
+            for blob in blobs if blob]
+
+
+def history_texts(ctx, cid):
+    return [(turn["role"], turn["text"]) for turn in memory.load_history(ctx.redis, cid)]
+
+
+# --- the normal path -----------------------------------------------------------------------------
+
+def test_a_burst_gets_one_gemini_call_and_one_reply(bot, gemini, evolution):
+    ctx = bot()
+    gemini.reply_with("Oi! Custa R$ 25,00.")
+    receive(ctx, "oi", "N1")
+    cid = receive(ctx, "quanto custa o bolo?", "N2")
+
+    worker.process_chat(ctx, cid)
+    worker.process_chat(ctx, cid)  # a second job for the same chat finds nothing to do
+
+    assert len(gemini.requests) == 1
+    assert gemini.user_texts() == ["oi\nquanto custa o bolo?"]
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Oi! Custa R$ 25,00.")]
+    assert due(ctx, cid) is None
+
+
+# --- Gemini faults -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", [429, 500, 503, "timeout"])
+def test_gemini_fault_is_retried_later_then_answered_once(bot, gemini, evolution, fault):
+    ctx = bot(GEMINI_TIMEOUT_SECONDS=1)
+    if fault == "timeout":
+        gemini.delay_next(3)
+    else:
+        gemini.fail_next(fault)
+    gemini.reply_with("Temos sim!")
+    cid = receive(ctx, "vocês têm bolo de milho?", "GF1")
+
+    before = time.time()
+    worker.process_chat(ctx, cid)
+    retry_at = due(ctx, cid)
+    assert evolution.sent_texts() == []
+    assert before + 0.05 < retry_at < time.time() + 1  # backoff, not the job's 90 s lease
+    assert math.floor(retry_at) in scheduled_at(ctx)
+    assert inflight_texts(ctx, cid) == ["vocês têm bolo de milho?"]
+
+    worker.process_chat(ctx, cid)
+    assert len(gemini.requests) == 2
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Temos sim!")]
+    assert due(ctx, cid) is None and inflight_texts(ctx, cid) == []
+
+
+def test_backoff_grows_with_each_failed_try(bot, gemini):
+    ctx = bot(GEMINI_MAX_ATTEMPTS=4)
+    gemini.fail_next(503, times=3)
+    cid = receive(ctx, "oi", "GB1")
+    waits = []
+    for _ in range(3):
+        worker.process_chat(ctx, cid)
+        waits.append(due(ctx, cid) - time.time())
+    # RETRY_BASE_SECONDS=0.1 doubled each time, ±25 % jitter
+    assert 0.05 < waits[0] <= 0.125 and 0.13 < waits[1] <= 0.25 and 0.28 < waits[2] <= 0.5
+
+
+def test_gemini_failing_every_try_sends_the_fallback_once_and_keeps_the_burst_in_history(bot, gemini, evolution):
+    ctx = bot(GEMINI_MAX_ATTEMPTS=3)
+    gemini.fail_next(503, times=3)
+    cid = receive(ctx, "vocês entregam no centro?", "GX1")
+
+    for _ in range(4):  # the last run finds the chat done
+        worker.process_chat(ctx, cid)
+
+    assert len(gemini.requests) == 3
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, FALLBACK)]
+    assert history_texts(ctx, cid) == [("user", "vocês entregam no centro?"), ("model", FALLBACK)]
+    assert due(ctx, cid) is None
+
+
+def test_gemini_rejecting_the_request_sends_the_fallback_at_once(bot, gemini, evolution):
+    ctx = bot(GEMINI_API_KEY="not-the-right-key")  # Gemini answers 400 API_KEY_INVALID
+    cid = receive(ctx, "oi", "G400")
+
+    worker.process_chat(ctx, cid)
+
+    assert len(gemini.requests) == 1
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, FALLBACK)]
+    assert due(ctx, cid) is None
+    assert len(scheduled_at(ctx)) == 1  # only the job add_message scheduled: no retry
+
+
+@pytest.mark.parametrize("answer", ["blocked", "empty"])
+def test_blocked_or_empty_answer_sends_the_fallback_never_an_empty_message(bot, gemini, evolution, answer):
+    ctx = bot()
+    if answer == "blocked":
+        gemini.block_next()
+    else:
+        gemini.empty_next(finish_reason="SAFETY")
+    cid = receive(ctx, "uma pergunta", "GBL")
+
+    worker.process_chat(ctx, cid)
+    worker.process_chat(ctx, cid)
+
+    assert len(gemini.requests) == 1
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, FALLBACK)]
+    assert all(body["text"].strip() for body in sent_bodies(evolution))
+
+
+# --- Evolution faults ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", [500, "drop", 400], ids=["500", "dropped-connection", "400-connection-closed"])
+def test_failed_send_is_retried_later_without_asking_gemini_again(bot, gemini, evolution, fault):
+    ctx = bot()
+    gemini.reply_with("Abrimos às 9h.")
+    evolution.fail_next("sendText", fault)  # 400 defaults to Evolution's "Error: Connection Closed"
+    cid = receive(ctx, "que horas abre?", "EF1")
+
+    before = time.time()
+    worker.process_chat(ctx, cid)
+    assert evolution.sent_texts() == []
+    assert before < due(ctx, cid) < time.time() + 1
+    assert json.loads(ctx.redis.get(buffer.keys(cid)["reply"]))["parts"] == ["Abrimos às 9h."]
+
+    worker.process_chat(ctx, cid)
+    assert len(gemini.requests) == 1
+    assert len(evolution.calls("sendText")) == 2
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Abrimos às 9h.")]
+    assert due(ctx, cid) is None and not ctx.redis.exists(buffer.keys(cid)["reply"])
+
+
+def test_number_not_on_whatsapp_is_dropped_not_retried_and_logged(bot, gemini, evolution, caplog):
+    ctx = bot()
+    evolution.not_on_whatsapp.add(CUSTOMER)
+    cid = receive(ctx, "oi", "NOWA")
+
+    with caplog.at_level(logging.INFO):
+        worker.process_chat(ctx, cid)
+        worker.process_chat(ctx, cid)
+
+    assert [call["status"] for call in evolution.calls("sendText")] == [400]
+    assert due(ctx, cid) is None and not ctx.redis.exists(buffer.keys(cid)["reply"])
+    dropped = [r for r in caplog.records if r.levelno >= logging.ERROR and "reply dropped" in r.getMessage()]
+    assert len(dropped) == 1
+    assert CUSTOMER not in caplog.text  # the number is masked
+
+
+def test_reply_is_dropped_once_send_retry_minutes_have_passed(bot, gemini, evolution, caplog):
+    ctx = bot(SEND_RETRY_MINUTES=0.004)  # 0.24 s
+    evolution.fail_next("sendText", 500, times=10)
+    cid = receive(ctx, "oi", "EOLD")
+
+    worker.process_chat(ctx, cid)
+    assert due(ctx, cid) is not None  # still young: retried
+    time.sleep(0.25)
+    with caplog.at_level(logging.ERROR):
+        worker.process_chat(ctx, cid)
+
+    assert len(evolution.calls("sendText")) == 2 and evolution.sent_texts() == []
+    assert due(ctx, cid) is None and not ctx.redis.exists(buffer.keys(cid)["reply"])
+    assert "reply dropped" in caplog.text
+    worker.process_chat(ctx, cid)
+    assert len(evolution.calls("sendText")) == 2
+
+
+# --- history -------------------------------------------------------------------------------------
+
+def test_the_second_burst_carries_the_first_exchange_as_history(bot, gemini, evolution):
+    ctx = bot()
+    cid = receive(ctx, "meu nome é Ana", "H1")
+    worker.process_chat(ctx, cid)
+    first_answer = evolution.sent_texts()[0][2]
+    receive(ctx, "qual é meu nome?", "H2")
+    worker.process_chat(ctx, cid)
+
+    contents = gemini.requests[1]["body"]["contents"]
+    assert [(c["role"], c["parts"][0]["text"]) for c in contents] == [
+        ("user", "meu nome é Ana"), ("model", first_answer), ("user", "qual é meu nome?")]
+
+
+def test_history_is_capped_so_the_prompt_stops_growing(bot, gemini, evolution):
+    ctx = bot(HISTORY_MAX_TURNS=2)
+    cid = None
+    for i in range(5):
+        cid = receive(ctx, f"pergunta {i}", f"HC{i}")
+        worker.process_chat(ctx, cid)
+
+    sizes = [len(request["body"]["contents"]) for request in gemini.requests]
+    assert sizes == [1, 3, 5, 5, 5]
+    assert [text for role, text in history_texts(ctx, cid) if role == "user"] == ["pergunta 3", "pergunta 4"]
+
+
+def test_history_expires_after_history_ttl_days(bot, gemini, evolution):
+    ctx = bot(HISTORY_TTL_DAYS=2)
+    cid = receive(ctx, "oi", "HT1")
+    worker.process_chat(ctx, cid)
+    assert 2 * 86400 - 5 < ctx.redis.ttl(buffer.keys(cid)["history"]) <= 2 * 86400
+
+
+# --- the system prompt ---------------------------------------------------------------------------
+
+@pytest.fixture
+def prompt_dir(tmp_path):
+    (tmp_path / "system.md").write_text("Você é a Bia, da Doceria Exemplo.\n", encoding="utf-8")
+    return tmp_path
+
+
+def test_system_prompt_is_read_from_system_prompt_file(bot, gemini, prompt_dir):
+    ctx = bot(SYSTEM_PROMPT_FILE=prompt_dir / "system.md")
+    worker.process_chat(ctx, receive(ctx, "oi", "SP1"))
+    assert gemini.system_text() == "Você é a Bia, da Doceria Exemplo."
+
+
+def test_system_prompt_setting_overrides_the_file(bot, gemini, prompt_dir):
+    ctx = bot(SYSTEM_PROMPT_FILE=prompt_dir / "system.md", SYSTEM_PROMPT="Você é o Caio, da Padaria Teste.")
+    worker.process_chat(ctx, receive(ctx, "oi", "SP2"))
+    assert gemini.system_text() == "Você é o Caio, da Padaria Teste."
+
+
+def test_instance_prompt_file_overrides_for_that_instance_only(bot, gemini, prompt_dir):
+    (prompt_dir / "loja2.md").write_text("Você atende a Loja 2.", encoding="utf-8")
+    ctx = bot(SYSTEM_PROMPT_FILE=prompt_dir / "system.md", SYSTEM_PROMPT="Prompt geral.")
+    worker.process_chat(ctx, receive(ctx, "oi", "SP3", instance="loja2"))
+    worker.process_chat(ctx, receive(ctx, "oi", "SP4", instance=INSTANCE))
+    assert gemini.system_text(0) == "Você atende a Loja 2."
+    assert gemini.system_text(1) == "Prompt geral."
+
+
+# --- what Gemini is given ------------------------------------------------------------------------
+
+def test_max_input_chars_cuts_the_text_sent_to_gemini(bot, gemini):
+    ctx = bot(MAX_INPUT_CHARS=20)
+    receive(ctx, "a" * 15, "MI1")
+    cid = receive(ctx, "b" * 15, "MI2")
+    worker.process_chat(ctx, cid)
+    assert gemini.user_texts() == ["a" * 15 + "\n" + "b" * 4]
+
+
+def test_a_burst_is_ordered_by_message_timestamp_not_arrival(bot, gemini):
+    ctx = bot()
+    now = int(time.time())
+    receive(ctx, "e entregam?", "ORD2", timestamp=now - 5)
+    receive(ctx, "oi, vocês fazem bolo?", "ORD1", timestamp=now - 20)
+    cid = receive(ctx, "obrigada", "ORD3", timestamp=now - 1)
+    worker.process_chat(ctx, cid)
+    assert gemini.user_texts() == ["oi, vocês fazem bolo?\ne entregam?\nobrigada"]
+
+
+# --- human handoff, owner commands, opt-out ------------------------------------------------------
+
+def test_customer_asking_for_an_attendant_gets_the_handoff_message_and_the_bot_pauses(bot, gemini, evolution):
+    ctx = bot(HANDOFF_MESSAGE="Já chamo alguém da equipe!")
+    cid = receive(ctx, "quero falar com um atendente", "HO1")
+
+    worker.process_chat(ctx, cid)
+
+    assert gemini.requests == []
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Já chamo alguém da equipe!")]
+    assert buffer.is_paused(ctx.redis, cid)
+    later = parser.parse_body(text_message("alô?", "HO2"))[0]
+    assert buffer.add_message(ctx.redis, ctx.queue, later, ctx.settings) == "paused"
+
+
+def owner_message(text, message_id):
+    """Payload 08 (the owner typing on the phone, fromMe: true), sent now."""
+    body = fresh("08_v2_text_fromMe_server_ack.json", instance="Ivo Teste")
+    body["data"]["key"]["id"] = message_id
+    body["data"]["message"] = {"conversation": text}
+    return body
+
+
+OWNER_CHAT = "558599999913"  # the customer's number in payload 08
+
+
+def test_owner_writing_from_the_phone_pauses_the_chat_and_drops_the_pending_burst(bot, gemini, evolution):
+    ctx = bot()
+    client = webhook_client(ctx)
+    assert post(client, text_message("oi, tem pão?", "OW1", number=OWNER_CHAT, instance="Ivo Teste")) == ["scheduled"]
+    cid = buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net")
+
+    assert post(client, owner_message("Oi! Tem sim, acabou de sair.", "3EB0OWNER000000000001")) == ["paused"]
+    assert post(client, text_message("que ótimo", "OW2", number=OWNER_CHAT, instance="Ivo Teste")) == ["paused"]
+    worker.process_chat(ctx, cid)
+    assert gemini.requests == [] and evolution.sent_texts() == []
+
+
+def test_burst_the_owner_answered_stays_dropped_after_a_quick_resume(bot, gemini, evolution):
+    ctx = bot()
+    client = webhook_client(ctx)
+    cid = buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net")
+    post(client, text_message("oi, tem pão?", "OW3", number=OWNER_CHAT, instance="Ivo Teste"))
+    post(client, owner_message("Tem sim!", "3EB0OWNER000000000003"))
+    assert post(client, owner_message("#bot", "3EB0OWNER000000000004")) == ["resumed"]
+
+    worker.process_chat(ctx, cid)  # the job of the burst the owner already answered
+
+    assert gemini.requests == [] and evolution.sent_texts() == []
+
+
+def test_echo_of_our_own_send_does_not_pause_the_chat(bot, gemini, evolution):
+    ctx = bot()
+    client = webhook_client(ctx)
+    gemini.reply_with("Temos pão de queijo.")
+    cid = receive(ctx, "tem pão?", "EC1", number=OWNER_CHAT, instance="Ivo Teste")
+    worker.process_chat(ctx, cid)
+    sent_id = evolution.sent_messages()[0]["key"]["id"]
+
+    assert post(client, owner_message("Temos pão de queijo.", sent_id)) == ["own"]
+    assert not buffer.is_paused(ctx.redis, cid)
+    assert post(client, text_message("quanto custa?", "EC2", number=OWNER_CHAT, instance="Ivo Teste")) == ["scheduled"]
+
+
+def test_echo_arriving_before_the_send_returned_its_id_does_not_pause_the_chat(bot, gemini, evolution):
+    ctx = bot(TIME_PER_CHAR_MS=0)
+    client = webhook_client(ctx)
+    gemini.reply_with("Temos pão de queijo.\n\nQuer encomendar?")
+    cid = receive(ctx, "tem pão?", "EC3", number=OWNER_CHAT, instance="Ivo Teste")
+    evolution.delay_next("sendText", 0.5)  # Evolution posts the echo while our sendText is still open
+
+    job = threading.Thread(target=worker.process_chat, args=(ctx, cid))
+    job.start()
+    wait_until(lambda: evolution.calls("sendText"), message="the first sendText")
+    outcome = post(client, owner_message("Temos pão de queijo.", "3EB0ECHOUNKNOWNID00001"))
+    job.join()
+
+    assert outcome == ["own"]
+    assert [text for _, _, text in evolution.sent_texts()] == ["Temos pão de queijo.", "Quer encomendar?"]
+    assert not buffer.is_paused(ctx.redis, cid)
+
+
+def test_resume_keyword_from_the_owner_turns_the_bot_back_on(bot, gemini, evolution):
+    ctx = bot()
+    client = webhook_client(ctx)
+    assert post(client, owner_message("deixa que eu respondo", "3EB0OWNER000000000010")) == ["paused"]
+    assert post(client, owner_message("#bot", "3EB0OWNER000000000011")) == ["resumed"]
+    assert post(client, text_message("e agora?", "RS1", number=OWNER_CHAT, instance="Ivo Teste")) == ["scheduled"]
+    worker.process_chat(ctx, buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net"))
+    assert len(evolution.sent_texts()) == 1
+
+
+def test_stop_keyword_from_the_owner_stops_the_bot_for_good(bot, fake_redis):
+    ctx = bot(HANDOFF_PAUSE_MINUTES=1)
+    client = webhook_client(ctx)
+    cid = buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net")
+    assert post(client, owner_message("#parar", "3EB0OWNER000000000020")) == ["stopped"]
+    assert post(client, owner_message("qualquer coisa", "3EB0OWNER000000000021")) == ["stopped"]
+    assert fake_redis.ttl(buffer.keys(cid)["paused"]) == -1  # no expiry, unlike a handoff pause
+    assert post(client, text_message("oi?", "ST1", number=OWNER_CHAT, instance="Ivo Teste")) == ["paused"]
+
+
+def test_redelivered_owner_command_is_applied_once(bot):
+    """Evolution delivers a fromMe upsert again and again (payload 18, issue #631); an old '#bot'
+    coming back after the owner took the chat over again must not turn the bot back on."""
+    ctx = bot()
+    client = webhook_client(ctx)
+    resume = owner_message("#bot", "3EB0OWNER000000000030")
+    assert post(client, owner_message("eu assumo", "3EB0OWNER000000000031")) == ["paused"]
+    assert post(client, resume) == ["resumed"]
+    assert post(client, owner_message("na verdade eu continuo", "3EB0OWNER000000000032")) == ["paused"]
+
+    post(client, resume)  # the same message again
+
+    cid = buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net")
+    assert buffer.is_paused(ctx.redis, cid)
+
+
+def test_optout_word_gets_the_optout_message_once_and_later_messages_are_ignored(bot, gemini, evolution):
+    ctx = bot(OPTOUT_MESSAGE="Ok, não envio mais mensagens.")
+    cid = receive(ctx, "sair", "OPT1")
+    worker.process_chat(ctx, cid)
+
+    later = parser.parse_body(text_message("sair", "OPT2"))[0]
+    assert buffer.add_message(ctx.redis, ctx.queue, later, ctx.settings) == "opted_out"
+    worker.process_chat(ctx, cid)
+
+    assert gemini.requests == []
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Ok, não envio mais mensagens.")]
+
+
+def test_failed_tries_of_a_dropped_burst_do_not_count_against_the_next_burst(bot, gemini, evolution):
+    ctx = bot(GEMINI_MAX_ATTEMPTS=2)
+    client = webhook_client(ctx)
+    cid = buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net")
+    gemini.fail_next(503)
+    post(client, text_message("oi", "AT1", number=OWNER_CHAT, instance="Ivo Teste"))
+    worker.process_chat(ctx, cid)  # try 1 of 2 failed; retry scheduled
+    post(client, owner_message("pode deixar que eu respondo", "3EB0OWNER000000000040"))  # burst dropped
+    post(client, owner_message("#bot", "3EB0OWNER000000000041"))
+
+    gemini.fail_next(503)
+    post(client, text_message("outra pergunta", "AT2", number=OWNER_CHAT, instance="Ivo Teste"))
+    worker.process_chat(ctx, cid)  # a new burst's first try: must be retried, not answered with the fallback
+
+    assert evolution.sent_texts() == []
+    worker.process_chat(ctx, cid)
+    assert [text for _, _, text in evolution.sent_texts()] != [FALLBACK]
+    assert len(evolution.sent_texts()) == 1
+
+
+# --- feels like a person -------------------------------------------------------------------------
+
+def test_long_answer_is_split_on_blank_lines_with_typing_delay_per_part(bot, gemini, evolution):
+    ctx = bot(TIME_PER_CHAR_MS=10, MAX_TYPING_MS=200)
+    gemini.reply_with("Oi! Tudo bem?\n\nO bolo de cenoura custa R$ 30.\n\n\n  Quer encomendar?  ")
+    worker.process_chat(ctx, receive(ctx, "quanto é o bolo?", "SPL1"))
+
+    assert [(body["text"], body.get("delay")) for body in sent_bodies(evolution)] == [
+        ("Oi! Tudo bem?", 130),
+        ("O bolo de cenoura custa R$ 30.", 200),  # 300 ms capped at MAX_TYPING_MS
+        ("Quer encomendar?", 160),
+    ]
+
+
+def test_split_messages_off_sends_one_message(bot, gemini, evolution):
+    ctx = bot(SPLIT_MESSAGES="false")
+    gemini.reply_with("Oi! Tudo bem?\n\nO bolo custa R$ 30.")
+    worker.process_chat(ctx, receive(ctx, "quanto é o bolo?", "SPL2"))
+    assert [text for _, _, text in evolution.sent_texts()] == ["Oi! Tudo bem?\n\nO bolo custa R$ 30."]
+
+
+def test_typing_presence_and_read_receipts_for_the_burst(bot, gemini, evolution):
+    ctx = bot(SEND_PRESENCE="true", MARK_READ="true")
+    receive(ctx, "oi", "RD1")
+    cid = receive(ctx, "tudo bem?", "RD2")
+    worker.process_chat(ctx, cid)
+
+    wait_until(lambda: evolution.calls("sendPresence"), message="the presence call")
+    presence, = sent_bodies(evolution, "sendPresence")
+    assert presence["number"] == CUSTOMER and presence["presence"] == "composing"
+    read, = sent_bodies(evolution, "markMessageAsRead")
+    assert read["readMessages"] == [{"remoteJid": JID, "fromMe": False, "id": "RD1"},
+                                    {"remoteJid": JID, "fromMe": False, "id": "RD2"}]
+
+
+def test_typing_presence_and_read_receipts_can_be_switched_off(bot, gemini, evolution):
+    ctx = bot(SEND_PRESENCE="false", MARK_READ="false")
+    worker.process_chat(ctx, receive(ctx, "oi", "RD3"))
+    time.sleep(0.2)  # the presence call would run in a thread
+    assert len(evolution.sent_texts()) == 1
+    assert evolution.calls("sendPresence") == [] and evolution.calls("markMessageAsRead") == []
+
+
+@pytest.mark.parametrize("payload", ["50_v2_2_stickerMessage.json", "51_v2_2_locationMessage.json"])
+def test_sticker_or_location_only_burst_gets_unknown_message(bot, gemini, evolution, payload):
+    ctx = bot(UNKNOWN_MESSAGE="Por enquanto só entendo texto, fotos e áudios.")
+    cid = deliver(ctx, fresh(payload))
+    worker.process_chat(ctx, cid)
+    assert gemini.requests == []
+    assert [text for _, _, text in evolution.sent_texts()] == ["Por enquanto só entendo texto, fotos e áudios."]
+
+
+def test_sticker_only_burst_gets_nothing_without_unknown_message(bot, gemini, evolution):
+    ctx = bot(UNKNOWN_MESSAGE="")
+    cid = deliver(ctx, fresh("50_v2_2_stickerMessage.json"))
+    worker.process_chat(ctx, cid)
+    assert gemini.requests == [] and evolution.calls("sendText") == []
+    assert due(ctx, cid) is None
+
+
+# --- media ---------------------------------------------------------------------------------------
+
+VOICE = b"OggS\x00\x02" + bytes(range(256)) * 4  # stands for an opus voice note
+PHOTO = b"\xff\xd8\xff\xe0" + b"JFIF-foto-do-bolo" * 40
+
+
+def voice_note():
+    body = fresh("68_v2_3_7_audio_ptt_no_base64_long_bytes_objects.json")
+    assert "base64" not in body["data"]["message"]
+    return body
+
+
+def test_voice_note_without_base64_is_downloaded_and_given_to_gemini(bot, gemini, evolution):
+    ctx = bot()
+    body = voice_note()
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
+    cid = deliver(ctx, body)
+
+    worker.process_chat(ctx, cid)
+
+    download, = sent_bodies(evolution, "getBase64FromMediaMessage")
+    assert download["message"]["key"]["id"] == body["data"]["key"]["id"]
+    assert inline_media(gemini) == [("audio/ogg", VOICE)]
+    assert len(evolution.sent_texts()) == 1
+
+
+def test_voice_note_with_inline_base64_is_not_downloaded(bot, gemini, evolution):
+    ctx = bot()
+    body = fresh("10_v2_audio_ptt_webhook_base64_placeholder.json")  # Evolution's "webhook base64" on
+    body["data"]["key"]["remoteJid"] = JID
+    body["data"]["message"]["base64"] = base64.b64encode(VOICE).decode()
+    cid = deliver(ctx, body)
+
+    worker.process_chat(ctx, cid)
+
+    assert evolution.calls("getBase64FromMediaMessage") == []
+    assert inline_media(gemini) == [("audio/ogg", VOICE)]
+
+
+def test_image_with_caption_gives_gemini_the_image_and_the_caption(bot, gemini, evolution):
+    ctx = bot()
+    body = fresh("33_v2_2_imageMessage_caption.json")
+    evolution.add_media(body["data"]["key"]["id"], "image/jpeg", PHOTO, "imageMessage")
+    cid = deliver(ctx, body)
+
+    worker.process_chat(ctx, cid)
+
+    assert inline_media(gemini) == [("image/jpeg", PHOTO)]
+    assert gemini.user_texts() == ["Esse é o modelo que eu quero"]
+
+
+def test_media_over_max_media_mb_alone_is_not_downloaded_and_gets_the_too_large_message(bot, gemini, evolution):
+    ctx = bot(MAX_MEDIA_MB=0.005, MEDIA_TOO_LARGE_MESSAGE="Arquivo grande demais, pode escrever?")
+    body = voice_note()  # fileLength 10460 > 5 KB
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
+    cid = deliver(ctx, body)
+
+    worker.process_chat(ctx, cid)
+
+    assert evolution.calls("getBase64FromMediaMessage") == []
+    assert gemini.requests == []
+    assert [text for _, _, text in evolution.sent_texts()] == ["Arquivo grande demais, pode escrever?"]
+
+
+def test_media_over_max_media_mb_with_a_caption_is_not_downloaded_and_gemini_is_told(bot, gemini, evolution):
+    ctx = bot(MAX_MEDIA_MB=0.1)
+    body = fresh("33_v2_2_imageMessage_caption.json")  # fileLength 184320 > 100 KB
+    evolution.add_media(body["data"]["key"]["id"], "image/jpeg", PHOTO, "imageMessage")
+    cid = deliver(ctx, body)
+
+    worker.process_chat(ctx, cid)
+
+    assert evolution.calls("getBase64FromMediaMessage") == []
+    assert inline_media(gemini) == []
+    text, = gemini.user_texts()
+    caption, note = text.split("\n")
+    assert caption == "Esse é o modelo que eu quero"
+    assert "grande demais" in note
+    assert len(evolution.sent_texts()) == 1
+
+
+def test_failing_media_download_is_retried(bot, gemini, evolution):
+    ctx = bot()
+    body = voice_note()
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
+    evolution.fail_next("getBase64FromMediaMessage", 400, message=["Message not found"])
+    cid = deliver(ctx, body)
+
+    worker.process_chat(ctx, cid)
+    assert gemini.requests == [] and due(ctx, cid) is not None
+    worker.process_chat(ctx, cid)
+
+    assert len(evolution.calls("getBase64FromMediaMessage")) == 2
+    assert inline_media(gemini) == [("audio/ogg", VOICE)]
+    assert len(evolution.sent_texts()) == 1
+
+
+def test_media_that_cannot_be_downloaded_gets_the_media_failed_message(bot, gemini, evolution):
+    ctx = bot(GEMINI_MAX_ATTEMPTS=2, MEDIA_FAILED_MESSAGE="Não abriu aqui, pode escrever?")
+    cid = deliver(ctx, voice_note())  # Evolution has no such media: 400 every time
+
+    for _ in range(3):
+        worker.process_chat(ctx, cid)
+
+    assert len(evolution.calls("getBase64FromMediaMessage")) == 2
+    assert gemini.requests == []
+    assert [text for _, _, text in evolution.sent_texts()] == ["Não abriu aqui, pode escrever?"]
+
+
+def test_media_bytes_never_appear_in_logs(bot, gemini, evolution, caplog):
+    ctx = bot()
+    body = voice_note()
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
+    evolution.fail_next("getBase64FromMediaMessage", 500)
+    gemini.fail_next(503)
+    cid = deliver(ctx, body)
+
+    with caplog.at_level(logging.DEBUG):
+        for _ in range(3):
+            worker.process_chat(ctx, cid)
+
+    assert inline_media(gemini) == [("audio/ogg", VOICE)]
+    assert "replied in 1 message" in caplog.text
+    encoded = base64.b64encode(VOICE).decode()
+    for chunk in (encoded[:24], encoded[len(encoded) // 2:][:24], repr(VOICE)[2:26]):
+        assert chunk not in caplog.text
+
+
+# --- crash safety --------------------------------------------------------------------------------
+
+def snapshot(redis, cid):
+    """Every key of the chat (with its TTL) and its wa:due score, at this instant."""
+    saved = {key: (redis.dump(key), max(redis.pttl(key), 0)) for key in buffer.keys(cid).values() if redis.exists(key)}
+    return saved, redis.zscore(buffer.DUE, cid)
+
+
+def restore(redis, cid, state):
+    saved, score = state
+    redis.delete(*buffer.keys(cid).values())
+    for key, (dumped, ttl) in saved.items():
+        redis.restore(key, ttl, dumped)
+    redis.zadd(buffer.DUE, {cid: score})
+
+
+def test_after_a_crash_between_two_parts_the_next_job_sends_only_the_rest(bot, gemini, evolution, fake_redis):
+    ctx = bot(TIME_PER_CHAR_MS=0)
+    gemini.reply_with("Temos bolo de milho.\n\nQuer que eu separe um?")
+    cid = receive(ctx, "tem bolo?", "CR1")
+    evolution.delay_next("sendText", 0)
+    evolution.delay_next("sendText", 0.5)  # part 2 is on its way when the worker "dies"
+
+    job = threading.Thread(target=worker.process_chat, args=(ctx, cid))
+    job.start()
+    wait_until(lambda: len(evolution.calls("sendText")) == 2, message="part 2's sendText")
+    at_crash = snapshot(fake_redis, cid)
+    job.join()
+    assert at_crash[0][buffer.keys(cid)["lock"]], "the job held the chat when it died"
+
+    restore(fake_redis, cid, at_crash)  # the worker died right there, with part 2 never sent
+    fake_redis.delete(f"wa:lock:{cid}")  # its lock expired...
+    fake_redis.zadd(buffer.DUE, {cid: time.time()})  # ...and so did its lease
+    sent_before = len(evolution.sent_texts())
+    worker.process_chat(ctx, cid)
+
+    assert evolution.sent_texts()[sent_before:] == [(INSTANCE, CUSTOMER, "Quer que eu separe um?")]
+    assert len(gemini.requests) == 1
+    assert due(ctx, cid) is None
+
+
+# --- several instances ---------------------------------------------------------------------------
+
+def test_the_same_number_on_two_instances_is_two_chats(bot, gemini, evolution):
+    ctx = bot()
+    gemini.responder = lambda body: "resposta para: " + body["contents"][-1]["parts"][-1]["text"]
+    shop = receive(ctx, "pedido da loja 1", "INS1", instance=INSTANCE)
+    loja2 = receive(ctx, "pedido da loja 2", "INS1", instance="loja2")  # same id, other instance
+    assert shop != loja2
+
+    worker.process_chat(ctx, shop)
+    worker.process_chat(ctx, loja2)
+
+    assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "resposta para: pedido da loja 1"),
+                                      ("loja2", CUSTOMER, "resposta para: pedido da loja 2")]
+    assert [r["instance"] for r in evolution.calls("sendText")] == [INSTANCE, "loja2"]
+    assert history_texts(ctx, shop)[0] == ("user", "pedido da loja 1")
+    assert history_texts(ctx, loja2)[0] == ("user", "pedido da loja 2")
+
+
+def test_reply_goes_through_the_instance_the_message_came_on(bot, gemini, evolution):
+    ctx = bot(EVOLUTION_INSTANCE=INSTANCE)
+    cid = receive(ctx, "oi", "IVO1", instance="Ivo Teste")
+    worker.process_chat(ctx, cid)
+    call, = evolution.calls("sendText")
+    assert call["path"] == "/message/sendText/Ivo%20Teste"
+    assert evolution.sent_texts()[0][:2] == ("Ivo Teste", CUSTOMER)
