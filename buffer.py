@@ -61,7 +61,7 @@ def text_digest(text):
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-# KEYS: seen, burst, deadline, due, paused, optout, rate, session
+# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock
 # ARGV: dedupe_ttl, entry, deadline, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
 #       session_ttl
 ADD_SCRIPT = """
@@ -84,12 +84,15 @@ if size > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7])
 redis.call('EXPIRE', KEYS[2], ARGV[5])
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[5])
 local pending = redis.call('ZSCORE', KEYS[4], ARGV[4])
+if pending and redis.call('EXISTS', KEYS[9]) == 1 and tonumber(pending) > tonumber(ARGV[3]) then
+  return 'buffered'  -- a job is answering: keep its lease end, it schedules this burst when done
+end
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
 if pending then return 'buffered' end
 return 'scheduled'
 """
 
-# KEYS: due, lock, burst, deadline, inflight, reply, paused
+# KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts
 # ARGV: cid, token, now, lease_seconds
 CLAIM_SCRIPT = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -98,7 +101,7 @@ local now = tonumber(ARGV[3])
 if tonumber(score) > now then return {'wait', score} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[4]) then return {'locked'} end
 if redis.call('EXISTS', KEYS[7]) == 1 then
-  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6])
+  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[8])
   redis.call('ZREM', KEYS[1], ARGV[1])
   redis.call('DEL', KEYS[2])
   return {'paused'}
@@ -185,7 +188,7 @@ def add_message(redis, queue, message, settings, trigger=None, now=None):
     trigger_flag = -1 if trigger is None else int(bool(trigger))
     outcome = redis.register_script(ADD_SCRIPT)(
         keys=[seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
-              k["paused"], k["optout"], k["rate"], k["session"]],
+              k["paused"], k["optout"], k["rate"], k["session"], k["lock"]],
         args=[settings.dedupe_ttl_seconds, message_entry(message), repr(deadline), cid, keep,
               settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
               int(settings.session_expire_minutes * 60) or 1],
@@ -222,7 +225,7 @@ def claim(redis, cid, lease_seconds, now=None):
     token = uuid.uuid4().hex
     k = keys(cid)
     result = _decode(redis.register_script(CLAIM_SCRIPT)(
-        keys=[DUE, k["lock"], k["burst"], k["deadline"], k["inflight"], k["reply"], k["paused"]],
+        keys=[DUE, k["lock"], k["burst"], k["deadline"], k["inflight"], k["reply"], k["paused"], k["attempts"]],
         args=[cid, token, repr(now), int(lease_seconds)],
     ))
     state = result[0]
@@ -305,9 +308,10 @@ def rescue_overdue(redis, queue, settings, now=None, limit=200):
 
 # --- Human handoff, owner commands, opt-out ---------------------------------------------------
 
-# KEYS: ours, outgoing, paused, burst, inflight, reply, due, deadline, sending, delivered
-# ARGV: digest, action (pause|resume|stop), pause_seconds, cid
+# KEYS: ours, outgoing, paused, burst, inflight, reply, due, deadline, sending, delivered, seen, attempts
+# ARGV: digest, action (pause|resume|stop), pause_seconds, cid, dedupe_ttl
 FROM_ME_SCRIPT = """
+if not redis.call('SET', KEYS[11], '1', 'NX', 'EX', ARGV[5]) then return 'duplicate' end
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
   if redis.call('SISMEMBER', KEYS[9], ARGV[1]) == 1 then
     redis.call('SADD', KEYS[10], ARGV[1])
@@ -320,7 +324,7 @@ if ARGV[2] == 'stop' then redis.call('SET', KEYS[3], 'stop') else
   if redis.call('GET', KEYS[3]) == 'stop' then return 'stopped' end
   redis.call('SET', KEYS[3], 'human', 'EX', ARGV[3])
 end
-redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[8])
+redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[8], KEYS[12])
 redis.call('ZREM', KEYS[7], ARGV[4])
 return ARGV[2] == 'stop' and 'stopped' or 'paused'
 """
@@ -342,8 +346,10 @@ def note_from_me(redis, message, settings):
         action = "stop"
     result = redis.register_script(FROM_ME_SCRIPT)(
         keys=[own_send_key(message.instance, message.message_id), k["outgoing"], k["paused"], k["burst"],
-              k["inflight"], k["reply"], DUE, k["deadline"], k["sending"], k["delivered"]],
-        args=[text_digest(message.text), action, int(settings.handoff_pause_minutes * 60) or 1, cid],
+              k["inflight"], k["reply"], DUE, k["deadline"], k["sending"], k["delivered"],
+              seen_key(message.instance, message.message_id), k["attempts"]],
+        args=[text_digest(message.text), action, int(settings.handoff_pause_minutes * 60) or 1, cid,
+              settings.dedupe_ttl_seconds],
     )
     return result.decode() if isinstance(result, bytes) else result
 

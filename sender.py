@@ -5,9 +5,14 @@ and body and say whether a retry can help; nothing here retries or sleeps.
 """
 
 import json
+import re
 from urllib.parse import quote
 
 import requests
+
+from parser import mask
+
+_NUMBER = re.compile(r"\d{10,}")  # phone numbers (and LIDs) in Evolution's error bodies
 
 
 class EvolutionError(Exception):
@@ -16,7 +21,8 @@ class EvolutionError(Exception):
     def __init__(self, action, status, body):
         self.status = status
         self.body = body
-        super().__init__(f"Evolution {action} failed: {status or 'no answer'} {body}"[:500])
+        shown = _NUMBER.sub(lambda match: mask(match.group()), str(body))
+        super().__init__(f"Evolution {action} failed: {status or 'no answer'} {shown}"[:500])
 
     @property
     def retryable(self):

@@ -86,10 +86,17 @@ def process_chat(ctx, cid):
         deliver(ctx, cid, token, reply)
 
 
+PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "document": "[documento]",
+                "sticker": "[figurinha]", "location": "[localização]", "contact": "[contato]", "poll": "[enquete]"}
+
+
 def merge_burst(entries, settings):
-    """The burst as one user turn: texts in the order they were written, cut to MAX_INPUT_CHARS."""
-    lines = [entry["text"] for entry in entries if entry.get("text")]
-    text = "\n".join(lines)
+    """The burst as one user turn: texts in the order they were written, cut to MAX_INPUT_CHARS.
+
+    Media without a caption stands as a placeholder ("[áudio]"), so history keeps a turn for it.
+    """
+    lines = [entry.get("text") or PLACEHOLDERS.get(entry.get("kind"), "") for entry in entries]
+    text = "\n".join(line for line in lines if line)
     if len(text) > settings.max_input_chars:
         log.info("burst of %d chars cut to MAX_INPUT_CHARS=%d", len(text), settings.max_input_chars)
         text = text[: settings.max_input_chars]
@@ -132,7 +139,7 @@ def compose_reply(ctx, cid, token, entries):
     show_typing(ctx, instance, number)
     try:
         media, notes = collect_media(ctx, instance, supported)
-        if notes and not media and not user_text:  # nothing Gemini could look at
+        if notes and not media and not any(e.get("text") for e in entries):  # nothing Gemini could look at
             return _stored(ctx, cid, {**reply, "parts": [settings.media_too_large_message]})
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
         text = ai_service.generate_reply(
@@ -174,7 +181,7 @@ def collect_media(ctx, instance, entries):
             continue
         mimetype = (info.get("mimetype") or "").split(";")[0].strip()
         if info.get("file_length", 0) > limit:
-            notes.append(f"[O cliente enviou um arquivo de {info['file_length'] // 1048576} MB, grande demais para abrir.]")
+            notes.append(f"[O cliente enviou um arquivo de {info['file_length'] / 1048576:.1f} MB, grande demais para abrir.]")
             continue
         if not mimetype.startswith(GEMINI_MEDIA):
             notes.append(f"[O cliente enviou um arquivo do tipo {mimetype or 'desconhecido'}, que não consigo abrir.]")
@@ -189,16 +196,24 @@ def collect_media(ctx, instance, entries):
 
 def _media_bytes(ctx, instance, entry, info):
     """The media's bytes: from the webhook's inline base64 when Evolution sent it, else downloaded."""
-    encoded = info.get("base64")
-    if not encoded:
-        try:
-            encoded = sender.get_media_base64(ctx.session, ctx.settings, instance, entry["message_id"]).get("base64")
-        except sender.EvolutionError as error:
-            raise MediaError(f"media download failed: {error.status}", retryable=True) from None
+    inline = _decode_base64(info.get("base64"))
+    if inline:
+        return inline
+    try:
+        answer = sender.get_media_base64(ctx.session, ctx.settings, instance, entry["message_id"])
+    except sender.EvolutionError as error:
+        raise MediaError(f"media download failed: {error.status}", retryable=True) from None
+    data = _decode_base64(answer.get("base64"))
+    if not data:
+        raise MediaError("Evolution sent no valid base64 for the media", retryable=True)
+    return data
+
+
+def _decode_base64(encoded):
     try:
         return base64.b64decode(encoded or "", validate=True)
     except (binascii.Error, ValueError):
-        raise MediaError("media is not valid base64", retryable=True) from None
+        return b""
 
 
 def split_reply(text, settings):

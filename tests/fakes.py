@@ -638,7 +638,7 @@ class FakeGemini(_FakeHTTPServer):
             blob = p.get("inlineData") or p.get("inline_data")
             if blob:
                 mime = blob.get("mimeType") or blob.get("mime_type")
-                out.append((mime, base64.b64decode(blob.get("data", ""))))
+                out.append((mime, base64.urlsafe_b64decode(blob.get("data", ""))))  # the SDK sends URL-safe base64
         return out
 
     def system_text(self, i: int = -1) -> str | None:

@@ -12,6 +12,8 @@ import pytest
 import buffer
 import memory
 import parser
+import webhook
+from config import load_settings
 from conftest import CUSTOMER, INSTANCE, TOKEN, text_message
 
 JID = f"{CUSTOMER}@s.whatsapp.net"
@@ -35,9 +37,15 @@ def scheduled_jobs(queue):
     return queue.scheduled_job_registry.count
 
 
+def make_settings(**overrides):
+    """Settings for the state machine alone: no Gemini or Evolution is reached from buffer.py."""
+    env = {"DEBOUNCE_SECONDS": "10", "DEDUPE_TTL_SECONDS": "900", "SWEEP_SECONDS": "15", "WEBHOOK_TOKEN": TOKEN}
+    return load_settings({**env, **{k.upper(): str(v) for k, v in overrides.items()}}, require=())
+
+
 @pytest.fixture
-def settings(make_settings):
-    return make_settings(DEBOUNCE_SECONDS=10, DEDUPE_TTL_SECONDS=900, SWEEP_SECONDS=15)
+def settings():
+    return make_settings()
 
 
 @pytest.fixture
@@ -111,17 +119,19 @@ def test_two_claims_at_once_give_one_ready(add, fake_redis):
     assert states.count("ready") == 1  # the other sees the running job's lease ("wait")
 
 
-def test_a_claim_while_the_job_runs_is_locked_even_when_a_new_message_made_the_chat_due(add, fake_redis):
+def test_a_message_during_a_running_job_keeps_its_lease_so_the_sweep_leaves_it_alone(add, fake_redis, queue, settings):
     add("oi", "L2", now=T0)
     assert buffer.claim(fake_redis, CID, 90, now=T0 + 10)[0] == "ready"
-    add("mais uma coisa", "L3", now=T0 + 11)  # moves the chat's due time to T0 + 21, inside the lease
-    assert buffer.claim(fake_redis, CID, 90, now=T0 + 25)[0] == "locked"
+    add("mais uma coisa", "L3", now=T0 + 11)  # its own deadline (T0 + 21) is inside the lease
+    assert fake_redis.zscore(buffer.DUE, CID) == T0 + 100  # still the lease end
+    assert buffer.claim(fake_redis, CID, 90, now=T0 + 25)[0] == "wait"
+    assert buffer.rescue_overdue(fake_redis, queue, settings, now=T0 + 25 + settings.sweep_seconds) == []
     assert burst_texts(fake_redis) == ["mais uma coisa"]
 
 
 def test_claim_with_a_stored_reply_leaves_new_messages_for_the_next_burst(add, fake_redis, queue, settings):
     add("oi", "R1", now=T0)
-    state, token, _, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     buffer.store_reply(fake_redis, CID, {"parts": ["Olá!"], "sent": 0})
     buffer.retry_later(fake_redis, queue, CID, token, 5, settings, now=T0 + 11)  # the send failed
     add("e o horário?", "R2", now=T0 + 12)
@@ -207,7 +217,7 @@ def test_forget_chat_erases_everything_about_that_chat_only(add, fake_redis, que
     other = buffer.chat_ref(INSTANCE, "5521977772222@s.whatsapp.net")
     add("sou outro cliente", "E3", now=T0, number="5521977772222")
 
-    assert buffer.forget_chat(fake_redis, INSTANCE, JID) >= 8
+    assert buffer.forget_chat(fake_redis, INSTANCE, JID) > 0
     assert [key for key in fake_redis.keys() if CID.encode() in key] == []
     assert fake_redis.zscore(buffer.DUE, CID) is None
     assert fake_redis.llen(f"wa:burst:{other}") == 1 and fake_redis.zscore(buffer.DUE, other) is not None
@@ -215,16 +225,16 @@ def test_forget_chat_erases_everything_about_that_chat_only(add, fake_redis, que
 
 # --- limits and who is answered ------------------------------------------------------------------
 
-def test_max_burst_messages_keeps_only_the_latest(add, fake_redis, make_settings):
-    capped = make_settings(DEBOUNCE_SECONDS=10, MAX_BURST_MESSAGES=3)
+def test_max_burst_messages_keeps_only_the_latest(add, fake_redis):
+    capped = make_settings(MAX_BURST_MESSAGES=3)
     for i in range(5):
         add(f"msg {i}", f"CAP{i}", now=T0 + i, settings=capped)
     _, _, _, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 20)
     assert texts(entries) == ["msg 2", "msg 3", "msg 4"]
 
 
-def test_rate_limit_stops_buffering_after_n_messages_an_hour(add, fake_redis, make_settings):
-    limited = make_settings(DEBOUNCE_SECONDS=10, RATE_LIMIT_PER_HOUR=2)
+def test_rate_limit_stops_buffering_after_n_messages_an_hour(add, fake_redis):
+    limited = make_settings(RATE_LIMIT_PER_HOUR=2)
     outcomes = [add(f"msg {i}", f"RL{i}", now=T0 + i, settings=limited) for i in range(3)]
     assert outcomes == ["scheduled", "buffered", "rate_limited"]
     assert fake_redis.llen(f"wa:burst:{CID}") == 2
@@ -254,10 +264,8 @@ def test_claim_drops_a_burst_when_the_chat_was_paused_meanwhile(add, fake_redis)
     assert not fake_redis.exists(f"wa:burst:{CID}", f"wa:inflight:{CID}", f"wa:lock:{CID}")
 
 
-def test_trigger_keywords_open_a_session_that_later_messages_stay_in(make_settings, fake_redis):
-    import webhook
-
-    settings = make_settings(DEBOUNCE_SECONDS=10, TRIGGER_KEYWORDS="pedido,orçamento", SESSION_EXPIRE_MINUTES=30)
+def test_trigger_keywords_open_a_session_that_later_messages_stay_in(fake_redis):
+    settings = make_settings(TRIGGER_KEYWORDS="pedido,orçamento", SESSION_EXPIRE_MINUTES=30, REDIS_DOWN="retry")
     client = webhook.create_app(settings, fake_redis).test_client()
 
     def post(text, message_id):
