@@ -95,6 +95,7 @@ class Settings:
 
     # Media
     max_media_mb: float = 10.0
+    max_media_seconds: int = 600
     media_too_large_message: str = PT_MEDIA_TOO_LARGE
     media_failed_message: str = PT_MEDIA_FAILED
 

@@ -183,6 +183,9 @@ def collect_media(ctx, instance, entries):
         if info.get("file_length", 0) > limit:
             notes.append(f"[O cliente enviou um arquivo de {info['file_length'] / 1048576:.1f} MB, grande demais para abrir.]")
             continue
+        if info.get("seconds", 0) > settings.max_media_seconds:
+            notes.append(f"[O cliente enviou um áudio/vídeo de {info['seconds']} s, longo demais para ouvir.]")
+            continue
         if not mimetype.startswith(GEMINI_MEDIA):
             notes.append(f"[O cliente enviou um arquivo do tipo {mimetype or 'desconhecido'}, que não consigo abrir.]")
             continue

@@ -4,7 +4,7 @@ scheduler), the real google-genai SDK against FakeGemini and requests against Fa
 import threading
 import time
 
-from conftest import CUSTOMER, text_message, wait_until
+from conftest import CUSTOMER, load_payload, text_message, wait_until
 
 
 def test_burst_of_three_gets_one_gemini_call_and_one_reply(stack, gemini, evolution):
@@ -58,3 +58,46 @@ def test_message_sent_while_gemini_answers_is_answered_afterwards(stack, gemini,
     assert gemini.user_texts(1) == ["e mais uma coisa"]
     # the second call saw the first exchange as history
     assert gemini.requests[1]["body"]["contents"][0]["parts"][0]["text"] == "primeira pergunta"
+
+
+def test_owner_answering_from_the_phone_pauses_the_bot_but_its_own_echo_does_not(stack, gemini, evolution):
+    gemini.reply_with("Olá! Como posso ajudar?")
+    stack.post(text_message("oi", "HAND1"))
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="the first reply")
+    echo = {"event": "send.message", "instance": "shop", "data": evolution.sent_messages()[-1]}
+    assert stack.post(echo)["results"] == ["own"]  # the bot's own send, echoed back: no pause
+
+    stack.post(text_message("quanto custa a entrega?", "HAND2"))
+    wait_until(lambda: len(evolution.sent_texts()) == 2, timeout=20, message="the second reply")
+
+    owner = text_message("Oi! Aqui é a Carla, da loja. Já te ajudo.", "HAND3", from_me=True)
+    assert stack.post(owner)["results"] == ["paused"]
+    stack.post(text_message("obrigado, Carla", "HAND4"))
+    time.sleep(3)  # DEBOUNCE_SECONDS=1: a reply would be out by now
+    assert len(evolution.sent_texts()) == 2
+    assert len(gemini.requests) == 2
+
+
+def test_voice_note_reaches_gemini_as_an_audio_part(stack, gemini, evolution):
+    body = load_payload("68_v2_3_7_audio_ptt_no_base64_long_bytes_objects.json")
+    body["instance"] = "shop"
+    body["data"]["messageTimestamp"] = int(time.time())
+    voice = b"OggS\x00\x02fake-opus-voice-note"
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", voice)
+    stack.post(body)
+
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="the reply to the voice note")
+    assert gemini.inline_data(0) == [("audio/ogg", voice)]
+    assert len(evolution.calls("getBase64FromMediaMessage")) == 1
+
+
+def test_long_answer_arrives_as_ordered_parts(start_stack, gemini, evolution):
+    stack = start_stack(time_per_char_ms=30)
+    gemini.reply_with("Temos três tamanhos.\n\nP e M custam R$ 50.\n\nG custa R$ 60. Quer reservar?")
+    stack.post(text_message("quais tamanhos e preços?", "LONG1"))
+
+    wait_until(lambda: len(evolution.sent_texts()) == 3, timeout=20, message="three parts")
+    assert [text for _, _, text in evolution.sent_texts()] == [
+        "Temos três tamanhos.", "P e M custam R$ 50.", "G custa R$ 60. Quer reservar?"]
+    assert [call["json"]["delay"] for call in evolution.calls("sendText")] == [
+        len(part) * 30 for part in ("Temos três tamanhos.", "P e M custam R$ 50.", "G custa R$ 60. Quer reservar?")]

@@ -629,6 +629,19 @@ def test_media_over_max_media_mb_alone_is_not_downloaded_and_gets_the_too_large_
     assert [text for _, _, text in evolution.sent_texts()] == ["Arquivo grande demais, pode escrever?"]
 
 
+def test_voice_note_longer_than_max_media_seconds_is_not_downloaded(bot, gemini, evolution):
+    ctx = bot(MAX_MEDIA_SECONDS=3)
+    body = voice_note()  # seconds: 4
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
+    cid = arrive(ctx, body)
+
+    worker.process_chat(ctx, cid)
+
+    assert evolution.calls("getBase64FromMediaMessage") == []
+    assert gemini.requests == []
+    assert len(evolution.sent_texts()) == 1
+
+
 def test_media_over_max_media_mb_with_a_caption_is_not_downloaded_and_gemini_is_told(bot, gemini, evolution):
     ctx = bot(MAX_MEDIA_MB=0.1)
     body = fresh("33_v2_2_imageMessage_caption.json")  # fileLength 184320 > 100 KB
