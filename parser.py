@@ -5,6 +5,7 @@ every 2.3.x release), so everything that knows those shapes lives here and nowhe
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 
 MESSAGE_EVENTS = {"messages.upsert", "send.message"}
@@ -277,6 +278,12 @@ def _listed(number, numbers):
         if number == digits:
             return True
     return False
+
+
+def has_word(text, words):
+    """Whether any of `words` stands in `text` as a whole word (case-insensitive): "atendente" in "quero um atendente"."""
+    lowered = text.lower()
+    return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered) for word in words)
 
 
 def mask(jid):

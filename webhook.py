@@ -8,7 +8,6 @@ or history, until Redis is back. `gunicorn webhook:app` serves the module-level 
 import hmac
 import json
 import logging
-import re
 import sys
 import threading
 import time
@@ -95,7 +94,7 @@ def create_app(settings=None, redis=None, direct_context=None):
             outcome = buffer.note_from_me(redis, message, settings)
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
-        trigger = _matches(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
+        trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
         outcome = buffer.add_message(redis, queue, message, settings, trigger)
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
@@ -124,11 +123,6 @@ def authorized(req, token):
     if header.lower().startswith("bearer "):
         given = given or header[7:].strip()
     return hmac.compare_digest(given.encode(), token.encode())
-
-
-def _matches(text, words):
-    lowered = text.lower()
-    return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered) for word in words)
 
 
 def _event_name(body, event):

@@ -24,7 +24,7 @@ import buffer
 import memory
 import sender
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
-from parser import mask
+from parser import has_word, mask
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +103,6 @@ def merge_burst(entries, settings):
     return text
 
 
-def _has_word(text, words):
-    return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", text) for word in words)
-
-
 def compose_reply(ctx, cid, token, entries):
     """Decide the answer for a burst: a keyword's fixed text, or Gemini's. None when retrying later."""
     settings = ctx.settings
@@ -114,7 +110,6 @@ def compose_reply(ctx, cid, token, entries):
     last = entries[-1]
     instance, number = last["instance"], last["reply_to"]
     user_text = merge_burst(entries, settings)
-    lowered = user_text.lower()
     last_words = (last.get("text") or "").strip().lower()
 
     reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time()}
@@ -122,7 +117,7 @@ def compose_reply(ctx, cid, token, entries):
         buffer.opt_out(ctx.redis, cid, settings.optout_days * 86400)
         log.info("chat %s (%s) opted out", cid, mask(number))
         return _stored(ctx, cid, {**reply, "parts": [settings.optout_message]})
-    if settings.handoff_keywords and _has_word(lowered, settings.handoff_keywords):
+    if settings.handoff_keywords and has_word(user_text, settings.handoff_keywords):
         log.info("chat %s (%s) asked for a person: pausing the bot", cid, mask(number))
         pause = settings.handoff_pause_minutes * 60
         return _stored(ctx, cid, {**reply, "parts": [settings.handoff_message], "pause_after": pause})
