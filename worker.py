@@ -329,6 +329,17 @@ class BotWorker(Worker):
         super().run_maintenance_tasks()
 
 
+def wait_for_redis(redis):
+    """Start only once Redis answers: RQ gives up at a connection error while it starts (once running, it reconnects)."""
+    while True:
+        try:
+            redis.ping()
+            return
+        except redis_lib.ConnectionError as error:
+            log.error("Redis unreachable (%s); trying again in 2 s", error)
+            time.sleep(2)
+
+
 def run_worker(ctx):
     """Work the queue with the scheduler; maintenance (scheduler restart, sweep) every SWEEP_SECONDS.
 
@@ -336,6 +347,7 @@ def run_worker(ctx):
     customers waiting that long; see README "What happens when…".
     """
     settings = ctx.settings
+    wait_for_redis(ctx.redis)
     worker = BotWorker(
         [ctx.queue],
         connection=ctx.redis,

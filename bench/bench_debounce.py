@@ -112,7 +112,8 @@ def run(chats, workers, spread, seed=1):
     replies = {}
     for _, number, _ in evolution.sent_texts():
         replies[int(number[-8:])] = replies.get(int(number[-8:]), 0) + 1
-    late = sorted(min(arrivals[ch]) - (last_sent[ch] + DEBOUNCE) for ch in arrivals if ch in last_sent)
+    # A chat never answered counts with the lateness it had reached when the wait ended (a lower bound).
+    late = sorted((min(arrivals[ch]) if ch in arrivals else finished) - (last_sent[ch] + DEBOUNCE) for ch in last_sent)
     one_call = sum(1 for ch in range(chats) if len(arrivals.get(ch, [])) == 1)
     one_reply = sum(1 for ch in range(chats) if replies.get(ch, 0) == 1)
     early = sum(1 for x in late if x < -0.01)

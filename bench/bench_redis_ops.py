@@ -115,10 +115,12 @@ def body():
     c.wait_workers(r, 1)
     time.sleep(1)
     a = snapshot(r)
+    cpu_a = c.cpu_seconds(c.redis_pid())
     t0 = time.monotonic()
     time.sleep(4)
     idle = delta(a, snapshot(r))
     idle_s = time.monotonic() - t0
+    idle_cpu = c.cpu_seconds(c.redis_pid()) - cpu_a
     offset = 300_000
     jobs = 50
     c.seed_waiting(r, settings, jobs, offset=offset, now=time.time() - settings.debounce_seconds - 1, schedule=False)
@@ -126,6 +128,7 @@ def body():
     queue = Queue("whatsapp", connection=r)
     before_sent = len(evolution.sent_texts())
     a = snapshot(r)
+    cpu_a = c.cpu_seconds(c.redis_pid())
     t0 = time.monotonic()
     pipe = r.pipeline()
     for cid in cids:
@@ -134,10 +137,12 @@ def body():
     c.wait_until(lambda: len(evolution.sent_texts()) - before_sent >= jobs, 60, 0.02, what="replies")
     busy_s = time.monotonic() - t0
     busy = delta(a, snapshot(r))
+    busy_cpu = c.cpu_seconds(c.redis_pid()) - cpu_a
     c.stop(proc)
     scale = busy_s / idle_s
     per_reply_reads = (busy["reads"] - 1 - idle["reads"] * scale) / jobs  # -1: the enqueue pipeline
     per_reply_cmds = (busy["commands"] - idle["commands"] * scale) / jobs
+    per_reply_redis_ms = (busy_cpu - idle_cpu * scale) * 1000 / jobs
     by_name = {}
     for name, calls in busy["calls"].items():
         per = (calls - idle["calls"].get(name, 0) * scale) / jobs
@@ -145,11 +150,12 @@ def body():
             by_name[name] = round(per, 1)
     worker_res = {"idle_reads_per_s": idle["reads"] / idle_s, "idle_commands_per_s": idle["commands"] / idle_s,
                   "round_trips_per_reply": per_reply_reads, "commands_per_reply": per_reply_cmds,
-                  "commands_by_name": by_name}
+                  "commands_by_name": by_name, "redis_cpu_ms_per_reply": per_reply_redis_ms}
     print()
     print(f"Worker: Redis work per answered burst ({jobs} chats, fork per job; idle traffic of "
           f"{worker_res['idle_reads_per_s']:.1f} round trips/s subtracted): about {per_reply_reads:.0f} round trips, "
-          f"{per_reply_cmds:.0f} commands per reply (incl. RQ's bookkeeping and the job's enqueue)")
+          f"{per_reply_cmds:.0f} commands per reply (incl. RQ's bookkeeping and the job's enqueue), "
+          f"{per_reply_redis_ms:.1f} ms of redis-server CPU per reply")
     print("    by name (at least 0.5 per reply): " + ", ".join(f"{k} {v:g}" for k, v in sorted(by_name.items())))
 
     new = results["new chat (schedules the chat's job)"]
@@ -157,7 +163,7 @@ def body():
     summary = [c.summary_row(
         "Redis round trips (commands) per accepted message: new chat / follow-up", "<= 2 round trips",
         f"{new['round_trips']:.0f} ({new['commands']:.0f}) / {follow['round_trips']:.0f} ({follow['commands']:.0f});"
-        f" worker ~{per_reply_reads:.0f} round trips per reply",
+        f" worker ~{per_reply_reads:.0f} round trips, ~{per_reply_cmds:.0f} commands per reply",
         new["round_trips"] <= 2.05 and follow["round_trips"] <= 2.05, command="python bench/bench_redis_ops.py")]
     c.save("redis_ops", {"webhook": results, "monitor_new": trace_new, "monitor_follow": trace_follow,
                          "worker": worker_res, "summary": summary})

@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 import redis as redis_lib
 import requests
-from rq import Queue
+from rq import Queue, Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 PAYLOADS = Path(__file__).resolve().parent / "payloads"
@@ -282,6 +282,7 @@ class Stack:
         self.webhook = processes("webhook", env)
         self.workers = [processes("worker", env)]
         wait_until(self.healthy, timeout=20, message="the webhook to answer /health")
+        wait_until(lambda: Worker.all(connection=redis_server.client()), timeout=20, message="the worker to start")
 
     def healthy(self):
         try:
