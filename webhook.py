@@ -30,11 +30,9 @@ log = logging.getLogger(__name__)
 def create_app(settings=None, redis=None, direct_context=None):
     """Build the app; tests pass their own settings, Redis and degraded-mode context."""
     if settings is None:
-        required = ("REDIS_URL",)
-        settings = load_settings()
-        if settings.redis_down == "direct":
-            required += REQUIRED_FOR_REPLYING
-        settings = load_settings(require=required)
+        settings = load_settings(require=("REDIS_URL",))
+        if settings.redis_down == "direct":  # then the webhook itself answers while Redis is down
+            settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
         setup_logging(settings)
     if redis is None:
         redis = redis_lib.Redis.from_url(
