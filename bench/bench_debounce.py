@@ -1,6 +1,6 @@
 """Debounce precision: how late each chat's Gemini call comes after its last message + DEBOUNCE_SECONDS.
 
-    python bench/bench_debounce.py                 # 1,000 chats, bursts over 20 s, 2 workers: ~80 s
+    python bench/bench_debounce.py                 # 1,000 chats, bursts over 20 s, 2 workers: ~95 s
     python bench/bench_debounce.py --chats 50      # light load: the scheduler's own granularity
 
 The issue's case is 1,000 chats with bursts spread over a minute and DEBOUNCE_SECONDS=120; time is

@@ -152,7 +152,7 @@ def body():
                   "round_trips_per_reply": per_reply_reads, "commands_per_reply": per_reply_cmds,
                   "commands_by_name": by_name, "redis_cpu_ms_per_reply": per_reply_redis_ms}
     print()
-    print(f"Worker: Redis work per answered burst ({jobs} chats, fork per job; idle traffic of "
+    print(f"Worker: Redis work per answered burst ({jobs} chats; idle traffic of "
           f"{worker_res['idle_reads_per_s']:.1f} round trips/s subtracted): about {per_reply_reads:.0f} round trips, "
           f"{per_reply_cmds:.0f} commands per reply (incl. RQ's bookkeeping and the job's enqueue), "
           f"{per_reply_redis_ms:.1f} ms of redis-server CPU per reply")

@@ -20,7 +20,9 @@ process shows in /proc/stat: the host is shared too), so the two apps are measur
 short slices (SLICES pairs of SECONDS seconds: baseline, then bot) and the ratio is the median of
 the pairs' ratios; absolute figures are medians too, and vary from run to run more than the ratios
 do. CPU milliseconds per message (gunicorn workers + redis-server) are printed as well. Accepted
-messages are counted from the webhook's own log lines (scheduled + buffered).
+messages are counted from the webhook's own log lines (scheduled + buffered). A cross-check at the
+end runs both apps' handlers in this process (Flask test client) in alternating batches of 100
+messages and compares CPU per message: the steadiest ratio this shared machine gives.
 """
 
 import re
@@ -46,6 +48,60 @@ def accepted_since(proc, offset):
 
 def log_size(proc):
     return c.Path(proc.log_path).stat().st_size
+
+
+INPROC_BATCH = 100
+INPROC_PAIRS = 25
+
+
+def in_process_cpu(url, env, settings, r):
+    """CPU per message of both apps' request handling in this process, alternating small batches.
+
+    The host's speed drifts within seconds; batches of ~0.1 s each, alternated, see the same speed.
+    """
+    import os
+
+    os.environ["REDIS_URL"] = url
+    import baseline_app
+    import webhook as bot_webhook
+
+    bot = bot_webhook.create_app(settings, c.redis_lib.Redis.from_url(url)).test_client()
+    base = baseline_app.app.test_client()
+    import logging
+
+    logging.getLogger().handlers[:] = [logging.NullHandler()]  # the gunicorn workers log to a file; keep that cost
+    logging.getLogger().addHandler(logging.FileHandler(c.tmpdir() / "inproc.log"))
+    logging.getLogger().setLevel("INFO")
+    template = c.upsert_template()
+    counter = [0]
+
+    def batch(client, per_chat, seeded):
+        counter[0] += 1
+        bodies = []
+        for i in range(INPROC_BATCH):
+            chat = 70_000_000 + (i % seeded if seeded else counter[0] * INPROC_BATCH + i // per_chat)
+            bodies.append(template % (c.chat_number(chat), f"I{counter[0]}_{i}", int(time.time())))
+        t0 = time.process_time()
+        for b in bodies:
+            client.post(f"/webhook?token={c.TOKEN}", data=b, content_type="application/json")
+        return (time.process_time() - t0) * 1000 / INPROC_BATCH
+
+    out = {}
+    for name, per_chat, seeded in (("bursts of 3 per chat", 3, 0), ("every message a new chat", 1, 0),
+                                   ("follow-ups to waiting chats", 1, 1000)):
+        r.flushall()
+        if seeded:
+            c.seed_waiting(r, settings, seeded, offset=70_000_000)
+        batch(bot, per_chat, seeded), batch(base, per_chat, seeded)  # warm
+        ratios, bots, bases = [], [], []
+        for _ in range(INPROC_PAIRS):
+            b = batch(base, per_chat, seeded)
+            m = batch(bot, per_chat, seeded)
+            ratios.append(b / m)
+            bots.append(m)
+            bases.append(b)
+        out[name] = {"ratio": c.median(ratios), "bot_ms": c.median(bots), "base_ms": c.median(bases)}
+    return out
 
 
 def body():
@@ -116,6 +172,8 @@ def body():
         latency[name] = {**load.summary(), "background_cores": watch.stop()["background_cores"]}
         print(f"  {RATE}/s for {LATENCY_SECONDS}s, {name}: {latency[name]}", flush=True)
 
+    inproc = in_process_cpu(url, env, settings, r)
+
     all_base = [p["baseline"] for runs in pairs.values() for p in runs]
     med_base = {k: c.median([x[k] for x in all_base]) for k in ("accepted_per_s", "cpu_ms", "app_cpu_ms",
                                                                  "redis_cpu_ms", "p50_ms", "p99_ms",
@@ -149,6 +207,12 @@ def body():
     print(c.table(rows, ["app", "requests", "statuses", "p50 ms", "p99 ms", "max ms", "p99 ms (from send)",
                          "background cores"]))
 
+    print()
+    print(f"Cross-check, in this process (Flask test client in place of gunicorn, both apps on the same Redis):"
+          f" CPU per message, {INPROC_PAIRS} alternating batches of {INPROC_BATCH}; median of the pairs' ratios")
+    print(c.table([[name, f"{v['base_ms']:.3f}", f"{v['bot_ms']:.3f}", f"{v['ratio']:.2f}x"] for name, v in inproc.items()],
+                  ["mix", "baseline CPU ms/msg", "bot CPU ms/msg", "baseline/bot"]))
+
     burst = med["bot: bursts of 3 per chat"]
     new = med["bot: every message a new chat"]
     follow = med["bot: follow-ups to waiting chats"]
@@ -169,7 +233,13 @@ def body():
                       ratio=f"{bot_lat['p99_ms'] / latency['baseline']['p99_ms']:.2f}x p99",
                       command="python bench/bench_webhook.py"),
     ]
-    c.save("webhook", {"pairs": pairs, "median": med, "median_baseline": med_base, "latency": latency,
+    summary.append(c.summary_row(
+        "Webhook CPU per message, in-process cross-check (bursts of 3; new chats; follow-ups)", ">= 0.8x baseline",
+        "; ".join(f"{v['bot_ms']:.2f}" for v in inproc.values()) + " ms",
+        inproc["bursts of 3 per chat"]["ratio"] >= 0.8,
+        baseline=f"{c.median([v['base_ms'] for v in inproc.values()]):.2f} ms",
+        ratio="; ".join(f"{v['ratio']:.2f}x" for v in inproc.values()), command="python bench/bench_webhook.py"))
+    c.save("webhook", {"in_process": inproc, "pairs": pairs, "median": med, "median_baseline": med_base, "latency": latency,
                        "summary": summary})
 
 

@@ -4,8 +4,8 @@
     python bench/bench_workers.py --only overhead
     python bench/bench_workers.py --only throughput
 
-Real redis-server, real `python worker.py` processes (RQ Worker: a forked "work horse" per job,
-plus the scheduler) or bench/simple_worker.py (rq.SimpleWorker, same job function), FakeGemini and
+Real redis-server, real `python worker.py` processes (RQ SimpleWorker: jobs in the worker process,
+plus the scheduler) or bench/fork_worker.py (rq.Worker, a fork per job, same job function), FakeGemini and
 FakeEvolution in this process (Evolution's typing delay off: see the README for what it adds).
 Chats are seeded through buffer.add_message with their debounce already over, then one job per
 chat is enqueued at once (queue.enqueue, as the scheduler would), so the clock measures the
@@ -103,8 +103,8 @@ def overhead(bench):
     per_call = bench.in_process(OVERHEAD_JOBS)
     print(f"  job function in-process (no RQ): {per_call:.1f} ms per job", flush=True)
     rows, out = [], {"in_process_ms": per_call}
-    for name, script in (("Worker (fork per job; worker.py)", None), ("SimpleWorker (no fork)", "simple_worker.py")):
-        proc = c.start_worker(bench.env, name="overhead-" + ("fork" if script is None else "simple"), script=script)
+    for name, script in (("Worker (fork per job)", "fork_worker.py"), ("SimpleWorker (no fork; worker.py)", None)):
+        proc = c.start_worker(bench.env, name="overhead-" + ("simple" if script is None else "fork"), script=script)
         c.wait_workers(bench.r, 1)
         bench.run_batch(bench.seed(5))  # warm up
         cpu0 = total_cpu(proc.pid)
@@ -153,7 +153,7 @@ def throughput(bench, counts=(1, 4, 8)):
     for proc in procs:
         c.stop(proc)
     print()
-    print(f"Worker throughput, Gemini answering after {GEMINI_SECONDS:g} s (fork per job, as worker.py)")
+    print(f"Worker throughput, Gemini answering after {GEMINI_SECONDS:g} s (no fork, as worker.py)")
     print(c.table(rows, ["workers", "replies", "seconds", "replies/min", "limit n*60/job", "of limit",
                          "extra s/job"]))
     return out
@@ -167,11 +167,11 @@ def body():
     data, summary = {}, []
     if args.only in (None, "overhead"):
         data["overhead"] = ov = overhead(bench)
-        fork, simple = ov["Worker (fork per job; worker.py)"], ov["SimpleWorker (no fork)"]
+        fork, simple = ov["Worker (fork per job)"], ov["SimpleWorker (no fork; worker.py)"]
         summary.append(c.summary_row(
-            "RQ per-job overhead (0 s Gemini): fork per job (worker.py) / SimpleWorker", "<= 30 ms",
-            f"{fork['overhead_ms']:.0f} ms / {simple['overhead_ms']:.0f} ms (job alone {ov['in_process_ms']:.0f} ms)",
-            fork["overhead_ms"] <= 30, command="python bench/bench_workers.py --only overhead"))
+            "RQ per-job overhead (0 s Gemini): SimpleWorker (worker.py) / fork per job", "<= 30 ms",
+            f"{simple['overhead_ms']:.0f} ms / {fork['overhead_ms']:.0f} ms (job alone {ov['in_process_ms']:.0f} ms)",
+            simple["overhead_ms"] <= 30, command="python bench/bench_workers.py --only overhead"))
     if args.only in (None, "throughput"):
         data["throughput"] = tp = throughput(bench)
         summary.append(c.summary_row(

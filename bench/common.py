@@ -279,7 +279,7 @@ def start_baseline(redis_url, name="baseline"):
 
 
 def start_worker(env, name="worker", script=None):
-    """`python worker.py` (RQ Worker: fork per job, with the scheduler), or a variant script of bench/."""
+    """`python worker.py` (RQ SimpleWorker with the scheduler), or a variant script of bench/."""
     args = [PYTHON, "worker.py"] if script is None else [PYTHON, str(BENCH / script)]
     return start(name, args, env=env)
 

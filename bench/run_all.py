@@ -1,6 +1,6 @@
 """Run every benchmark, one after the other, then print the table of figures.
 
-    python bench/run_all.py                  # about 12 minutes; each script stops by itself in < 3 min
+    python bench/run_all.py                  # about 10 minutes; each script stops by itself in < 3 min
     python bench/run_all.py webhook memory   # only some (names as in SCRIPTS)
 
 Each script runs in its own process group and cleans up its own processes; Ctrl-C or SIGTERM here
