@@ -9,7 +9,6 @@ keeps every request, whose size is read here: HTTP body bytes, characters of tex
 message + system instruction), contents, and a token estimate (characters / 4).
 """
 
-import time
 
 import common as c
 

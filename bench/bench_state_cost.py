@@ -68,7 +68,7 @@ def body():
         stats = stack.pop("client").info("commandstats")
         stack["redis_usec"] = {name: stats.get(f"cmdstat_{name}", {}).get("usec_per_call") for name in ("evalsha", "exec")}
     a_runs = stacks[0]["runs"]
-    rows, summary_parts, spreads = [], [], []
+    rows, spreads = [], []
     for stack in stacks:
         rate_ratios, cpu_ratios = [], []
         for i, res in enumerate(stack["runs"]):
