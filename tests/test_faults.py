@@ -34,6 +34,7 @@ def test_worker_killed_during_gemini_call_answers_once_when_a_worker_runs_again(
 
     assert len(evolution.sent_texts()) == 1
     assert len(gemini.requests) == 2  # asked again: the first answer died with the worker
+    print(f"recovered {waited:.1f}s after the kill")
     assert waited < LEASE + 6 * SWEEP + 10, f"recovery took {waited:.0f}s"
 
 
