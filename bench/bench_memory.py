@@ -44,7 +44,7 @@ def real_run():
     for k in range(2):
         for i in range(REAL_CHATS):
             c.post(port, c.text_message(c.sample_text(CHARS, i + k)[:CHARS], f"M{i}_{k}", number=c.chat_number(i)))
-    c.wait_until(lambda: len(evolution.sent_texts()) >= REAL_CHATS, 120, 0.2, what="replies")
+    c.wait_until(lambda: len(evolution.sent_texts()) >= REAL_CHATS, 120, 0.2, message="replies")
     time.sleep(2)
     rows, procs = [], []
     for pid in c.children(webhook.pid):

@@ -31,7 +31,7 @@ def body():
         text = (f"{k:02d} " + c.sample_text(CHARS, 100 + k))[:CHARS]
         status, _ = c.post(port, c.text_message(text, f"P{k}", number=number))
         assert status == 200
-        c.wait_until(lambda: len(evolution.sent_texts()) >= k, 30, 0.02, what=f"reply {k}")
+        c.wait_until(lambda: len(evolution.sent_texts()) >= k, 30, 0.02, message=f"reply {k}")
         req = gemini.requests[-1]
         contents = req["body"]["contents"]
         text_chars = sum(len(p.get("text", "")) for content in contents for p in content.get("parts", []))

@@ -134,7 +134,7 @@ def body():
     for cid in cids:
         queue.enqueue(buffer.JOB, cid, pipeline=pipe, **buffer.job_options(settings))
     pipe.execute()
-    c.wait_until(lambda: len(evolution.sent_texts()) - before_sent >= jobs, 60, 0.02, what="replies")
+    c.wait_until(lambda: len(evolution.sent_texts()) - before_sent >= jobs, 60, 0.02, message="replies")
     busy_s = time.monotonic() - t0
     busy = delta(a, snapshot(r))
     busy_cpu = c.cpu_seconds(c.redis_pid()) - cpu_a

@@ -68,7 +68,7 @@ class Bench:
             queue.enqueue(buffer.JOB, cid, pipeline=pipe, **buffer.job_options(self.settings))
         pipe.execute()
         c.wait_until(lambda: len(self.evolution.sent_texts()) - before >= len(cids), timeout, 0.01,
-                     what=f"{len(cids)} replies")
+                     message=f"{len(cids)} replies")
         return time.monotonic() - t0
 
     def in_process(self, count):
@@ -118,7 +118,7 @@ def overhead(bench):
         print(f"  {name}: {per_job:.1f} ms per job, worker CPU {cpu:.1f} ms per job", flush=True)
         c.stop(proc)
         c.wait_until(lambda: not c.redis_lib.Redis.from_url(bench.url).smembers("rq:workers"), 20, 0.1,
-                     what="the worker to unregister")
+                     message="the worker to unregister")
     print()
     print(f"RQ per-job overhead, Gemini answering at once, {OVERHEAD_JOBS} jobs, 1 worker process; target <= 30 ms")
     print(c.table([["job function alone, in-process", f"{per_call:.1f}", "", "", ""]] + rows,

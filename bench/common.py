@@ -14,7 +14,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"  # git-ignored: logs and JSON of the last runs
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import text_message  # noqa: E402  (the body builder the tests use)
+from conftest import free_port, text_message, wait_until  # noqa: E402  (shared with the tests)
 from fakes import FakeEvolution, FakeGemini  # noqa: E402
 
 import redis as redis_lib  # noqa: E402
@@ -182,22 +181,6 @@ def tmpdir():
 # Servers
 # --------------------------------------------------------------------------------------------
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(predicate, timeout=20.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-
-
 def redis_pid():
     return next(p.pid for p in _procs if p.name == "redis")
 
@@ -217,7 +200,7 @@ def start_redis(name="redis"):
         except redis_lib.RedisError:
             return False
 
-    wait_until(pings, 10, what="redis-server")
+    wait_until(pings, 10, message="redis-server")
     return f"redis://127.0.0.1:{port}/0", client
 
 
@@ -266,7 +249,7 @@ def start_gunicorn(name, app, env, cwd=ROOT, flags=GUNICORN_FLAGS):
         except OSError:
             return False
 
-    wait_until(healthy, 30, 0.1, what=f"{name} /health")
+    wait_until(healthy, 30, 0.1, message=f"{name} /health")
     return proc, port
 
 
@@ -289,7 +272,7 @@ def wait_workers(client, count, timeout=40):
     from rq import Worker
 
     return wait_until(lambda: len(Worker.all(connection=client)) >= count, timeout, 0.1,
-                      what=f"{count} RQ worker(s) to register")
+                      message=f"{count} RQ worker(s) to register")
 
 
 def gunicorn_children(master_pid):
