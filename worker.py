@@ -244,7 +244,9 @@ def deliver(ctx, cid, token, reply):
             log.info("chat %s: part %d already delivered (its echo arrived); not sending again", cid, reply["sent"] + 1)
             reply["sent"] += 1
             continue
-        buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds)
+        if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
+            log.warning("chat %s: lease lost to another job; it sends the rest", cid)
+            return
         buffer.note_outgoing(ctx.redis, instance, cid, part)
         try:
             sent = sender.send_text(ctx.session, settings, instance, number, part, typing_ms(settings, part))

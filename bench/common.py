@@ -275,24 +275,21 @@ def wait_workers(client, count, timeout=40):
                       message=f"{count} RQ worker(s) to register")
 
 
-def gunicorn_children(master_pid):
-    return [pid for pid in children(master_pid)]
-
-
-def children(pid):
-    """Direct children of `pid` (from /proc)."""
-    out = []
+def proc_stats():
+    """(pid, fields after the command name) of every live process, from /proc/<pid>/stat."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                out.append(int(entry))
-        except (OSError, IndexError, ValueError):
+                yield int(entry), f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-    return out
+
+
+def children(pid):
+    """Direct children of `pid`."""
+    return [child for child, fields in proc_stats() if int(fields[1]) == pid]
 
 
 def memory_kb(pid):
@@ -571,18 +568,9 @@ def _machine_busy():
 
 def _session_cpu(sessions):
     """CPU seconds of live processes in `sessions` (dead ones' time is lost: keep runs short and steady)."""
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(fields[3]) in sessions:  # utime, stime, and reaped children's (RQ's work horses)
-                total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            continue
-    return total
+    ticks = sum(sum(int(x) for x in fields[11:15])  # utime, stime, and reaped children's
+                for _, fields in proc_stats() if int(fields[3]) in sessions)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def keys_without_ttl(client):
