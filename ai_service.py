@@ -66,8 +66,11 @@ def build_prompt(history, user_text, media=()):
     return contents
 
 
-def generate_reply(client, settings, history, user_text, system_prompt, media=()):
-    """Return Gemini's answer text, or raise ReplyError. An empty or blocked answer is an error."""
+def generate_reply(client, settings, history, user_text, system_prompt, media=(), usage=None):
+    """Return Gemini's answer text, or raise ReplyError. An empty or blocked answer is an error.
+
+    A `usage` dict is filled with the response's token counts (usage_metadata), for the counters.
+    """
     contents = build_prompt(history, user_text, media)
     config = types.GenerateContentConfig(
         system_instruction=system_prompt,
@@ -81,6 +84,9 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
     except Exception as error:  # the SDK's transport (httpx or httpx2) failed: refused, reset, timed out
         raise ReplyError(f"Gemini unreachable: {type(error).__name__}", retryable=True) from error
 
+    if usage is not None and response.usage_metadata is not None:
+        usage.update(response.usage_metadata.model_dump(exclude_none=True, include={
+            "prompt_token_count", "candidates_token_count", "total_token_count"}))
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise ReplyError(f"prompt blocked: {feedback.block_reason}", retryable=False)

@@ -16,6 +16,10 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+from redis.exceptions import NoScriptError
+
+import chatlog
+
 log = logging.getLogger(__name__)
 
 DUE = "wa:due"
@@ -173,11 +177,12 @@ def message_entry(message):
     }, ensure_ascii=False)
 
 
-def add_message(redis, queue, message, settings, trigger=None, now=None):
+def add_message(redis, queue, message, settings, trigger=None, now=None, also=None):
     """Dedupe and buffer one customer message; schedule the chat's job if it has none.
 
     Returns what happened: duplicate, paused, opted_out, no_trigger, rate_limited, buffered or
     scheduled. One Redis round trip, plus one to schedule the job when the chat had none pending.
+    The same round trip logs the message for the panel; `also(pipe)` may queue more (counters).
     """
     now = time.time() if now is None else now
     cid = chat_ref(message.instance, message.chat_id)
@@ -185,13 +190,22 @@ def add_message(redis, queue, message, settings, trigger=None, now=None):
     deadline = now + settings.debounce_seconds
     keep = int(settings.debounce_seconds + settings.job_lease_seconds + settings.send_retry_minutes * 60 + 3600)
     trigger_flag = -1 if trigger is None else int(bool(trigger))
-    outcome = redis.register_script(ADD_SCRIPT)(
-        keys=[seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
-              k["paused"], k["optout"], k["rate"], k["session"], k["lock"]],
-        args=[settings.dedupe_ttl_seconds, message_entry(message), repr(deadline), cid, keep,
-              settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
-              int(settings.session_expire_minutes * 60) or 1],
-    )
+    script_keys = [seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
+                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"]]
+    script_args = [settings.dedupe_ttl_seconds, message_entry(message), repr(deadline), cid, keep,
+                   settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
+                   int(settings.session_expire_minutes * 60) or 1]
+    script = redis.register_script(ADD_SCRIPT)
+    pipe = redis.pipeline(transaction=False)  # one round trip: the script, the panel's log, counters
+    pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)
+    chatlog.record_message(pipe, cid, message, "customer", settings)
+    if also:
+        also(pipe)
+    outcome = pipe.execute(raise_on_error=False)[0]
+    if isinstance(outcome, NoScriptError):  # first call since Redis started: load it (EVALSHA avoids SCRIPT EXISTS)
+        outcome = script(keys=script_keys, args=script_args)
+    elif isinstance(outcome, Exception):
+        raise outcome
     outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
     if outcome == "scheduled":
         schedule(queue, cid, deadline, settings)
@@ -396,4 +410,5 @@ def forget_chat(redis, instance, chat_id):
     pipe = redis.pipeline()
     pipe.delete(*keys(cid).values())
     pipe.zrem(DUE, cid)
+    chatlog.erase(pipe, cid)
     return pipe.execute()[0]

@@ -99,6 +99,10 @@ class Settings:
     media_too_large_message: str = PT_MEDIA_TOO_LARGE
     media_failed_message: str = PT_MEDIA_FAILED
 
+    # The shop's web panel (/panel); no panel at all while PANEL_PASSWORD is empty
+    panel_password: str = ""
+    log_max_entries: int = 500
+
     log_level: str = "INFO"
 
     @property
@@ -191,7 +195,7 @@ def _validate(settings, require):
         raise SettingsError(f"LOG_LEVEL must be a logging level such as INFO, got {settings.log_level!r}")
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
-                "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds")
+                "max_input_chars", "max_burst_messages", "log_max_entries", "gemini_timeout_seconds", "evolution_timeout_seconds")
     for name in positive:
         if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
             raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")

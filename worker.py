@@ -21,8 +21,10 @@ from rq import Queue, SimpleWorker
 
 import ai_service
 import buffer
+import chatlog
 import memory
 import sender
+import stats
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
 from parser import has_word, mask
 
@@ -112,7 +114,8 @@ def compose_reply(ctx, cid, token, entries):
     user_text = merge_burst(entries, settings)
     last_words = (last.get("text") or "").strip().lower()
 
-    reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time()}
+    reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time(),
+             "asked_at": last.get("timestamp") or None}
     if last_words and last_words in settings.optout_keywords:
         buffer.opt_out(ctx.redis, cid, settings.optout_days * 86400)
         log.info("chat %s (%s) opted out", cid, mask(number))
@@ -137,12 +140,15 @@ def compose_reply(ctx, cid, token, entries):
         if notes and not media and not any(e.get("text") for e in entries):  # nothing Gemini could look at
             return _stored(ctx, cid, {**reply, "parts": [settings.media_too_large_message]})
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
+        usage, started = {}, time.monotonic()
         text = ai_service.generate_reply(
             ctx.genai, settings, memory.load_history(ctx.redis, cid), prompt_text,
-            ai_service.load_system_prompt(settings, instance), media,
+            ai_service.load_system_prompt(settings, instance), media, usage=usage,
         )
+        reply["usage"] = {**usage, "seconds": time.monotonic() - started}
         parts = split_reply(text, settings)
     except ai_service.ReplyError as error:
+        stats.gemini_error(ctx.redis, error.reason)
         attempt = buffer.count_attempt(ctx.redis, cid)
         if error.retryable and attempt < settings.gemini_max_attempts:
             delay = backoff(settings, attempt)
@@ -262,6 +268,7 @@ def deliver(ctx, cid, token, reply):
         message_id = (sent.get("key") or {}).get("id") if isinstance(sent, dict) else None
         if message_id:
             buffer.note_outgoing(ctx.redis, instance, cid, part, message_id)
+            reply.setdefault("ids", []).append({"part": reply["sent"], "id": message_id, "at": sent.get("messageTimestamp")})
         reply["sent"] += 1
         if reply["sent"] < len(parts):
             buffer.store_reply(ctx.redis, cid, reply)  # a crash now resends nothing already sent
@@ -271,6 +278,8 @@ def deliver(ctx, cid, token, reply):
     pipe = ctx.redis.pipeline(transaction=True)
     if reply["sent"]:
         memory.append_exchange(pipe, cid, reply["user_text"], "\n\n".join(parts[: reply["sent"]]), settings)
+    chatlog.record_reply(pipe, cid, reply, settings)  # the panel's log and counters, in the same transaction
+    stats.record_reply(pipe, reply, settings)
     outcome = buffer.finish(ctx.redis, ctx.queue, cid, token, settings, pipe=pipe)
     if reply["sent"]:
         log.info("chat %s (%s): replied in %d message(s)%s", cid, mask(number), reply["sent"],

@@ -1,0 +1,99 @@
+"""Every message of a chat (customer, bot, person) for the panel, and the index of chats by last activity.
+
+History (memory.py) keeps only what Gemini needs; this log keeps what a person reads. It lives in
+Redis beside history: capped at LOG_MAX_ENTRIES per chat, expiring after HISTORY_TTL_DAYS, erased
+by forget. Writes only queue commands on a pipeline, so they ride in round trips already made.
+"""
+
+import json
+import time
+
+from parser import to_int
+
+CHATS = "wa:chats"  # sorted set: cid -> last activity (unix time)
+
+
+def log_key(cid):
+    return f"wa:log:{cid}"
+
+
+def meta_key(cid):
+    return f"wa:chat:{cid}"
+
+
+def entry(message_id, sender, text, at, kind="text"):
+    """One log entry; the same message always gives the same entry, so a duplicate is stored once."""
+    return {"id": message_id, "from": sender, "text": text or "", "at": to_int(at) or int(time.time()),
+            "kind": kind}
+
+
+def record(pipe, cid, item, settings):
+    """Queue on `pipe` the writes for one entry: the log (capped, expiring), the chat index and the last message."""
+    ttl = settings.history_ttl_seconds
+    key = log_key(cid)
+    pipe.zadd(key, {json.dumps(item, sort_keys=True, ensure_ascii=False): item["at"]})
+    pipe.zremrangebyrank(key, 0, -settings.log_max_entries - 1)
+    pipe.expire(key, ttl)
+    pipe.zadd(CHATS, {cid: item["at"]}, gt=True)
+    meta = meta_key(cid)
+    pipe.hset(meta, mapping={"last_text": item["text"] or f"[{item['kind']}]", "last_at": item["at"],
+                             "last_from": item["from"]})
+    pipe.expire(meta, ttl)
+
+
+def record_meta(pipe, cid, instance, chat_id, reply_to, name=""):
+    """Queue on `pipe` who the chat is with and through which instance (the name only when known)."""
+    fields = {"instance": instance, "chat_id": chat_id, "reply_to": reply_to}
+    if name:
+        fields["name"] = name
+    pipe.hset(meta_key(cid), mapping=fields)
+
+
+def record_message(pipe, cid, message, sender, settings):
+    """Queue on `pipe` the log entry and chat details of one parsed WhatsApp message."""
+    record_meta(pipe, cid, message.instance, message.chat_id, message.reply_to,
+                message.push_name if sender == "customer" else "")
+    record(pipe, cid, entry(message.message_id, sender, message.text, message.timestamp, message.kind), settings)
+
+
+def record_reply(pipe, cid, reply, settings):
+    """Queue on `pipe` one entry per part of the bot's reply that went out (ids as Evolution answered)."""
+    sent = {item["part"]: item for item in reply.get("ids", [])}
+    for i, text in enumerate(reply["parts"][: reply.get("sent", 0)]):
+        known = sent.get(i, {})
+        message_id = known.get("id") or f"{cid}-{int(reply.get('created', 0))}-{i}"
+        record(pipe, cid, entry(message_id, "bot", text, known.get("at") or time.time()), settings)
+
+
+def erase(pipe, cid):
+    """Queue on `pipe` the erasure of a chat's log and details (LGPD, with forget)."""
+    pipe.delete(log_key(cid), meta_key(cid))
+    pipe.zrem(CHATS, cid)
+
+
+def _text(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def chats(redis, limit=200):
+    """The most recently active chats, newest first: [{id, instance, chat_id, reply_to, name, last_*}]."""
+    cids = [_text(cid) for cid in redis.zrevrange(CHATS, 0, limit - 1)]
+    pipe = redis.pipeline(transaction=False)
+    for cid in cids:
+        pipe.hgetall(meta_key(cid))
+    found = []
+    for cid, meta in zip(cids, pipe.execute() if cids else []):
+        if meta:
+            found.append({"id": cid, **{_text(k): _text(v) for k, v in meta.items()}})
+    return found
+
+
+def details(redis, cid):
+    """One chat's details (instance, reply_to, name, last message), or None when unknown."""
+    meta = redis.hgetall(meta_key(cid))
+    return {"id": cid, **{_text(k): _text(v) for k, v in meta.items()}} if meta else None
+
+
+def thread(redis, cid):
+    """The chat's log, oldest first."""
+    return [json.loads(member) for member in redis.zrange(log_key(cid), 0, -1)]
