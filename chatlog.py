@@ -22,9 +22,13 @@ def meta_key(cid):
 
 
 def entry(message_id, sender, text, at, kind="text"):
-    """One log entry; the same message always gives the same entry, so a duplicate is stored once."""
-    return {"id": message_id, "from": sender, "text": text or "", "at": to_int(at) or int(time.time()),
-            "kind": kind}
+    """One log entry; the same message always gives the same entry, so a duplicate is stored once.
+
+    `at` is the message's own timestamp (whole seconds from WhatsApp) or, for the bot's parts, the
+    time of sending to the millisecond, so parts sent within one second keep their order.
+    """
+    at = round(at, 3) if isinstance(at, float) else to_int(at) or round(time.time(), 3)
+    return {"id": message_id, "from": sender, "text": text or "", "at": at, "kind": kind}
 
 
 def record(pipe, cid, item, settings):

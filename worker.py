@@ -268,7 +268,7 @@ def deliver(ctx, cid, token, reply):
         message_id = (sent.get("key") or {}).get("id") if isinstance(sent, dict) else None
         if message_id:
             buffer.note_outgoing(ctx.redis, instance, cid, part, message_id)
-            reply.setdefault("ids", []).append({"part": reply["sent"], "id": message_id, "at": sent.get("messageTimestamp")})
+            reply.setdefault("ids", []).append({"part": reply["sent"], "id": message_id, "at": time.time()})
         reply["sent"] += 1
         if reply["sent"] < len(parts):
             buffer.store_reply(ctx.redis, cid, reply)  # a crash now resends nothing already sent
