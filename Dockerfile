@@ -18,8 +18,10 @@ RUN pip install --no-cache-dir -r requirements.txt
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --create-home --home-dir /home/app app
 
-# The application (see .dockerignore for what is left out).
+# The application (see .dockerignore for what is left out). prompts/ belongs to the app
+# user: the panel edits it (in compose it is a volume seeded from here).
 COPY . .
+RUN chown -R app:app prompts
 
 USER app
 

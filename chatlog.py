@@ -32,10 +32,17 @@ def entry(message_id, sender, text, at, kind="text"):
 
 
 def record(pipe, cid, item, settings):
-    """Queue on `pipe` the writes for one entry: the log (capped, expiring), the chat index and the last message."""
+    """Queue on `pipe` the writes for one entry: the log (capped, expiring), the chat index and the last message.
+
+    The score is the entry's `at`, plus for whole seconds a fraction from the arrival time, so two
+    messages of one second keep the order they came in.
+    """
     ttl = settings.history_ttl_seconds
     key = log_key(cid)
-    pipe.zadd(key, {json.dumps(item, sort_keys=True, ensure_ascii=False): item["at"]})
+    at = item["at"]
+    if isinstance(at, int):  # whole seconds: arrival order breaks ties within the second
+        at += min(max(time.time() - at, 0), 0.999)
+    pipe.zadd(key, {json.dumps(item, sort_keys=True, ensure_ascii=False): at}, nx=True)  # nx: a copy keeps its place
     pipe.zremrangebyrank(key, 0, -settings.log_max_entries - 1)
     pipe.expire(key, ttl)
     pipe.zadd(CHATS, {cid: item["at"]}, gt=True)

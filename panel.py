@@ -325,10 +325,13 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
         return jsonify(result="forgotten", erased=erased)
 
     def take_over(cid):
+        """Pause the bot; a handoff is counted only when the bot was answering this chat until now."""
+        before = chats.state(redis, cid)["state"]
         result = chats.take_over(redis, cid, settings)
-        pipe = redis.pipeline(transaction=False)
-        stats.count(pipe, "handoffs")
-        pipe.execute()
+        if before not in ("paused", "stopped"):
+            pipe = redis.pipeline(transaction=False)
+            stats.count(pipe, "handoffs")
+            pipe.execute()
         return result
 
     @bp.post("/api/chats/<cid>/reply")

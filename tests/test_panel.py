@@ -257,7 +257,10 @@ def test_answer_as_a_person_pauses_sends_through_the_chats_instance_and_logs_it(
     answer = post(owner, f"/panel/api/chats/{cid}/reply", {"text": "Oi! Aqui é a Ana, da loja."})
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["state"] == "paused"
-    assert evolution.sent_texts() == [("loja2", CUSTOMER, "Oi! Aqui é a Ana, da loja.")]
+    assert post(owner, f"/panel/api/chats/{cid}/reply", {"text": "Já separei o seu pedido."}).status_code == 200
+    assert owner.get("/panel/api/stats").get_json()["days"][-1]["handoffs"] == 1  # one takeover, two answers
+    assert evolution.sent_texts() == [("loja2", CUSTOMER, "Oi! Aqui é a Ana, da loja."),
+                                      ("loja2", CUSTOMER, "Já separei o seu pedido.")]
     sent = evolution.sent_messages()[0]
     assert answer.get_json()["id"] == sent["key"]["id"]
     assert fake_redis.zscore(buffer.DUE, cid) is None
@@ -269,7 +272,8 @@ def test_answer_as_a_person_pauses_sends_through_the_chats_instance_and_logs_it(
     assert owner.post(f"/webhook?token={TOKEN}", json=echo).get_json()["results"] == ["paused"]
     messages = owner.get(f"/panel/api/chats/{cid}").get_json()["messages"]
     assert [(m["from"], m["text"]) for m in messages] == [
-        ("customer", "quero falar com alguém"), ("human", "Oi! Aqui é a Ana, da loja.")]
+        ("customer", "quero falar com alguém"), ("human", "Oi! Aqui é a Ana, da loja."),
+        ("human", "Já separei o seu pedido.")]
 
     for bad in ({}, {"text": ""}, {"text": "   "}, {"text": 5}, {"text": "x" * 5000}):
         assert post(owner, f"/panel/api/chats/{cid}/reply", bad).status_code == 400, bad
