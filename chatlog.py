@@ -46,6 +46,7 @@ def record(pipe, cid, item, settings):
     pipe.zremrangebyrank(key, 0, -settings.log_max_entries - 1)
     pipe.expire(key, ttl)
     pipe.zadd(CHATS, {cid: item["at"]}, gt=True)
+    pipe.zremrangebyscore(CHATS, "-inf", time.time() - ttl)  # chats whose log has expired leave the index
     meta = meta_key(cid)
     pipe.hset(meta, mapping={"last_text": item["text"] or f"[{item['kind']}]", "last_at": item["at"],
                              "last_from": item["from"]})

@@ -201,6 +201,12 @@ COUNTERS = (
 )
 
 
+def _label(field):
+    """The part after `kind:` as a Prometheus label value (backslashes, quotes, newlines escaped)."""
+    value = field.split(":", 1)[1]
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def metrics_text(redis, queue_name):
     """Prometheus text exposition of the running totals, the Gemini latency histogram and the queue."""
     total = _fields(redis.hgetall(TOTAL))
@@ -210,8 +216,11 @@ def metrics_text(redis, queue_name):
         lines += [f"# HELP {metric} {text}.", f"# TYPE {metric} counter", f"{metric} {int(total.get(name, 0))}"]
     lines += ["# HELP whatsapp_ignored_total Messages ignored, by reason.", "# TYPE whatsapp_ignored_total counter"]
     for field in sorted(f for f in total if f.startswith("ignored:")):
-        reason = field.split(":", 1)[1].replace("\\", "\\\\").replace('"', '\\"')
-        lines.append(f'whatsapp_ignored_total{{reason="{reason}"}} {int(total[field])}')
+        lines.append(f'whatsapp_ignored_total{{reason="{_label(field)}"}} {int(total[field])}')
+    lines += ["# HELP whatsapp_outcomes_total Customer messages by what the webhook did with them, besides duplicates and new bursts (buffered, paused, opted_out, rate_limited, no_trigger).",
+              "# TYPE whatsapp_outcomes_total counter"]
+    for field in sorted(f for f in total if f.startswith("outcome:")):
+        lines.append(f'whatsapp_outcomes_total{{outcome="{_label(field)}"}} {int(total[field])}')
     lines += ["# HELP whatsapp_gemini_seconds Time Gemini took to answer.", "# TYPE whatsapp_gemini_seconds histogram"]
     cumulative = 0
     for bucket in GEMINI_BUCKETS:

@@ -399,12 +399,14 @@ def test_metrics_need_the_webhook_token_and_speak_prometheus(client, fake_redis,
     body["data"]["key"]["remoteJid"] = "120363000000000000@g.us"
     client.post(f"/webhook?token={TOKEN}", json=body)
     deliver(client, "oi", "MT1")
+    deliver(client, "mais uma", "MT1b")
     worker.process_chat(worker.make_context(settings, fake_redis), CID)
     deliver(client, "de novo", "MT3")
 
     text = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).get_data(as_text=True)
     values = dict(line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
-    assert values["whatsapp_received_total"] == "3"
+    assert values["whatsapp_received_total"] == "4"
+    assert values['whatsapp_outcomes_total{outcome="buffered"}'] == "1"
     assert values["whatsapp_duplicates_total"] == "1"
     assert values['whatsapp_ignored_total{reason="group chat"}'] == "1"
     assert values["whatsapp_replies_total"] == "1"
@@ -429,19 +431,25 @@ def test_the_webhook_flushes_lone_counts_after_a_while(fake_redis):
 
 def test_the_log_is_capped_expires_with_history_and_stores_a_message_once(make_settings, fake_redis):
     settings = make_settings(LOG_MAX_ENTRIES=3, HISTORY_TTL_DAYS=2)
+    start = int(time.time()) - 100
     for i in range(5):
         pipe = fake_redis.pipeline()
-        chatlog.record(pipe, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", 1000 + i), settings)
-        chatlog.record(pipe, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", 1000 + i), settings)
+        chatlog.record(pipe, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
+        chatlog.record(pipe, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
         pipe.execute()
     assert [e["text"] for e in chatlog.thread(fake_redis, "c1")] == ["m2", "m3", "m4"]
     assert 2 * 86400 - 5 < fake_redis.ttl(chatlog.log_key("c1")) <= 2 * 86400
     assert fake_redis.ttl(chatlog.meta_key("c1")) > 0
     assert chatlog.chats(fake_redis)[0]["last_text"] == "m4"
+    fake_redis.zadd(chatlog.CHATS, {"stale": time.time() - 3 * 86400})  # its log expired a day ago
+    pipe = fake_redis.pipeline()
+    chatlog.record(pipe, "c2", chatlog.entry("id9", "customer", "m9", time.time()), settings)
+    pipe.execute()
+    assert [c.decode() for c in fake_redis.zrange(chatlog.CHATS, 0, -1)] == ["c1", "c2"]
     pipe = fake_redis.pipeline()
     chatlog.erase(pipe, "c1")
     pipe.execute()
-    assert chatlog.thread(fake_redis, "c1") == [] and chatlog.chats(fake_redis) == []
+    assert chatlog.thread(fake_redis, "c1") == [] and [c["id"] for c in chatlog.chats(fake_redis)] == ["c2"]
 
 
 def test_worker_forget_erases_the_log_too(make_settings, fake_redis, owner):
