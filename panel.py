@@ -216,7 +216,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     def prompt_names():
         """`system`, every instance seen, and every prompts/<name>.md there is."""
         names = {m.get("instance") for m in chatlog.chats(redis) if m.get("instance")}
-        names |= {i["name"] for i in stats.health(redis, queue_name()).get("instances", [])}
+        names |= {name.decode() for name in redis.hkeys(stats.INSTANCES)}
         folder = prompt_path("system").parent
         if folder.is_dir():
             names |= {p.stem for p in folder.glob("*.md")}
