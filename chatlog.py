@@ -31,7 +31,7 @@ def entry(message_id, sender, text, at, kind="text"):
     return {"id": message_id, "from": sender, "text": text or "", "at": at, "kind": kind}
 
 
-def record(pipe, cid, item, settings):
+def record(pipe, cid, item, settings, meta=None):
     """Queue on `pipe` the writes for one entry: the log (capped, expiring), the chat index and the last message.
 
     The score is the entry's `at`, plus for whole seconds a fraction from the arrival time, so two
@@ -47,25 +47,29 @@ def record(pipe, cid, item, settings):
     pipe.expire(key, ttl)
     pipe.zadd(CHATS, {cid: item["at"]}, gt=True)
     pipe.zremrangebyscore(CHATS, "-inf", time.time() - ttl)  # chats whose log has expired leave the index
-    meta = meta_key(cid)
-    pipe.hset(meta, mapping={"last_text": item["text"] or f"[{item['kind']}]", "last_at": item["at"],
-                             "last_from": item["from"]})
-    pipe.expire(meta, ttl)
+    fields = {"last_text": item["text"] or f"[{item['kind']}]", "last_at": item["at"], "last_from": item["from"]}
+    pipe.hset(meta_key(cid), mapping={**fields, **(meta or {})})
+    pipe.expire(meta_key(cid), ttl)
 
 
-def record_meta(pipe, cid, instance, chat_id, reply_to, name=""):
-    """Queue on `pipe` who the chat is with and through which instance (the name only when known)."""
+def chat_meta(instance, chat_id, reply_to, name=""):
+    """Who the chat is with and through which instance (the name only when known)."""
     fields = {"instance": instance, "chat_id": chat_id, "reply_to": reply_to}
     if name:
         fields["name"] = name
-    pipe.hset(meta_key(cid), mapping=fields)
+    return fields
+
+
+def record_meta(pipe, cid, instance, chat_id, reply_to, name=""):
+    """Queue on `pipe` the chat's details alone (`record` takes them too, in the same command)."""
+    pipe.hset(meta_key(cid), mapping=chat_meta(instance, chat_id, reply_to, name))
 
 
 def record_message(pipe, cid, message, sender, settings):
     """Queue on `pipe` the log entry and chat details of one parsed WhatsApp message."""
-    record_meta(pipe, cid, message.instance, message.chat_id, message.reply_to,
-                message.push_name if sender == "customer" else "")
-    record(pipe, cid, entry(message.message_id, sender, message.text, message.timestamp, message.kind), settings)
+    meta = chat_meta(message.instance, message.chat_id, message.reply_to,
+                     message.push_name if sender == "customer" else "")
+    record(pipe, cid, entry(message.message_id, sender, message.text, message.timestamp, message.kind), settings, meta)
 
 
 def record_reply(pipe, cid, reply, settings):
