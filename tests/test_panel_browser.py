@@ -17,6 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+import buffer
 import stats
 from conftest import CUSTOMER, ROOT, text_message, wait_until
 
@@ -24,6 +25,7 @@ PASSWORD = "senha-do-painel-teste"
 SHOTS = ROOT / "docs" / "screenshots"
 DEBOUNCE = 3
 WAIT = 30  # generous: the machine is shared
+CID = buffer.chat_ref("shop", f"{CUSTOMER}@s.whatsapp.net")
 
 
 @pytest.fixture
@@ -104,7 +106,6 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     assert "5511*****4321" in row.text and CUSTOMER not in browser.page_source
     evolution.wait_for(2, timeout=WAIT)  # the bot's answer, in two parts
     until(browser, lambda d: "Bot:" in d.find_element(By.CSS_SELECTOR, ".chats a.chat").text, "the reply in the inbox")
-    shot(browser, "inbox")
 
     # Open it: the whole thread, who said what.
     browser.find_element(By.CSS_SELECTOR, ".chats a.chat").click()
@@ -132,6 +133,20 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     browser.execute_script("window.scrollTo(0, 0)")
     shot(browser, "conversation")
 
+    # Another customer writes meanwhile, on another number: the inbox shows each chat's state.
+    gemini.hold()
+    other = text_message("Bom dia! Vocês entregam em Pinheiros?", "OT1", number="5521988887777", instance="loja2")
+    other["data"]["pushName"] = "Marina"
+    stack.post(other)
+    browser.find_element(By.ID, "nav-inbox").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".chats a.chat")) == 2, "two chats in the inbox")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '.chats [data-state="answering"]'), "the other chat answering")
+    assert browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"] .state').get_attribute("data-state") == "paused"
+    shot(browser, "inbox")
+    gemini.release()
+    evolution.wait_for(5, timeout=WAIT)  # the other customer's answer, in two parts
+    assert evolution.sent_texts()[-1][:2] == ("loja2", "5521988887777")
+
     # Edit the persona and try it, without sending anything to WhatsApp.
     browser.find_element(By.ID, "nav-persona").click()
     area = until(browser, lambda d: (el := d.find_element(By.ID, "persona-text")).get_attribute("value") and el,
@@ -146,25 +161,25 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     browser.find_element(By.ID, "try-send").click()
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#try-parts li")) == 2, "the try-it answer")
     assert gemini.system_text() == persona
-    assert len(evolution.sent_texts()) == 3
+    assert len(evolution.sent_texts()) == 5
     shot(browser, "persona")
 
     # Hand back: the next customer message is answered, and Gemini is asked with the new persona.
     browser.get(f"{stack.url}/panel/")
-    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".chats a.chat"), "the inbox")
-    browser.find_element(By.CSS_SELECTOR, ".chats a.chat").click()
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"]'), "the inbox")
+    browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"]').click()
     until(browser, lambda d: d.find_element(By.ID, "hand-back"), "the conversation")
     browser.find_element(By.ID, "hand-back").click()
     until(browser, lambda d: state(d) == "idle", "the bot to be back")
     gemini.reply_with("Combinado! Até sábado.")
     calls = len(gemini.requests)
     stack.post(text_message("então fechado, até sábado", "BR4"))
-    evolution.wait_for(4, timeout=WAIT)
+    evolution.wait_for(6, timeout=WAIT)
     assert len(gemini.requests) == calls + 1 and gemini.system_text() == persona
     until(browser, lambda d: "Combinado! Até sábado." in d.find_element(By.ID, "messages").text, "the bot's new reply")
 
     # Health and numbers.
-    wait_until(lambda: redis.hget(stats.TOTAL, "replies") == b"2", timeout=WAIT, message="two replies counted")
+    wait_until(lambda: redis.hget(stats.TOTAL, "replies") == b"3", timeout=WAIT, message="three replies counted")
     browser.find_element(By.ID, "nav-health").click()
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".charts svg"), "the charts")
     assert "conectado" in browser.find_element(By.ID, "health").text
