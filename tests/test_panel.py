@@ -458,3 +458,29 @@ def test_worker_forget_erases_the_log_too(make_settings, fake_redis, owner):
     buffer.forget_chat(fake_redis, INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
     assert not fake_redis.exists(chatlog.log_key(CID)) and not fake_redis.exists(chatlog.meta_key(CID))
     assert fake_redis.zscore(chatlog.CHATS, CID) is None
+
+
+# --- chats: state and a person's actions ----------------------------------------------------------------------
+
+def test_chat_state_follows_the_burst_the_job_and_the_pauses(make_settings, fake_redis, queue):
+    settings = make_settings(DEBOUNCE_SECONDS=20, HANDOFF_PAUSE_MINUTES=10)
+    message, = parser.parse_body(text_message("oi", "CS1"))
+    assert chats.state(fake_redis, CID) == {"state": "idle", "until": None}
+    buffer.add_message(fake_redis, queue, message, settings, now=1000.0)
+    assert chats.state(fake_redis, CID, now=1001.0) == {"state": "waiting", "until": 1020.0}
+    assert buffer.claim(fake_redis, CID, 60, now=1021.0)[0] == "ready"
+    assert chats.state(fake_redis, CID)["state"] == "answering"
+
+    assert chats.take_over(fake_redis, CID, settings) == "paused"
+    state = chats.state(fake_redis, CID, now=5000.0)
+    assert state["state"] == "paused" and 5000 + 590 < state["until"] <= 5000 + 600
+    assert not fake_redis.exists(buffer.keys(CID)["lock"])  # the running job lost its lease
+    assert fake_redis.zscore(buffer.DUE, CID) is None
+
+    assert chats.stop(fake_redis, CID) == "stopped"
+    assert chats.state(fake_redis, CID) == {"state": "stopped", "until": None}
+    assert chats.hand_back(fake_redis, CID) == "resumed"
+    buffer.opt_out(fake_redis, CID, 3600)
+    assert chats.state(fake_redis, CID)["state"] == "stopped"
+    chats.hand_back(fake_redis, CID)
+    assert chats.state(fake_redis, CID)["state"] == "idle"
