@@ -14,7 +14,8 @@ from dotenv import load_dotenv
 
 PT_FALLBACK = "Desculpe, tive um probleminha para responder agora. Uma pessoa da nossa equipe vai te responder em breve."
 PT_HANDOFF = "Certo! Vou chamar uma pessoa da nossa equipe para falar com você. Aguarde um instante, por favor."
-PT_OPTOUT = "Tudo bem, não vou mais enviar mensagens automáticas. Se precisar, é só escrever de novo."
+PT_OPTOUT = ("Tudo bem! Não vou mais responder automaticamente nesta conversa. "
+             "Suas mensagens continuam chegando para a nossa equipe.")
 PT_MEDIA_TOO_LARGE = "Recebi seu arquivo, mas ele é grande demais para eu ver. Pode me contar por texto o que precisa?"
 PT_MEDIA_FAILED = "Não consegui abrir o arquivo que você enviou. Pode me contar por texto o que precisa?"
 
@@ -47,7 +48,9 @@ class Settings:
     dedupe_ttl_seconds: int = 24 * 3600
     history_max_turns: int = 20
     history_ttl_days: float = 7.0
-    max_message_age_seconds: int = 600
+    max_wait_seconds: float = 300.0
+    max_regenerations: int = 1
+    max_message_age_seconds: int = 1800
 
     # Webhook
     webhook_token: str = ""
@@ -66,6 +69,7 @@ class Settings:
     # Abuse limits
     max_input_chars: int = 4000
     max_burst_messages: int = 30
+    max_reply_parts: int = 5
     rate_limit_per_hour: int = 60
 
     # Who the bot talks to
@@ -77,7 +81,11 @@ class Settings:
 
     # Human handoff and opt-out
     handoff_pause_minutes: float = 60.0
-    handoff_keywords: tuple = ("atendente", "humano", "pessoa")
+    handoff_phrases: tuple = (
+        "falar com um atendente", "falar com atendente", "falar com uma atendente", "falar com uma pessoa",
+        "falar com um humano", "falar com alguem", "atendimento humano", "atendente humano",
+        "quero um atendente", "chamar um atendente", "chama um atendente", "pessoa de verdade",
+    )
     handoff_message: str = PT_HANDOFF
     resume_keyword: str = "#bot"
     stop_keyword: str = "#parar"
@@ -91,11 +99,14 @@ class Settings:
     split_messages: bool = True
     time_per_char_ms: int = 30
     max_typing_ms: int = 4000
+    link_preview: bool = False  # Evolution's server would fetch any URL the model repeats
     unknown_message: str = ""
 
     # Media
     max_media_mb: float = 10.0
     max_media_seconds: int = 600
+    max_burst_media: int = 5
+    max_burst_media_mb: float = 20.0
     media_too_large_message: str = PT_MEDIA_TOO_LARGE
     media_failed_message: str = PT_MEDIA_FAILED
 
@@ -105,11 +116,19 @@ class Settings:
     def history_ttl_seconds(self) -> int:
         return int(self.history_ttl_days * 86400)
 
+    @property
+    def job_timeout_seconds(self) -> int:
+        """The whole job's worst case: Gemini, every media download, every part's typing and send."""
+        evolution = self.evolution_timeout_seconds
+        parts = self.max_reply_parts * (2 * evolution + self.max_typing_ms / 1000)
+        return int(self.gemini_timeout_seconds + self.max_burst_media * evolution + parts + 30)
+
 
 # Names from the original README that still work when the new name is not set.
 FALLBACK_NAMES = {
     "REDIS_URL": "CACHE_REDIS_URI",
     "EVOLUTION_API_KEY": "AUTHENTICATION_API_KEY",
+    "HANDOFF_PHRASES": "HANDOFF_KEYWORDS",
 }
 
 REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_KEY")
@@ -191,14 +210,18 @@ def _validate(settings, require):
         raise SettingsError(f"LOG_LEVEL must be a logging level such as INFO, got {settings.log_level!r}")
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
-                "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds")
+                "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
+                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb")
     for name in positive:
         if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
             raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")
     if settings.max_typing_ms / 1000 + 5 > settings.evolution_timeout_seconds:
         raise SettingsError("EVOLUTION_TIMEOUT_SECONDS must exceed MAX_TYPING_MS by 5 s: Evolution holds sendText while typing")
+    # Each slow step (Gemini, a download, a part's typing and send) renews the lease first, so the lease must outlast the longest.
     if settings.gemini_timeout_seconds + settings.evolution_timeout_seconds >= settings.job_lease_seconds:
         raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
+    if settings.max_regenerations < 0:
+        raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
 
 
 def setup_logging(settings):

@@ -20,7 +20,7 @@ def test_defaults_when_nothing_is_set():
     assert settings.history_max_turns == 20
     assert settings.history_ttl_days == 7
     assert settings.history_ttl_seconds == 7 * 86400
-    assert settings.max_message_age_seconds == 600
+    assert settings.max_message_age_seconds == 1800
     assert settings.redis_down == "direct"
     assert settings.redis_url == "redis://localhost:6379/0"
 
@@ -90,7 +90,7 @@ def test_legacy_url_that_is_not_a_send_text_url_is_named():
 def test_comma_lists_are_split_trimmed_and_lowercased():
     settings = load_settings({"HANDOFF_KEYWORDS": " Atendente, HUMANO ,,", "IGNORE_NUMBERS": "5511999990001,"},
                              require=())
-    assert settings.handoff_keywords == ("atendente", "humano")
+    assert settings.handoff_phrases == ("atendente", "humano")
     assert settings.ignore_numbers == ("5511999990001",)
 
 
