@@ -31,8 +31,8 @@ def create_app(settings=None, redis=None, direct_context=None):
     """Build the app; tests pass their own settings, Redis and degraded-mode context."""
     if settings is None:
         settings = load_settings(require=("REDIS_URL",))
-        if settings.redis_down == "direct":  # then the webhook itself answers while Redis is down
-            settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
+        replying = REQUIRED_FOR_REPLYING if settings.redis_down == "direct" else ()  # direct: it answers by itself
+        settings = load_settings(require=("REDIS_URL", *replying, "WEBHOOK_TOKEN"))  # empty token: see config
         setup_logging(settings)
     if redis is None:
         redis = redis_lib.Redis.from_url(
@@ -66,6 +66,9 @@ def create_app(settings=None, redis=None, direct_context=None):
         try:
             outcomes = [handle(message) for message in messages]
         except redis_lib.RedisError as error:
+            if isinstance(error, redis_lib.OutOfMemoryError):  # at maxmemory (noeviction): full, not down
+                log.error("Redis is full (maxmemory): answering 503 so Evolution delivers again")
+                return jsonify(error="Redis is full, retry later"), 503
             if direct is None:
                 log.error("Redis unavailable (%s): answering 503 so Evolution delivers again", error)
                 return jsonify(error="Redis unavailable, retry later"), 503
