@@ -7,10 +7,11 @@ import dataclasses
 import logging
 import os
 import re
+import secrets
+import sys
 from dataclasses import dataclass
-from urllib.parse import unquote
-
-from dotenv import load_dotenv
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 PT_FALLBACK = "Desculpe, tive um probleminha para responder agora. Uma pessoa da nossa equipe vai te responder em breve."
 PT_HANDOFF = "Certo! Vou chamar uma pessoa da nossa equipe para falar com você. Aguarde um instante, por favor."
@@ -54,6 +55,7 @@ class Settings:
 
     # Webhook
     webhook_token: str = ""
+    allow_unauthenticated_webhook: bool = False  # an empty WEBHOOK_TOKEN stops the webhook unless this is true
     max_body_bytes: int = 16 * 1024 * 1024
     redis_down: str = "direct"
     direct_reply_threads: int = 4
@@ -112,6 +114,9 @@ class Settings:
 
     log_level: str = "INFO"
 
+    # Owner's web panel: empty means no panel.
+    panel_password: str = ""
+
     @property
     def history_ttl_seconds(self) -> int:
         return int(self.history_ttl_days * 86400)
@@ -132,6 +137,12 @@ FALLBACK_NAMES = {
 }
 
 REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_KEY")
+
+# Secrets: none may be a `change-me…` placeholder or only spaces. The shop chooses the ones in
+# CHOSEN_SECRETS (Google issues the Gemini key), so those must also be long enough to resist guessing.
+SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY")
+CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD")
+MIN_SECRET_CHARS = 16
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -173,6 +184,8 @@ def load_settings(environ=None, require=("REDIS_URL",)):
     only in the default REDIS_DOWN=direct mode, because then it answers by itself while Redis is down.
     """
     if environ is None:
+        from dotenv import load_dotenv  # here, so `python config.py --init-env` needs only the standard library
+
         load_dotenv()
         environ = os.environ
     values = {}
@@ -181,6 +194,8 @@ def load_settings(environ=None, require=("REDIS_URL",)):
         raw = environ.get(name)
         if raw is None and name in FALLBACK_NAMES:
             raw = environ.get(FALLBACK_NAMES[name])
+        if name in SECRETS and raw and not raw.strip():
+            raise SettingsError(f"{name} is only spaces: set a real secret (python3 config.py --init-env) or leave it empty")
         if raw is not None and (raw.strip() or field.type is str):
             values[field.name] = _parse(name, raw, field.type)
     if "redis_down" in values:
@@ -198,10 +213,18 @@ def load_settings(environ=None, require=("REDIS_URL",)):
 
 
 def _validate(settings, require):
-    """Stop start-up with one line naming the first setting that is missing or out of range."""
+    """Stop start-up with one line naming the first setting that is missing or out of range.
+
+    A process that serves the webhook names WEBHOOK_TOKEN in `require`: then an empty token is
+    refused unless ALLOW_UNAUTHENTICATED_WEBHOOK=true (a laptop demo), never silently accepted.
+    """
     for name in require:
+        if name == "WEBHOOK_TOKEN" and not settings.webhook_token and settings.allow_unauthenticated_webhook:
+            continue
         if not str(getattr(settings, name.lower())).strip():
-            raise SettingsError(f"{name} is required but not set (see .env.example)")
+            hint = " (or ALLOW_UNAUTHENTICATED_WEBHOOK=true for a local demo)" if name == "WEBHOOK_TOKEN" else ""
+            raise SettingsError(f"{name} is required but not set (see .env.example){hint}")
+    _check_secrets(settings)
     if settings.evolution_api_url and not re.match(r"^https?://", settings.evolution_api_url):
         raise SettingsError(f"EVOLUTION_API_URL must start with http:// or https://, got {settings.evolution_api_url!r}")
     if settings.redis_down not in ("direct", "retry"):
@@ -224,6 +247,25 @@ def _validate(settings, require):
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
 
 
+def _check_secrets(settings):
+    """Refuse placeholder secrets and short ones the shop chose; empty ones are left to `require`."""
+    checks = [(name, getattr(settings, name.lower()), name in CHOSEN_SECRETS) for name in SECRETS]
+    checks.append(("REDIS_URL's password (REDIS_PASSWORD in .env)", redis_password(settings.redis_url), True))
+    for name, value, chosen in checks:
+        if value and value.lower().startswith("change-me"):
+            raise SettingsError(f"{name} is still the placeholder from .env.example: run python3 config.py --init-env")
+        if value and chosen and len(value) < MIN_SECRET_CHARS:
+            raise SettingsError(f"{name} is shorter than {MIN_SECRET_CHARS} characters: use a long random one "
+                                "(python3 config.py --init-env)")
+
+
+def redis_password(url):
+    """The password inside a Redis URL (`redis://:PASSWORD@host:6379/0` or `?password=`), or ""."""
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else ""
+    return password or parse_qs(parts.query).get("password", [""])[0]
+
+
 def setup_logging(settings):
     """One log format for the webhook and the worker: time, level, module, message."""
     logging.basicConfig(
@@ -232,3 +274,66 @@ def setup_logging(settings):
     )
     for noisy in ("httpx", "httpx2", "urllib3"):  # one line per HTTP call, with URLs: not worth INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+# --- python3 config.py --init-env ----------------------------------------------------------------
+
+# Filled by --init-env. REDIS_PASSWORD and EVOLUTION_DB_PASSWORD are read by docker-compose.yml only.
+GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD")
+
+
+def init_env(env_path=".env", example_path=".env.example"):
+    """Write a strong random value for each empty or `change-me…` secret in `.env`; returns the names filled.
+
+    `.env` is made from `.env.example` when missing. Values already chosen are kept. Hex values: safe
+    in URLs (WEBHOOK_TOKEN, REDIS_PASSWORD), connection URIs and command lines.
+    """
+    env_path, example_path = Path(env_path), Path(example_path)
+    text = env_path.read_text() if env_path.exists() else example_path.read_text()
+    lines = text.splitlines()
+    filled = []
+    for name in GENERATED_SECRETS:
+        pattern = re.compile(rf"^\s*(export\s+)?{name}\s*=(.*)$")
+        value = secrets.token_hex(24)
+        found = False
+        for index, line in enumerate(lines):
+            match = pattern.match(line)
+            if not match:
+                continue
+            found = True
+            current = match.group(2).strip().strip("'\"").strip()
+            if not current or current.lower().startswith("change-me"):
+                lines[index] = f"{name}={value}"
+                filled.append(name)
+        if not found:
+            lines.append(f"{name}={value}")
+            filled.append(name)
+    if not filled and env_path.exists():
+        return []
+    temporary = env_path.with_name(env_path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # secrets: owner only
+    with os.fdopen(descriptor, "w") as file:
+        file.write("\n".join(lines) + "\n")
+    os.replace(temporary, env_path)
+    return list(dict.fromkeys(filled))
+
+
+def main(argv):
+    """`python3 config.py --init-env [path]`: fill the secrets of `.env` (next to this file by default)."""
+    if not argv or argv[0] != "--init-env" or len(argv) > 2:
+        print("usage: python3 config.py --init-env [path/to/.env]", file=sys.stderr)
+        return 2
+    here = Path(__file__).resolve().parent
+    env_path = Path(argv[1]) if len(argv) > 1 else here / ".env"
+    filled = init_env(env_path, here / ".env.example")
+    if filled:
+        print(f"{env_path}: wrote random values for {', '.join(filled)}.")
+    else:
+        print(f"{env_path}: every secret already has a value; nothing changed.")
+    print("The values are in that file (readable by you only). The Evolution manager login is EVOLUTION_API_KEY;"
+          " the panel login is PANEL_PASSWORD. Set GEMINI_API_KEY there yourself.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

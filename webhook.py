@@ -32,8 +32,8 @@ def create_app(settings=None, redis=None, direct_context=None):
     """Build the app; tests pass their own settings, Redis and degraded-mode context."""
     if settings is None:
         settings = load_settings(require=("REDIS_URL",))
-        if settings.redis_down == "direct":  # then the webhook itself answers while Redis is down
-            settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
+        replying = REQUIRED_FOR_REPLYING if settings.redis_down == "direct" else ()  # direct: it answers by itself
+        settings = load_settings(require=("REDIS_URL", *replying, "WEBHOOK_TOKEN"))  # empty token: see config
         setup_logging(settings)
     if redis is None:
         redis = redis_lib.Redis.from_url(
@@ -70,6 +70,9 @@ def create_app(settings=None, redis=None, direct_context=None):
             for message in messages:
                 outcomes.append(handle(message))
         except redis_lib.RedisError as error:
+            if isinstance(error, redis_lib.OutOfMemoryError):  # at maxmemory (noeviction): full, not down
+                log.error("Redis is full (maxmemory): answering 503 so Evolution delivers again")
+                return jsonify(error="Redis is full, retry later"), 503
             if direct is None or not never_reached(error):
                 # The script may have run (a stall, a reset after sending): only a redelivery is safe, and
                 # dedupe answers it once. Evolution retries a 503.

@@ -17,7 +17,7 @@ from rq.registry import ScheduledJobRegistry
 import buffer
 import chats
 import webhook
-from conftest import CUSTOMER, INSTANCE, TOKEN, free_port, load_payload, text_message, wait_until
+from conftest import CUSTOMER, INSTANCE, TOKEN, RedisServer, free_port, load_payload, text_message, wait_until
 from parser import mask
 from test_parser import PAYLOAD_NAMES, json_values, paths, replaced
 
@@ -314,6 +314,24 @@ def test_redis_down_retry_mode_answers_503_and_sends_nothing(client_for, gemini,
     assert post(client, load_payload("67_v2_3_7_connection_update_open.json")).status_code == 200
     time.sleep(0.3)
     assert evolution.requests == [] and gemini.requests == []
+
+
+def test_redis_full_answers_503_not_direct_mode_and_accepts_the_redelivery(client_for, gemini, evolution, tmp_path):
+    """At maxmemory with noeviction (as in docker-compose.yml) Redis refuses writes with OOM: the webhook must
+    answer 503 so Evolution delivers again, and must not mistake a full Redis for a down one (direct mode)."""
+    server = RedisServer(tmp_path, extra_args=("--maxmemory", "1", "--maxmemory-policy", "noeviction")).start()
+    try:
+        redis = server.client()
+        client = client_for(redis=redis)  # REDIS_DOWN=direct, the default
+        body = text_message("oi", "FULL1")
+        response = post(client, body)
+        assert response.status_code == 503 and "full" in response.json["error"]
+        time.sleep(0.3)
+        assert evolution.requests == [] and gemini.requests == []
+        redis.config_set("maxmemory", "0")  # the operator made room
+        assert post(client, body).json["results"] == ["scheduled"]
+    finally:
+        server.stop()
 
 
 # --- fuzz: any JSON -------------------------------------------------------------------------
