@@ -5,6 +5,7 @@ a failed call raises ReplyError and the worker decides when to try again, so no 
 """
 
 import logging
+import re
 from pathlib import Path
 
 from google import genai
@@ -13,6 +14,37 @@ from google.genai import errors, types
 log = logging.getLogger(__name__)
 
 DEFAULT_PROMPT = "Você é um atendente cordial de uma pequena loja no WhatsApp. Responda em português, de forma breve."
+
+
+class Handoff(Exception):
+    """Gemini called `transfer_to_human`: the customer wants a person, or the bot cannot help."""
+
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+# The one tool Gemini may call: hand the chat to a person, as a customer's explicit request does.
+TRANSFER_TO_HUMAN = types.FunctionDeclaration(
+    name="transfer_to_human",
+    description=(
+        "Passa a conversa para uma pessoa da equipe da loja. Use quando o cliente claramente quer falar "
+        "com uma pessoa, ou quando você não pode ajudar: reclamação, problema com um pedido, pedido de "
+        "reembolso, algo que só a equipe pode resolver. Não use para perguntas comuns."
+    ),
+    parameters_json_schema={
+        "type": "object",
+        "properties": {"reason": {"type": "string", "description": "Por que a conversa vai para uma pessoa, em poucas palavras."}},
+        "required": ["reason"],
+    },
+)
+
+# Asked when the burst carries media, so history keeps what Gemini understood of it, not only "[áudio]".
+MEDIA_NOTE_REQUEST = (
+    "(Antes da resposta, escreva numa linha só [[mídia: ...]] com o que você entendeu da mídia: a transcrição "
+    "do áudio ou uma descrição curta da imagem ou do documento. Essa linha não é enviada ao cliente.)"
+)
+_MEDIA_NOTE = re.compile(r"^\s*\[\[m[ií]dia:\s*(.*?)\]\]\s*", re.DOTALL | re.IGNORECASE)
 
 
 class ReplyError(Exception):
@@ -53,28 +85,52 @@ def load_system_prompt(settings, instance=""):
 
 
 def build_prompt(history, user_text, media=()):
-    """Gemini `contents`: the history's turns, then the burst as one user turn (with any media parts)."""
-    contents = [
-        types.Content(role=turn["role"], parts=[types.Part.from_text(text=turn["text"])])
-        for turn in history
-        if turn.get("text")
-    ]
+    """Gemini `contents`: the history's turns, then the burst as one user turn (with any media parts).
+
+    Turns of the same role in a row (a customer writing while a person held the chat) are merged,
+    so user and model alternate, starting with the user.
+    """
+    turns = []
+    for turn in history:
+        if not turn.get("text"):
+            continue
+        if turns and turns[-1][0] == turn["role"]:
+            turns[-1][1].append(turn["text"])
+        else:
+            turns.append((turn["role"], [turn["text"]]))
+    if turns and turns[0][0] != "user":
+        turns.insert(0, ("user", ["(início da conversa)"]))
+    if turns and turns[-1][0] == "user":  # the burst follows: one user turn
+        role, texts = turns.pop()
+        user_text = "\n".join([*texts, user_text]) if user_text else "\n".join(texts)
+    contents = [types.Content(role=role, parts=[types.Part.from_text(text="\n".join(texts))]) for role, texts in turns]
     parts = [types.Part.from_bytes(data=data, mime_type=mime_type) for mime_type, data in media]
+    if media:
+        user_text = "\n".join(filter(None, [user_text, MEDIA_NOTE_REQUEST]))
     if user_text or not parts:
         parts.append(types.Part.from_text(text=user_text or "(mensagem sem texto)"))
     contents.append(types.Content(role="user", parts=parts))
     return contents
 
 
+def split_media_note(text):
+    """(what Gemini understood of the media, the reply without that line); ("", text) when there is none."""
+    match = _MEDIA_NOTE.match(text)
+    if not match:
+        return "", text
+    return match.group(1).strip(), text[match.end():].strip()
+
+
 def generate_reply(client, settings, history, user_text, system_prompt, media=(), usage=None):
-    """Return Gemini's answer text, or raise ReplyError. An empty or blocked answer is an error.
+    """Return Gemini's answer text, or raise ReplyError (an empty or blocked answer is one) or Handoff.
 
     A `usage` dict is filled with the response's token counts (usage_metadata), for the counters.
     """
     contents = build_prompt(history, user_text, media)
     config = types.GenerateContentConfig(
         system_instruction=system_prompt,
-        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # we declare no tools
+        tools=[types.Tool(function_declarations=[TRANSFER_TO_HUMAN])],
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # we act on the call
     )
     try:
         response = client.models.generate_content(model=settings.gemini_model, contents=contents, config=config)
@@ -90,8 +146,18 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise ReplyError(f"prompt blocked: {feedback.block_reason}", retryable=False)
-    text = (response.text or "").strip() if response.candidates else ""
+    for call in response.function_calls or ():
+        if call.name == TRANSFER_TO_HUMAN.name:
+            raise Handoff(str((call.args or {}).get("reason") or "pedido do modelo"))
+    text = _text(response)
     if not text:
         reason = response.candidates[0].finish_reason if response.candidates else "no candidates"
         raise ReplyError(f"empty answer ({reason})", retryable=False)
     return text
+
+
+def _text(response):
+    """The answer's text parts (never the SDK's warning-raising `.text` on a mixed answer)."""
+    if not response.candidates or not response.candidates[0].content:
+        return ""
+    return "".join(part.text for part in response.candidates[0].content.parts or () if part.text and not part.thought).strip()

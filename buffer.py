@@ -7,6 +7,10 @@ at it next: the debounce deadline, a retry time, or the end of a running job's l
 `wa:due` always has a job coming; if that job is lost (a crash, a Redis restart) `rescue_overdue`
 enqueues a new one. Every step is one Lua script, so several webhook and worker processes can
 race on one chat and still exactly one job answers each burst.
+
+A job holds the chat through its `lock` token. Every write a job makes (its reply, its history,
+its release) checks that token, and a person acting in the chat deletes the lock (chats.py): so a
+job that started before a person spoke never sends or writes anything afterwards.
 """
 
 import hashlib
@@ -19,6 +23,7 @@ from datetime import datetime, timezone
 from redis.exceptions import NoScriptError
 
 import chatlog
+import memory
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +41,20 @@ def keys(cid):
     return {
         "burst": f"wa:burst:{cid}",
         "deadline": f"wa:deadline:{cid}",
+        "started": f"wa:started:{cid}",
         "lock": f"wa:lock:{cid}",
         "inflight": f"wa:inflight:{cid}",
         "reply": f"wa:reply:{cid}",
         "attempts": f"wa:attempts:{cid}",
+        "regenerated": f"wa:regenerated:{cid}",
         "paused": f"wa:paused:{cid}",
         "optout": f"wa:optout:{cid}",
         "rate": f"wa:rate:{cid}",
         "session": f"wa:session:{cid}",
-        "outgoing": f"wa:outgoing:{cid}",
-        "sending": f"wa:sending:{cid}",
         "delivered": f"wa:delivered:{cid}",
         "rescue": f"wa:rescue:{cid}",
-        "history": f"wa:history:{cid}",
+        "media": f"wa:media:{cid}",
+        "history": memory.key(cid),
     }
 
 
@@ -57,45 +63,59 @@ def seen_key(instance, message_id):
 
 
 def own_send_key(instance, message_id):
+    """Set once sendText answered with our message's id; holds the chat ref and reply id it belongs to."""
     return f"wa:ours:{instance}:{message_id}"
+
+
+def sending_key(instance, text):
+    """Chats with a part of this text on its way and no id known yet (the echo may come first)."""
+    return f"wa:sending:{instance}:{text_digest(text)}"
 
 
 def text_digest(text):
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock
-# ARGV: dedupe_ttl, entry, deadline, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
-#       session_ttl
-ADD_SCRIPT = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 'duplicate' end
-if redis.call('EXISTS', KEYS[5]) == 1 then return 'paused' end
-if redis.call('EXISTS', KEYS[6]) == 1 then return 'opted_out' end
+# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock, started, history
+# ARGV: dedupe_ttl, entry, now, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
+#       session_ttl, debounce, max_wait, user turn, history max turns, history ttl
+ADD_SCRIPT = memory.LUA_HISTORY + """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {'duplicate'} end
+for i, held in ipairs({'paused', 'opted_out'}) do
+  if redis.call('EXISTS', KEYS[4 + i]) == 1 then  -- a person (or the customer's opt-out) holds the chat
+    push_turn(KEYS[11], ARGV[12], ARGV[13], ARGV[14])
+    return {held}
+  end
+end
 local trigger = tonumber(ARGV[8])
 if trigger >= 0 then
-  if trigger == 0 and redis.call('EXISTS', KEYS[8]) == 0 then return 'no_trigger' end
+  if trigger == 0 and redis.call('EXISTS', KEYS[8]) == 0 then return {'no_trigger'} end
   redis.call('SET', KEYS[8], '1', 'EX', ARGV[9])
 end
 local limit = tonumber(ARGV[6])
 if limit > 0 then
   local count = redis.call('INCR', KEYS[7])
   if count == 1 then redis.call('EXPIRE', KEYS[7], 3600) end
-  if count > limit then return 'rate_limited' end
+  if count > limit then return {'rate_limited'} end
 end
 local size = redis.call('RPUSH', KEYS[2], ARGV[2])
 if size > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
-redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[5])
+local now = tonumber(ARGV[3])
+redis.call('SET', KEYS[10], ARGV[3], 'NX', 'EX', ARGV[5])
+local started = tonumber(redis.call('GET', KEYS[10]))
+local deadline = math.min(now + tonumber(ARGV[10]), started + tonumber(ARGV[11]))  -- MAX_WAIT_SECONDS caps it
+redis.call('SET', KEYS[3], tostring(deadline), 'EX', ARGV[5])
 local pending = redis.call('ZSCORE', KEYS[4], ARGV[4])
-if pending and redis.call('EXISTS', KEYS[9]) == 1 and tonumber(pending) > tonumber(ARGV[3]) then
-  return 'buffered'  -- a job is answering: keep its lease end, it schedules this burst when done
+if pending and redis.call('EXISTS', KEYS[9]) == 1 and tonumber(pending) > deadline then
+  return {'buffered'}  -- a job is answering: keep its lease end, it schedules this burst when done
 end
-redis.call('ZADD', KEYS[4], ARGV[3], ARGV[4])
-if pending then return 'buffered' end
-return 'scheduled'
+redis.call('ZADD', KEYS[4], deadline, ARGV[4])
+if pending then return {'buffered'} end
+return {'scheduled', tostring(deadline)}
 """
 
-# KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts
+# KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts, optout, started
 # ARGV: cid, token, now, lease_seconds
 CLAIM_SCRIPT = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -103,10 +123,9 @@ if not score then return {'idle'} end
 local now = tonumber(ARGV[3])
 if tonumber(score) > now then return {'wait', score} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[4]) then return {'locked'} end
-if redis.call('EXISTS', KEYS[7]) == 1 then
-  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[8])
+if redis.call('EXISTS', KEYS[7]) == 1 or redis.call('EXISTS', KEYS[9]) == 1 then
+  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[8], KEYS[4], KEYS[10], KEYS[2])
   redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('DEL', KEYS[2])
   return {'paused'}
 end
 local has_reply = redis.call('EXISTS', KEYS[6]) == 1
@@ -114,7 +133,7 @@ local deadline = tonumber(redis.call('GET', KEYS[4]) or '0')
 if not has_reply and deadline <= now then
   local taken = redis.call('LRANGE', KEYS[3], 0, -1)
   for _, entry in ipairs(taken) do redis.call('RPUSH', KEYS[5], entry) end
-  redis.call('DEL', KEYS[3])
+  redis.call('DEL', KEYS[3], KEYS[10])
 end
 if not has_reply and redis.call('LLEN', KEYS[5]) == 0 then
   redis.call('DEL', KEYS[2])
@@ -125,15 +144,54 @@ if not has_reply and redis.call('LLEN', KEYS[5]) == 0 then
   redis.call('ZREM', KEYS[1], ARGV[1])
   return {'idle'}
 end
+local tries = 0
+if not has_reply then  -- every try at composing counts, also one killed mid-way: a job never loops
+  tries = redis.call('INCR', KEYS[8])
+  redis.call('EXPIRE', KEYS[8], 86400)
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
-return {'ready', redis.call('GET', KEYS[6]) or '', unpack(redis.call('LRANGE', KEYS[5], 0, -1))}
+return {'ready', redis.call('GET', KEYS[6]) or '', tostring(tries), unpack(redis.call('LRANGE', KEYS[5], 0, -1))}
 """
 
-# KEYS: lock, inflight, reply, attempts, burst, deadline, due, sending, delivered
-# ARGV: token, cid, now
-FINISH_SCRIPT = """
+# KEYS: lock, reply; ARGV: token, reply JSON
+STORE_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'EX', 7 * 86400)
+return 1
+"""
+
+# KEYS: lock, burst, deadline, due, reply, attempts, regenerated; ARGV: token, cid, now, max_regenerations
+REJOIN_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('LLEN', KEYS[2]) == 0 then return {'keep'} end
+if tonumber(redis.call('GET', KEYS[7]) or '0') >= tonumber(ARGV[4]) then return {'keep'} end
+redis.call('INCR', KEYS[7])
+redis.call('EXPIRE', KEYS[7], 86400)
+redis.call('DEL', KEYS[5], KEYS[6], KEYS[1])
+local deadline = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[4], deadline, ARGV[2])
+return {'rejoined', tostring(deadline)}
+"""
+
+# KEYS: lock, inflight, reply, attempts, burst, deadline, due, delivered, regenerated, paused, optout, history,
+#       started, media
+# ARGV: token, cid, now, hold ('' | 'handoff' | 'optout'), hold_seconds, user turn, model turn,
+#       history max turns, history ttl
+FINISH_SCRIPT = memory.LUA_HISTORY + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost'} end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[1])
+if ARGV[6] ~= '' then push_turn(KEYS[12], ARGV[6], ARGV[8], ARGV[9]) end
+if ARGV[7] ~= '' then push_turn(KEYS[12], ARGV[7], ARGV[8], ARGV[9]) end
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[14], KEYS[1])
+if ARGV[4] ~= '' then
+  if ARGV[4] == 'optout' then
+    redis.call('SET', KEYS[11], '1', 'EX', ARGV[5])
+  elseif redis.call('GET', KEYS[10]) ~= 'stop' then
+    redis.call('SET', KEYS[10], 'handoff', 'EX', ARGV[5])
+  end
+  push_entries(KEYS[12], KEYS[5], ARGV[8], ARGV[9])  -- written meanwhile: for the person, not a new burst
+  redis.call('DEL', KEYS[5], KEYS[6], KEYS[13])
+  redis.call('ZREM', KEYS[7], ARGV[2])
+  return {'done'}
+end
 if redis.call('LLEN', KEYS[5]) > 0 then
   local deadline = math.max(tonumber(redis.call('GET', KEYS[6]) or '0'), tonumber(ARGV[3]))
   redis.call('ZADD', KEYS[7], deadline, ARGV[2])
@@ -163,7 +221,8 @@ return 1
 
 
 def message_entry(message):
-    """What the worker needs of a message, as stored in the burst (JSON)."""
+    """What the worker needs of a message, as stored in the burst (JSON). Media bytes never: only the id to fetch them."""
+    media = {name: value for name, value in message.media.items() if name != "base64"}
     return json.dumps({
         "instance": message.instance,
         "chat_id": message.chat_id,
@@ -173,7 +232,7 @@ def message_entry(message):
         "push_name": message.push_name,
         "timestamp": message.timestamp,
         "kind": message.kind,
-        "media": message.media,
+        "media": media,
     }, ensure_ascii=False)
 
 
@@ -182,39 +241,40 @@ def add_message(redis, queue, message, settings, trigger=None, now=None, also=No
 
     Returns what happened: duplicate, paused, opted_out, no_trigger, rate_limited, buffered or
     scheduled. One Redis round trip, plus one to schedule the job when the chat had none pending.
+    While a person holds the chat (paused, opted out) the message goes to history instead.
     The same round trip logs the message for the panel; `also(pipe)` may queue more (counters).
     """
     now = time.time() if now is None else now
     cid = chat_ref(message.instance, message.chat_id)
     k = keys(cid)
-    deadline = now + settings.debounce_seconds
     keep = int(settings.debounce_seconds + settings.job_lease_seconds + settings.send_retry_minutes * 60 + 3600)
     trigger_flag = -1 if trigger is None else int(bool(trigger))
     script_keys = [seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
-                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"]]
-    script_args = [settings.dedupe_ttl_seconds, message_entry(message), repr(deadline), cid, keep,
+                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"]]
+    script_args = [settings.dedupe_ttl_seconds, message_entry(message), repr(now), cid, keep,
                    settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
-                   int(settings.session_expire_minutes * 60) or 1]
+                   int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
+                   memory.turn("user", message.text or f"[{message.kind}]"), *memory.history_args(settings)]
     script = redis.register_script(ADD_SCRIPT)
     pipe = redis.pipeline(transaction=False)  # one round trip: the script, the panel's log, counters
-    pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)
+    pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
     chatlog.record_message(pipe, cid, message, "customer", settings)
     if also:
         also(pipe)
-    outcome = pipe.execute(raise_on_error=False)[0]
-    if isinstance(outcome, NoScriptError):  # first call since Redis started: load it (EVALSHA avoids SCRIPT EXISTS)
-        outcome = script(keys=script_keys, args=script_args)
-    elif isinstance(outcome, Exception):
-        raise outcome
-    outcome = outcome.decode() if isinstance(outcome, bytes) else outcome
-    if outcome == "scheduled":
-        schedule(queue, cid, deadline, settings)
-    return outcome
+    result = pipe.execute(raise_on_error=False)[0]
+    if isinstance(result, NoScriptError):  # first call since Redis started: load it
+        result = script(keys=script_keys, args=script_args)
+    elif isinstance(result, Exception):
+        raise result
+    result = _decode(result)
+    if result[0] == "scheduled":
+        schedule(queue, cid, float(result[1]), settings)
+    return result[0]
 
 
 def job_options(settings):
-    """RQ options for a chat job: killed before its lease ends, no result kept."""
-    return dict(job_timeout=max(settings.job_lease_seconds - 10, 5), result_ttl=0, failure_ttl=86400)
+    """RQ options for a chat job: a timeout that fits its worst case (each slow step renews the lease), no result kept."""
+    return dict(job_timeout=settings.job_timeout_seconds, result_ttl=0, failure_ttl=86400)
 
 
 def schedule(queue, cid, when, settings):
@@ -229,34 +289,42 @@ def schedule(queue, cid, when, settings):
 
 
 def _decode(values):
+    if not isinstance(values, list):
+        values = [values]
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
 def claim(redis, cid, lease_seconds, now=None):
-    """Try to take a chat's work. Returns (state, token, reply, entries).
+    """Try to take a chat's work. Returns (state, token, reply, entries, tries).
 
     state is idle (nothing due), wait (not yet: `reply` holds the time), locked (another job has
-    it), paused (dropped: a human took over) or ready (we hold the lock; `reply` is a stored reply
-    or "", `entries` the messages to answer).
+    it), paused (dropped: a person holds the chat) or ready (we hold the lock; `reply` is a stored
+    reply or "", `entries` the messages to answer, `tries` how many times composing them started).
     """
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
     k = keys(cid)
     result = _decode(redis.register_script(CLAIM_SCRIPT)(
-        keys=[DUE, k["lock"], k["burst"], k["deadline"], k["inflight"], k["reply"], k["paused"], k["attempts"]],
+        keys=[DUE, k["lock"], k["burst"], k["deadline"], k["inflight"], k["reply"], k["paused"], k["attempts"],
+              k["optout"], k["started"]],
         args=[cid, token, repr(now), int(lease_seconds)],
     ))
     state = result[0]
     if state == "wait":
-        return state, None, float(result[1]), []
+        return state, None, float(result[1]), [], 0
     if state != "ready":
-        return state, None, None, []
-    return state, token, result[1], [json.loads(entry) for entry in result[2:]]
+        return state, None, None, [], 0
+    return state, token, result[1], [json.loads(entry) for entry in result[3:]], int(result[2])
 
 
-def store_reply(redis, cid, reply):
-    """Keep the generated reply (and send progress) so retries and crash recovery reuse it."""
-    redis.set(keys(cid)["reply"], json.dumps(reply, ensure_ascii=False), ex=7 * 86400)
+def store_reply(redis, cid, token, reply):
+    """Keep the generated reply (and send progress) so retries and crash recovery reuse it.
+
+    Only while `token` still holds the chat: False when a person took over meanwhile.
+    """
+    k = keys(cid)
+    return bool(redis.register_script(STORE_SCRIPT)(keys=[k["lock"], k["reply"]],
+                                            args=[token, json.dumps(reply, ensure_ascii=False)]))
 
 
 def renew(redis, cid, token, lease_seconds, now=None):
@@ -266,22 +334,41 @@ def renew(redis, cid, token, lease_seconds, now=None):
     return bool(redis.register_script(RENEW_SCRIPT)(keys=[k["lock"], DUE], args=[token, cid, lease_seconds, repr(now)]))
 
 
-def finish(redis, queue, cid, token, settings, pipe=None, now=None):
-    """Forget the answered burst and release the chat; if new messages came meanwhile, schedule them.
+def rejoin(redis, queue, cid, token, settings, now=None):
+    """Before a reply goes out: if the customer wrote meanwhile, drop the reply and answer everything at once.
 
-    `pipe` lets the caller write history in the same transaction.
+    The new messages join the burst being answered; the chat is released until their debounce ends.
+    At most MAX_REGENERATIONS times per burst. True when the reply was dropped.
     """
     now = time.time() if now is None else now
     k = keys(cid)
-    script = redis.register_script(FINISH_SCRIPT)
-    args = dict(keys=[k["lock"], k["inflight"], k["reply"], k["attempts"], k["burst"], k["deadline"], DUE,
-                      k["sending"], k["delivered"]],
-                args=[token, cid, repr(now)])
-    if pipe is None:
-        result = _decode(script(**args))
-    else:
-        script(client=pipe, **args)
-        result = _decode(pipe.execute()[-1])
+    result = _decode(redis.register_script(REJOIN_SCRIPT)(
+        keys=[k["lock"], k["burst"], k["deadline"], DUE, k["reply"], k["attempts"], k["regenerated"]],
+        args=[token, cid, repr(now), settings.max_regenerations],
+    ))
+    if result[0] == "rejoined":
+        schedule(queue, cid, float(result[1]), settings)
+        return True
+    return False
+
+
+def finish(redis, queue, cid, token, settings, user_turn="", model_turn="", hold="", now=None):
+    """Write the exchange to history and release the chat, only while `token` holds it.
+
+    `hold` keeps the bot quiet afterwards: "handoff" (paused for HANDOFF_PAUSE_MINUTES, never
+    overriding a `#parar`) or "optout" (OPTOUT_DAYS). If new messages came meanwhile, they are
+    scheduled as the next burst (or, under a hold, kept in history for the person).
+    Returns done, next or lost.
+    """
+    now = time.time() if now is None else now
+    k = keys(cid)
+    seconds = {"handoff": settings.handoff_pause_minutes * 60, "optout": settings.optout_days * 86400}.get(hold, 0)
+    result = _decode(redis.register_script(FINISH_SCRIPT)(
+        keys=[k["lock"], k["inflight"], k["reply"], k["attempts"], k["burst"], k["deadline"], DUE,
+              k["delivered"], k["regenerated"], k["paused"], k["optout"], k["history"], k["started"], k["media"]],
+        args=[token, cid, repr(now), hold, max(int(seconds), 1), user_turn, model_turn,
+              *memory.history_args(settings)],
+    ))
     if result[0] == "next":
         schedule(queue, cid, float(result[1]), settings)
     return result[0]
@@ -297,7 +384,7 @@ def retry_later(redis, queue, cid, token, delay, settings, now=None):
 
 
 def count_attempt(redis, cid):
-    """One more failed try for the current burst; returns how many so far."""
+    """One more failed send for the current reply; returns how many so far (for the backoff)."""
     key = keys(cid)["attempts"]
     pipe = redis.pipeline()
     pipe.incr(key)
@@ -324,91 +411,28 @@ def rescue_overdue(redis, queue, settings, now=None, limit=200):
     return rescued
 
 
-# --- Human handoff, owner commands, opt-out ---------------------------------------------------
+# --- Our own sends, told apart from a person's ----------------------------------------------------
 
-# KEYS: ours, outgoing, paused, burst, inflight, reply, due, deadline, sending, delivered, seen, attempts
-# ARGV: digest, action (pause|resume|stop), pause_seconds, cid, dedupe_ttl
-FROM_ME_SCRIPT = """
-if not redis.call('SET', KEYS[11], '1', 'NX', 'EX', ARGV[5]) then return 'duplicate' end
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then
-  if redis.call('SISMEMBER', KEYS[9], ARGV[1]) == 1 then
-    redis.call('SADD', KEYS[10], ARGV[1])
-    redis.call('EXPIRE', KEYS[10], 86400)
-  end
-  return 'own'
-end
-if ARGV[2] == 'resume' then redis.call('DEL', KEYS[3]) return 'resumed' end
-if ARGV[2] == 'stop' then redis.call('SET', KEYS[3], 'stop') else
-  if redis.call('GET', KEYS[3]) == 'stop' then return 'stopped' end
-  redis.call('SET', KEYS[3], 'human', 'EX', ARGV[3])
-end
-redis.call('DEL', KEYS[4], KEYS[5], KEYS[6], KEYS[8], KEYS[12])
-redis.call('ZREM', KEYS[7], ARGV[4])
-return ARGV[2] == 'stop' and 'stopped' or 'paused'
-"""
+def note_sending(redis, instance, cid, rid, text):
+    """Before sendText: the echo may arrive before its id is known, so remember the text for that moment.
 
-
-def note_from_me(redis, message, settings):
-    """A `fromMe` message: our own echo, or a human answering from the phone (or an owner command).
-
-    Returns own, resumed, stopped or paused. A human reply pauses the bot in that chat and drops
-    what was waiting, so the bot never answers on top of a person.
+    `rid` names the reply being sent, so a late echo of an earlier reply never counts for this one.
     """
-    cid = chat_ref(message.instance, message.chat_id)
-    k = keys(cid)
-    text = message.text.strip().lower()
-    action = "pause"
-    if settings.resume_keyword and text == settings.resume_keyword.lower():
-        action = "resume"
-    elif settings.stop_keyword and text == settings.stop_keyword.lower():
-        action = "stop"
-    result = redis.register_script(FROM_ME_SCRIPT)(
-        keys=[own_send_key(message.instance, message.message_id), k["outgoing"], k["paused"], k["burst"],
-              k["inflight"], k["reply"], DUE, k["deadline"], k["sending"], k["delivered"],
-              seen_key(message.instance, message.message_id), k["attempts"]],
-        args=[text_digest(message.text), action, int(settings.handoff_pause_minutes * 60) or 1, cid,
-              settings.dedupe_ttl_seconds],
-    )
-    return result.decode() if isinstance(result, bytes) else result
-
-
-def pause(redis, cid, seconds):
-    """Keep the bot quiet in a chat for `seconds` (a customer asked for a person)."""
-    redis.set(keys(cid)["paused"], "human", ex=max(int(seconds), 1))
-
-
-def is_paused(redis, cid):
-    return bool(redis.exists(keys(cid)["paused"]))
-
-
-def opt_out(redis, cid, seconds):
-    """The customer asked the bot to stop; messages are ignored until `seconds` pass."""
-    redis.set(keys(cid)["optout"], "1", ex=max(int(seconds), 1))
-
-
-def note_outgoing(redis, instance, cid, text, message_id=None):
-    """Remember what we send (text before, id after) so its `fromMe` echo is not taken for a human."""
-    k = keys(cid)
     pipe = redis.pipeline()
-    if message_id:
-        pipe.set(own_send_key(instance, message_id), "1", ex=86400)
-    else:
-        for key, ttl in ((k["outgoing"], 3600), (k["sending"], 7 * 86400)):
-            pipe.sadd(key, text_digest(text))
-            pipe.expire(key, ttl)
+    pipe.rpush(sending_key(instance, text), f"{cid} {rid}")
+    pipe.expire(sending_key(instance, text), 3600)
     pipe.execute()
 
 
-def was_delivered(redis, cid, text):
-    """True when Evolution already echoed this part back: a send whose answer we lost still went out."""
-    return bool(redis.sismember(keys(cid)["delivered"], text_digest(text)))
-
-
-def forget_chat(redis, instance, chat_id):
-    """Erase everything kept about one chat (LGPD requests). Returns how many keys were deleted."""
-    cid = chat_ref(instance, chat_id)
+def note_sent(redis, instance, cid, rid, text, message_id):
+    """After sendText: from now on our echo is recognised by its id only, so an owner's identical text is the owner's."""
     pipe = redis.pipeline()
-    pipe.delete(*keys(cid).values())
-    pipe.zrem(DUE, cid)
-    chatlog.erase(pipe, cid)
-    return pipe.execute()[0]
+    pipe.lrem(sending_key(instance, text), 0, f"{cid} {rid}")
+    if message_id:
+        pipe.set(own_send_key(instance, message_id), f"{cid} {rid}", ex=86400)
+    pipe.execute()
+
+
+def delivered_count(redis, cid, rid, text):
+    """How many echoes of this text arrived for reply `rid`: a send whose answer we lost still went out."""
+    return int(redis.hget(keys(cid)["delivered"], f"{rid}:{text_digest(text)}") or 0)

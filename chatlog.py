@@ -72,13 +72,11 @@ def record_message(pipe, cid, message, sender, settings):
     record(pipe, cid, entry(message.message_id, sender, message.text, message.timestamp, message.kind), settings, meta)
 
 
-def record_reply(pipe, cid, reply, settings):
-    """Queue on `pipe` one entry per part of the bot's reply that went out (ids as Evolution answered)."""
-    sent = {item["part"]: item for item in reply.get("ids", [])}
-    for i, text in enumerate(reply["parts"][: reply.get("sent", 0)]):
-        known = sent.get(i, {})
-        message_id = known.get("id") or f"{cid}-{int(reply.get('created', 0))}-{i}"
-        record(pipe, cid, entry(message_id, "bot", text, known.get("at") or time.time()), settings)
+def record_sent(redis, cid, message_id, text, settings):
+    """Log one part of the bot's reply as it goes out (the id Evolution answered), in one round trip."""
+    pipe = redis.pipeline(transaction=False)
+    record(pipe, cid, entry(message_id, "bot", text, time.time()), settings)
+    pipe.execute()
 
 
 def erase(pipe, cid):

@@ -1,79 +1,185 @@
-"""A chat's state and the actions a person takes on it (take over, hand back, stop, forget).
+"""A chat's state as people see it, and what a person does to it: take over, hand back, stop, forget.
 
-Minimal version on top of buffer.py's keys, so the panel can work; the chat state machine's
-rewrite replaces this module with the same functions.
+A person always wins over the bot. Whatever a person does in a chat (answering from the phone,
+WhatsApp Web, Chatwoot or the panel; `#parar`; `#bot`) is one Lua script that also voids what a
+running job holds (its lock and stored reply), so that job never sends or writes anything after
+the person acted. What the customer wrote and what the person answered go into the chat's history,
+so the bot does not contradict the person when it resumes.
 """
 
+import re
 import time
 
 import buffer
 import chatlog
+import memory
 
-# KEYS: paused, burst, inflight, reply, deadline, attempts, lock, due; ARGV: mode (human|stop), seconds, cid
-QUIET_SCRIPT = """
-if ARGV[1] == 'stop' then redis.call('SET', KEYS[1], 'stop')
-elseif redis.call('GET', KEYS[1]) == 'stop' then return 'stopped'
-else redis.call('SET', KEYS[1], 'human', 'EX', ARGV[2]) end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7])
-redis.call('ZREM', KEYS[8], ARGV[3])
-return ARGV[1] == 'stop' and 'stopped' or 'paused'
+# The per-chat keys a person's action touches, in the order the scripts receive them.
+CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
+             "regenerated", "history", "media")
+
+_LUA_ACT = memory.LUA_HISTORY + """
+local function chat_keys(offset)
+  local K = {}
+  for i, name in ipairs({%s}) do K[name] = KEYS[offset + i] end
+  return K
+end
+-- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds and keep
+-- what was waiting (and what the bot had already sent of its reply) in history for the bot's next turn.
+local function act(K, due, action, pause_seconds, cid, human_turn, max_turns, ttl)
+  if action == 'resume' then
+    redis.call('DEL', K.paused, K.optout)
+    return 'resumed'
+  end
+  push_entries(K.history, K.inflight, max_turns, ttl)
+  local stored = redis.call('GET', K.reply)
+  if stored then
+    local reply = cjson.decode(stored)
+    local sent = tonumber(reply.sent) or 0
+    if sent > 0 then
+      local said = {}
+      for i = 1, sent do said[i] = reply.parts[i] end
+      push_turn(K.history, cjson.encode({role = 'model', text = table.concat(said, '\\n\\n')}), max_turns, ttl)
+    end
+  end
+  push_entries(K.history, K.burst, max_turns, ttl)
+  if human_turn ~= '' then push_turn(K.history, human_turn, max_turns, ttl) end
+  redis.call('DEL', K.lock, K.reply, K.inflight, K.burst, K.deadline, K.started, K.attempts, K.regenerated, K.media)
+  redis.call('ZREM', due, cid)
+  if action == 'stop' or redis.call('GET', K.paused) == 'stop' then
+    redis.call('SET', K.paused, 'stop')
+    return 'stopped'
+  end
+  redis.call('SET', K.paused, 'human', 'EX', pause_seconds)
+  return 'paused'
+end
+""" % ", ".join(f"'{name}'" for name in CHAT_KEYS)
+
+# KEYS: due, chat keys...; ARGV: action, pause_seconds, cid, history max turns, history ttl
+ACT_SCRIPT = _LUA_ACT + """
+return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3], '', ARGV[4], ARGV[5])
+"""
+
+# KEYS: seen, ours, sending, due, chat keys...
+# ARGV: action, pause_seconds, cid, history max turns, history ttl, dedupe_ttl, digest, human turn
+FROM_ME_SCRIPT = _LUA_ACT + """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[6]) then return 'duplicate' end
+local owner = redis.call('GET', KEYS[2])  -- our send, by the id sendText answered
+if not owner then owner = redis.call('LINDEX', KEYS[3], 0) end  -- ...or by its text, before the id is known
+if owner then
+  local cid, rid = string.match(owner, '^(%S+) (%S+)$')
+  local delivered = 'wa:delivered:' .. cid
+  redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[7], 1)
+  redis.call('EXPIRE', delivered, 86400)
+  return 'own'
+end
+return act(chat_keys(4), KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[8], ARGV[4], ARGV[5])
 """
 
 
+def _chat_keys(cid):
+    k = buffer.keys(cid)
+    return [k[name] for name in CHAT_KEYS]
+
+
+def _run(redis, source, keys, args):
+    result = redis.register_script(source)(keys=keys, args=args)
+    return result.decode() if isinstance(result, bytes) else result
+
+
+def note_from_me(redis, message, settings):
+    """A `fromMe` message: our own echo, or a person answering (or an owner command) in the chat.
+
+    Returns duplicate, own, resumed, stopped or paused. A person's answer pauses the bot for
+    HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and is kept in history.
+    """
+    cid = buffer.chat_ref(message.instance, message.chat_id)
+    text = message.text.strip()
+    action, human_turn = "pause", memory.turn("model", text or f"[{message.kind}]", by="human")
+    if settings.resume_keyword and text.lower() == settings.resume_keyword.lower():
+        action, human_turn = "resume", ""
+    elif settings.stop_keyword and text.lower() == settings.stop_keyword.lower():
+        action, human_turn = "stop", ""
+    return _run(redis, FROM_ME_SCRIPT,
+                [buffer.seen_key(message.instance, message.message_id),
+                 buffer.own_send_key(message.instance, message.message_id),
+                 buffer.sending_key(message.instance, message.text), buffer.DUE, *_chat_keys(cid)],
+                [action, _pause_seconds(settings), cid, *memory.history_args(settings), settings.dedupe_ttl_seconds,
+                 buffer.text_digest(message.text), human_turn])
+
+
+def _pause_seconds(settings):
+    return max(int(settings.handoff_pause_minutes * 60), 1)
+
+
+def _act(redis, cid, action, settings):
+    return _run(redis, ACT_SCRIPT, [buffer.DUE, *_chat_keys(cid)],
+                [action, _pause_seconds(settings), cid, *memory.history_args(settings)])
+
+
+def take_over(redis, cid, settings):
+    """A person takes the chat (the panel's button): the bot pauses for HANDOFF_PAUSE_MINUTES, a running job is void."""
+    return _act(redis, cid, "pause", settings)
+
+
+def hand_back(redis, cid, settings):
+    """The bot answers this chat again: ends a pause, a stop and the customer's opt-out alike."""
+    return _act(redis, cid, "resume", settings)
+
+
+def stop(redis, cid, settings):
+    """The bot stays quiet in this chat until someone hands it back."""
+    return _act(redis, cid, "stop", settings)
+
+
 def state(redis, cid, now=None):
-    """What the bot is doing in a chat: waiting, answering, paused, stopped or idle, and until when."""
+    """What the chat is doing: waiting (a burst pending until `until`), answering, paused (until), stopped or idle."""
     now = time.time() if now is None else now
     k = buffer.keys(cid)
     pipe = redis.pipeline(transaction=False)
     pipe.get(k["paused"])
-    pipe.ttl(k["paused"])
-    pipe.exists(k["optout"])
+    pipe.pttl(k["paused"])
+    pipe.pttl(k["optout"])
     pipe.exists(k["lock"])
     pipe.zscore(buffer.DUE, cid)
     pipe.get(k["deadline"])
-    paused, ttl, optout, locked, due, deadline = pipe.execute()
-    if paused == b"stop" or optout:
+    paused, paused_ms, optout_ms, locked, due, deadline = pipe.execute()
+    if paused == b"stop":
         return {"state": "stopped", "until": None}
-    if paused:
-        return {"state": "paused", "until": now + ttl if ttl and ttl > 0 else None}
+    if optout_ms and optout_ms > 0:
+        return {"state": "stopped", "until": now + optout_ms / 1000}
+    if paused is not None:
+        return {"state": "paused", "until": now + paused_ms / 1000 if paused_ms and paused_ms > 0 else None}
     if locked:
         return {"state": "answering", "until": None}
     if due is not None:
-        return {"state": "waiting", "until": float(deadline) if deadline else float(due)}
+        return {"state": "waiting", "until": float(deadline) if deadline else due}
     return {"state": "idle", "until": None}
 
 
-def _quiet(redis, cid, mode, seconds):
-    k = buffer.keys(cid)
-    result = redis.register_script(QUIET_SCRIPT)(
-        keys=[k["paused"], k["burst"], k["inflight"], k["reply"], k["deadline"], k["attempts"], k["lock"],
-              buffer.DUE],
-        args=[mode, max(int(seconds), 1), cid],
-    )
-    return result.decode() if isinstance(result, bytes) else result
-
-
-def take_over(redis, cid, settings):
-    """A person answers: the bot is quiet for HANDOFF_PAUSE_MINUTES, drops what was waiting and its running job."""
-    return _quiet(redis, cid, "human", settings.handoff_pause_minutes * 60)
-
-
-def hand_back(redis, cid):
-    """The bot answers again: clears a pause, a stop and the customer's opt-out."""
-    k = buffer.keys(cid)
-    redis.delete(k["paused"], k["optout"])
-    return "resumed"
-
-
-def stop(redis, cid):
-    """The bot stays quiet in this chat for good, until handed back."""
-    return _quiet(redis, cid, "stop", 1)
-
-
 def forget(redis, cid):
-    """Erase everything kept about one chat (LGPD), like `worker.py forget`; returns how many keys went."""
+    """Erase everything kept about one chat (LGPD). Returns how many keys were deleted."""
     pipe = redis.pipeline()
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
-    chatlog.erase(pipe, cid)
+    chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
     return pipe.execute()[0]
+
+
+def customer_jids(written):
+    """Every JID a customer may be kept under, however the number is written: `+55 85 9 9999-9913`,
+    with or without Brazil's ninth digit, or a JID as given ('@lid' included)."""
+    if "@" in written:
+        return [written.strip()]
+    digits = re.sub(r"\D", "", written)
+    forms = {digits}
+    if digits.startswith("55") and len(digits) == 13 and digits[4] == "9":
+        forms.add(digits[:4] + digits[5:])  # WhatsApp drops the ninth digit of older accounts
+    elif digits.startswith("55") and len(digits) == 12:
+        forms.add(digits[:4] + "9" + digits[4:])
+    return [f"{form}@s.whatsapp.net" for form in sorted(forms) if form]
+
+
+def forget_customer(redis, instance, written):
+    """`worker.py forget`: erase the customer on `instance` under every form of their number."""
+    return sum(forget(redis, buffer.chat_ref(instance, jid)) for jid in customer_jids(written))

@@ -7,14 +7,16 @@ import dataclasses
 import logging
 import os
 import re
+import secrets
+import sys
 from dataclasses import dataclass
-from urllib.parse import unquote
-
-from dotenv import load_dotenv
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 PT_FALLBACK = "Desculpe, tive um probleminha para responder agora. Uma pessoa da nossa equipe vai te responder em breve."
 PT_HANDOFF = "Certo! Vou chamar uma pessoa da nossa equipe para falar com você. Aguarde um instante, por favor."
-PT_OPTOUT = "Tudo bem, não vou mais enviar mensagens automáticas. Se precisar, é só escrever de novo."
+PT_OPTOUT = ("Tudo bem! Não vou mais responder automaticamente nesta conversa. "
+             "Suas mensagens continuam chegando para a nossa equipe.")
 PT_MEDIA_TOO_LARGE = "Recebi seu arquivo, mas ele é grande demais para eu ver. Pode me contar por texto o que precisa?"
 PT_MEDIA_FAILED = "Não consegui abrir o arquivo que você enviou. Pode me contar por texto o que precisa?"
 
@@ -47,10 +49,13 @@ class Settings:
     dedupe_ttl_seconds: int = 24 * 3600
     history_max_turns: int = 20
     history_ttl_days: float = 7.0
-    max_message_age_seconds: int = 600
+    max_wait_seconds: float = 300.0
+    max_regenerations: int = 1
+    max_message_age_seconds: int = 1800
 
     # Webhook
     webhook_token: str = ""
+    allow_unauthenticated_webhook: bool = False  # an empty WEBHOOK_TOKEN stops the webhook unless this is true
     max_body_bytes: int = 16 * 1024 * 1024
     redis_down: str = "direct"
     direct_reply_threads: int = 4
@@ -66,6 +71,7 @@ class Settings:
     # Abuse limits
     max_input_chars: int = 4000
     max_burst_messages: int = 30
+    max_reply_parts: int = 5
     rate_limit_per_hour: int = 60
 
     # Who the bot talks to
@@ -77,7 +83,11 @@ class Settings:
 
     # Human handoff and opt-out
     handoff_pause_minutes: float = 60.0
-    handoff_keywords: tuple = ("atendente", "humano", "pessoa")
+    handoff_phrases: tuple = (
+        "falar com um atendente", "falar com atendente", "falar com uma atendente", "falar com uma pessoa",
+        "falar com um humano", "falar com alguem", "atendimento humano", "atendente humano",
+        "quero um atendente", "chamar um atendente", "chama um atendente", "pessoa de verdade",
+    )
     handoff_message: str = PT_HANDOFF
     resume_keyword: str = "#bot"
     stop_keyword: str = "#parar"
@@ -91,32 +101,49 @@ class Settings:
     split_messages: bool = True
     time_per_char_ms: int = 30
     max_typing_ms: int = 4000
+    link_preview: bool = False  # Evolution's server would fetch any URL the model repeats
     unknown_message: str = ""
 
     # Media
     max_media_mb: float = 10.0
     max_media_seconds: int = 600
+    max_burst_media: int = 5
+    max_burst_media_mb: float = 20.0
     media_too_large_message: str = PT_MEDIA_TOO_LARGE
     media_failed_message: str = PT_MEDIA_FAILED
 
-    # The shop's web panel (/panel); no panel at all while PANEL_PASSWORD is empty
-    panel_password: str = ""
-    log_max_entries: int = 500
-
     log_level: str = "INFO"
+
+    # Owner's web panel: empty means no panel.
+    panel_password: str = ""
+    log_max_entries: int = 500  # messages per chat the panel's conversation log keeps
 
     @property
     def history_ttl_seconds(self) -> int:
         return int(self.history_ttl_days * 86400)
+
+    @property
+    def job_timeout_seconds(self) -> int:
+        """The whole job's worst case: Gemini, every media download, every part's typing and send."""
+        evolution = self.evolution_timeout_seconds
+        parts = self.max_reply_parts * (2 * evolution + self.max_typing_ms / 1000)
+        return int(self.gemini_timeout_seconds + self.max_burst_media * evolution + parts + 30)
 
 
 # Names from the original README that still work when the new name is not set.
 FALLBACK_NAMES = {
     "REDIS_URL": "CACHE_REDIS_URI",
     "EVOLUTION_API_KEY": "AUTHENTICATION_API_KEY",
+    "HANDOFF_PHRASES": "HANDOFF_KEYWORDS",
 }
 
 REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_KEY")
+
+# Secrets: none may be a `change-me…` placeholder or only spaces. The shop chooses the ones in
+# CHOSEN_SECRETS (Google issues the Gemini key), so those must also be long enough to resist guessing.
+SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY")
+CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD")
+MIN_SECRET_CHARS = 16
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -158,6 +185,8 @@ def load_settings(environ=None, require=("REDIS_URL",)):
     only in the default REDIS_DOWN=direct mode, because then it answers by itself while Redis is down.
     """
     if environ is None:
+        from dotenv import load_dotenv  # here, so `python config.py --init-env` needs only the standard library
+
         load_dotenv()
         environ = os.environ
     values = {}
@@ -166,6 +195,8 @@ def load_settings(environ=None, require=("REDIS_URL",)):
         raw = environ.get(name)
         if raw is None and name in FALLBACK_NAMES:
             raw = environ.get(FALLBACK_NAMES[name])
+        if name in SECRETS and raw and not raw.strip():
+            raise SettingsError(f"{name} is only spaces: set a real secret (python3 config.py --init-env) or leave it empty")
         if raw is not None and (raw.strip() or field.type is str):
             values[field.name] = _parse(name, raw, field.type)
     if "redis_down" in values:
@@ -183,10 +214,18 @@ def load_settings(environ=None, require=("REDIS_URL",)):
 
 
 def _validate(settings, require):
-    """Stop start-up with one line naming the first setting that is missing or out of range."""
+    """Stop start-up with one line naming the first setting that is missing or out of range.
+
+    A process that serves the webhook names WEBHOOK_TOKEN in `require`: then an empty token is
+    refused unless ALLOW_UNAUTHENTICATED_WEBHOOK=true (a laptop demo), never silently accepted.
+    """
     for name in require:
+        if name == "WEBHOOK_TOKEN" and not settings.webhook_token and settings.allow_unauthenticated_webhook:
+            continue
         if not str(getattr(settings, name.lower())).strip():
-            raise SettingsError(f"{name} is required but not set (see .env.example)")
+            hint = " (or ALLOW_UNAUTHENTICATED_WEBHOOK=true for a local demo)" if name == "WEBHOOK_TOKEN" else ""
+            raise SettingsError(f"{name} is required but not set (see .env.example){hint}")
+    _check_secrets(settings)
     if settings.evolution_api_url and not re.match(r"^https?://", settings.evolution_api_url):
         raise SettingsError(f"EVOLUTION_API_URL must start with http:// or https://, got {settings.evolution_api_url!r}")
     if settings.redis_down not in ("direct", "retry"):
@@ -195,14 +234,37 @@ def _validate(settings, require):
         raise SettingsError(f"LOG_LEVEL must be a logging level such as INFO, got {settings.log_level!r}")
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
-                "max_input_chars", "max_burst_messages", "log_max_entries", "gemini_timeout_seconds", "evolution_timeout_seconds")
+                "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
+                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries")
     for name in positive:
         if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
             raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")
     if settings.max_typing_ms / 1000 + 5 > settings.evolution_timeout_seconds:
         raise SettingsError("EVOLUTION_TIMEOUT_SECONDS must exceed MAX_TYPING_MS by 5 s: Evolution holds sendText while typing")
+    # Each slow step (Gemini, a download, a part's typing and send) renews the lease first, so the lease must outlast the longest.
     if settings.gemini_timeout_seconds + settings.evolution_timeout_seconds >= settings.job_lease_seconds:
         raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
+    if settings.max_regenerations < 0:
+        raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
+
+
+def _check_secrets(settings):
+    """Refuse placeholder secrets and short ones the shop chose; empty ones are left to `require`."""
+    checks = [(name, getattr(settings, name.lower()), name in CHOSEN_SECRETS) for name in SECRETS]
+    checks.append(("REDIS_URL's password (REDIS_PASSWORD in .env)", redis_password(settings.redis_url), True))
+    for name, value, chosen in checks:
+        if value and value.lower().startswith("change-me"):
+            raise SettingsError(f"{name} is still the placeholder from .env.example: run python3 config.py --init-env")
+        if value and chosen and len(value) < MIN_SECRET_CHARS:
+            raise SettingsError(f"{name} is shorter than {MIN_SECRET_CHARS} characters: use a long random one "
+                                "(python3 config.py --init-env)")
+
+
+def redis_password(url):
+    """The password inside a Redis URL (`redis://:PASSWORD@host:6379/0` or `?password=`), or ""."""
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else ""
+    return password or parse_qs(parts.query).get("password", [""])[0]
 
 
 def setup_logging(settings):
@@ -213,3 +275,66 @@ def setup_logging(settings):
     )
     for noisy in ("httpx", "httpx2", "urllib3"):  # one line per HTTP call, with URLs: not worth INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+# --- python3 config.py --init-env ----------------------------------------------------------------
+
+# Filled by --init-env. REDIS_PASSWORD and EVOLUTION_DB_PASSWORD are read by docker-compose.yml only.
+GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD")
+
+
+def init_env(env_path=".env", example_path=".env.example"):
+    """Write a strong random value for each empty or `change-me…` secret in `.env`; returns the names filled.
+
+    `.env` is made from `.env.example` when missing. Values already chosen are kept. Hex values: safe
+    in URLs (WEBHOOK_TOKEN, REDIS_PASSWORD), connection URIs and command lines.
+    """
+    env_path, example_path = Path(env_path), Path(example_path)
+    text = env_path.read_text() if env_path.exists() else example_path.read_text()
+    lines = text.splitlines()
+    filled = []
+    for name in GENERATED_SECRETS:
+        pattern = re.compile(rf"^\s*(export\s+)?{name}\s*=(.*)$")
+        value = secrets.token_hex(24)
+        found = False
+        for index, line in enumerate(lines):
+            match = pattern.match(line)
+            if not match:
+                continue
+            found = True
+            current = match.group(2).strip().strip("'\"").strip()
+            if not current or current.lower().startswith("change-me"):
+                lines[index] = f"{name}={value}"
+                filled.append(name)
+        if not found:
+            lines.append(f"{name}={value}")
+            filled.append(name)
+    if not filled and env_path.exists():
+        return []
+    temporary = env_path.with_name(env_path.name + ".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # secrets: owner only
+    with os.fdopen(descriptor, "w") as file:
+        file.write("\n".join(lines) + "\n")
+    os.replace(temporary, env_path)
+    return list(dict.fromkeys(filled))
+
+
+def main(argv):
+    """`python3 config.py --init-env [path]`: fill the secrets of `.env` (next to this file by default)."""
+    if not argv or argv[0] != "--init-env" or len(argv) > 2:
+        print("usage: python3 config.py --init-env [path/to/.env]", file=sys.stderr)
+        return 2
+    here = Path(__file__).resolve().parent
+    env_path = Path(argv[1]) if len(argv) > 1 else here / ".env"
+    filled = init_env(env_path, here / ".env.example")
+    if filled:
+        print(f"{env_path}: wrote random values for {', '.join(filled)}.")
+    else:
+        print(f"{env_path}: every secret already has a value; nothing changed.")
+    print("The values are in that file (readable by you only). The Evolution manager login is EVOLUTION_API_KEY;"
+          " the panel login is PANEL_PASSWORD. Set GEMINI_API_KEY there yourself.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -308,12 +308,12 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @bp.post("/api/chats/<cid>/resume")
     @login_required
     def api_resume(cid):
-        return act(cid, lambda: chats.hand_back(redis, cid))
+        return act(cid, lambda: chats.hand_back(redis, cid, settings))
 
     @bp.post("/api/chats/<cid>/stop")
     @login_required
     def api_stop(cid):
-        return act(cid, lambda: chats.stop(redis, cid))
+        return act(cid, lambda: chats.stop(redis, cid, settings))
 
     @bp.post("/api/chats/<cid>/forget")
     @login_required
@@ -388,10 +388,13 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
                 return jsonify(error="the system prompt cannot be empty"), 400
             path.unlink(missing_ok=True)
             return jsonify(name=name, exists=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            tmp.write(text.strip() + "\n")
-        os.replace(tmp.name, path)  # a reply reading it meanwhile sees the old or the new text, never half
+        try:
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+                tmp.write(text.strip() + "\n")
+            os.replace(tmp.name, path)  # a reply reading it meanwhile sees the old or the new text, never half
+        except OSError as error:  # e.g. prompts/ not writable by the container's user (README "Panel")
+            log.error("panel: cannot save prompt %s: %s", name, error)
+            return jsonify(error=f"cannot write {path.name}: {error.strerror or error}"), 500
         log.info("panel: prompt %s saved (%d chars)", name, len(text))
         return jsonify(name=name, exists=True)
 
@@ -413,6 +416,8 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
             prompt = ai_service.load_system_prompt(settings, instance)
         try:
             answer = ai_service.generate_reply(gemini(), settings, [], text[: settings.max_input_chars], prompt)
+        except ai_service.Handoff as handoff:  # Gemini would hand this chat to a person
+            return jsonify(parts=[settings.handoff_message], handoff=handoff.reason)
         except ai_service.ReplyError as error:
             return jsonify(error=error.reason), 502
         return jsonify(parts=worker.split_reply(answer, settings))

@@ -6,6 +6,7 @@ every 2.3.x release), so everything that knows those shapes lives here and nowhe
 
 import dataclasses
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 MESSAGE_EVENTS = {"messages.upsert", "send.message"}
@@ -284,6 +285,21 @@ def has_word(text, words):
     """Whether any of `words` stands in `text` as a whole word (case-insensitive): "atendente" in "quero um atendente"."""
     lowered = text.lower()
     return any(re.search(rf"(?<!\w){re.escape(word)}(?!\w)", lowered) for word in words)
+
+
+def fold(text):
+    """Lower case, accents off, spaces collapsed: "Falar com  ALGUÉM" → "falar com alguem"."""
+    decomposed = unicodedata.normalize("NFKD", text.lower())
+    return " ".join("".join(ch for ch in decomposed if not unicodedata.combining(ch)).split())
+
+
+def has_phrase(text, phrases):
+    """Whether any of `phrases` stands in `text` as whole words, ignoring case and accents.
+
+    "quero falar com um atendente" asks for a person; "o rodízio é por pessoa?" does not.
+    """
+    folded = fold(text)
+    return any(re.search(rf"(?<!\w){re.escape(fold(phrase))}(?!\w)", folded) for phrase in phrases if phrase.strip())
 
 
 def mask(jid):

@@ -36,8 +36,15 @@ def make_session():
     return requests.Session()
 
 
-def _post(session, settings, action, instance, payload):
-    """POST to `{EVOLUTION_API_URL}/{action}/{instance}` with the `apikey` header; JSON back or EvolutionError."""
+class TooLarge(Exception):
+    """A download went past its byte limit; it was stopped there, whatever the sender declared."""
+
+
+def _post(session, settings, action, instance, payload, max_bytes=None):
+    """POST to `{EVOLUTION_API_URL}/{action}/{instance}` with the `apikey` header; JSON back or EvolutionError.
+
+    With `max_bytes` the answer is streamed and the download stops (TooLarge) once it passes that size.
+    """
     instance = instance or settings.evolution_instance
     url = f"{settings.evolution_api_url.rstrip('/')}/{action}/{quote(instance, safe='')}"
     try:
@@ -46,15 +53,29 @@ def _post(session, settings, action, instance, payload):
             json=payload,
             headers={"apikey": settings.evolution_api_key},
             timeout=settings.evolution_timeout_seconds,
+            stream=max_bytes is not None,
         )
+        with response:
+            body = _read(response, max_bytes)
     except requests.RequestException as error:
         raise EvolutionError(action, None, type(error).__name__) from None
     if response.status_code >= 300:
-        raise EvolutionError(action, response.status_code, response.text[:300])
+        raise EvolutionError(action, response.status_code, body[:300].decode(errors="replace"))
     try:
-        return response.json()
-    except json.JSONDecodeError:
+        return json.loads(body)
+    except ValueError:
         return {}
+
+
+def _read(response, max_bytes):
+    if max_bytes is None:
+        return response.content
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            raise TooLarge(f"over {max_bytes} bytes")
+    return bytes(body)
 
 
 def send_text(session, settings, instance, number, text, delay_ms=0):
@@ -62,7 +83,7 @@ def send_text(session, settings, instance, number, text, delay_ms=0):
 
     With `delay_ms`, Evolution shows "digitando…" for that long before the text arrives.
     """
-    payload = {"number": number, "text": text}
+    payload = {"number": number, "text": text, "linkPreview": settings.link_preview}
     if delay_ms:
         payload["delay"] = int(delay_ms)
     return _post(session, settings, "message/sendText", instance, payload)
@@ -80,7 +101,14 @@ def mark_read(session, settings, instance, messages):
     return _post(session, settings, "chat/markMessageAsRead", instance, payload)
 
 
-def get_media_base64(session, settings, instance, message_id):
-    """Download one media message's bytes from Evolution, base64-encoded, with its mimetype."""
+def get_media_base64(session, settings, instance, message_id, max_bytes):
+    """Download one media message, base64-encoded, with its mimetype; stops past `max_bytes` of media.
+
+    Evolution may answer JSON `null` (the message is gone): that is a failed download, an EvolutionError.
+    """
     payload = {"message": {"key": {"id": message_id}}, "convertToMp4": False}
-    return _post(session, settings, "chat/getBase64FromMediaMessage", instance, payload)
+    limit = max_bytes * 4 // 3 + 64 * 1024  # base64 and the JSON around it
+    answer = _post(session, settings, "chat/getBase64FromMediaMessage", instance, payload, max_bytes=limit)
+    if not isinstance(answer, dict):
+        raise EvolutionError("chat/getBase64FromMediaMessage", 201, "no media in the answer (null)")
+    return answer

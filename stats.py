@@ -65,13 +65,20 @@ def record_reply(pipe, reply, settings, now=None):
     count(pipe, "replies", 1, now)
     if reply["parts"] in ([settings.fallback_message], [settings.media_failed_message]):
         count(pipe, "fallbacks", 1, now)
-    if reply.get("pause_after"):
+    if reply.get("hold") == "handoff":
         count(pipe, "handoffs", 1, now)
     if reply.get("asked_at"):
         key = latency_key(day(now))
         pipe.rpush(key, round(max(now - float(reply["asked_at"]), 0), 1))
         pipe.ltrim(key, -LATENCY_SAMPLES, -1)
         pipe.expire(key, DAY_TTL)
+
+
+def write_reply(redis, reply, settings):
+    """`record_reply` in a pipeline of its own (the worker's one extra round trip per reply)."""
+    pipe = redis.pipeline(transaction=False)
+    record_reply(pipe, reply, settings)
+    pipe.execute()
 
 
 def gemini_error(redis, reason, now=None):

@@ -22,6 +22,7 @@ from rq import Queue
 
 import buffer
 import chatlog
+import chats
 import panel
 import parser
 import stats
@@ -34,8 +35,8 @@ def create_app(settings=None, redis=None, direct_context=None):
     """Build the app; tests pass their own settings, Redis and degraded-mode context."""
     if settings is None:
         settings = load_settings(require=("REDIS_URL",))
-        if settings.redis_down == "direct":  # then the webhook itself answers while Redis is down
-            settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
+        replying = REQUIRED_FOR_REPLYING if settings.redis_down == "direct" else ()  # direct: it answers by itself
+        settings = load_settings(require=("REDIS_URL", *replying, "WEBHOOK_TOKEN"))  # empty token: see config
         setup_logging(settings)
     if redis is None:
         redis = redis_lib.Redis.from_url(
@@ -60,23 +61,31 @@ def create_app(settings=None, redis=None, direct_context=None):
     @app.post("/webhook")
     @app.post("/webhook/<event>")
     def receive(event=""):
-        if not authorized(request, settings.webhook_token):
+        token, _, event_in_query = request.args.get("token", "").partition("/")
+        if not authorized(request, settings.webhook_token, token):
             return jsonify(error="missing or wrong token"), 401
         try:
             body = json.loads(request.get_data())
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's limit
             return jsonify(error="body is not valid JSON"), 400
-        messages = parser.parse_body(body, event)
+        messages = parser.parse_body(body, event or event_in_query)
         if not messages:
-            log.debug("ignored event %r", _event_name(body, event))
+            log.debug("ignored event %r", _event_name(body, event or event_in_query))
             return jsonify(status="ignored")
+        outcomes = []
         try:
-            outcomes = [handle(message) for message in messages]
+            for message in messages:
+                outcomes.append(handle(message))
         except redis_lib.RedisError as error:
-            if direct is None:
+            if isinstance(error, redis_lib.OutOfMemoryError):  # at maxmemory (noeviction): full, not down
+                log.error("Redis is full (maxmemory): answering 503 so Evolution delivers again")
+                return jsonify(error="Redis is full, retry later"), 503
+            if direct is None or not never_reached(error):
+                # The script may have run (a stall, a reset after sending): only a redelivery is safe, and
+                # dedupe answers it once. Evolution retries a 503.
                 log.error("Redis unavailable (%s): answering 503 so Evolution delivers again", error)
                 return jsonify(error="Redis unavailable, retry later"), 503
-            outcomes = [direct.submit(message) for message in messages]
+            outcomes += [direct.submit(message) for message in messages[len(outcomes):]]
         else:
             if direct is not None:
                 direct.recovered()
@@ -98,7 +107,7 @@ def create_app(settings=None, redis=None, direct_context=None):
             tally.add("ignored:" + reason.split(" (")[0])
             return "ignored"
         if message.from_me or message.event != "messages.upsert":
-            outcome = buffer.note_from_me(redis, message, settings)
+            outcome = chats.note_from_me(redis, message, settings)
             if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
                 pipe = redis.pipeline(transaction=False)
                 chatlog.record_message(pipe, buffer.chat_ref(message.instance, message.chat_id), message, "human", settings)
@@ -127,11 +136,24 @@ def create_app(settings=None, redis=None, direct_context=None):
     return app
 
 
-def authorized(req, token):
-    """`?token=` (Evolution's global webhook sends no headers) or `Authorization: Bearer`, in constant time."""
+def never_reached(error):
+    """Whether Redis provably did not run the command: the connection could not even be made.
+
+    Only then may degraded mode answer directly; after a timeout the script may still complete.
+    """
+    return isinstance(error, (redis_lib.ConnectionError, redis_lib.TimeoutError)) and (
+        "connecting to" in str(error) or "Timeout connecting" in str(error))
+
+
+def authorized(req, token, given=None):
+    """`?token=` (Evolution's global webhook sends no headers) or `Authorization: Bearer`, in constant time.
+
+    With WEBHOOK_BY_EVENTS Evolution appends the event after the whole URL, so the query reads
+    `token=SECRET/messages-upsert`: the caller passes the part before the slash as `given`.
+    """
     if not token:
         return True
-    given = req.args.get("token") or ""
+    given = req.args.get("token", "") if given is None else given
     header = req.headers.get("Authorization", "")
     if header.lower().startswith("bearer "):
         given = given or header[7:].strip()

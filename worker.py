@@ -14,6 +14,7 @@ import re
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import redis as redis_lib
@@ -22,11 +23,12 @@ from rq import Queue, SimpleWorker
 import ai_service
 import buffer
 import chatlog
+import chats
 import memory
 import sender
 import stats
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
-from parser import has_word, mask
+from parser import has_phrase, mask
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ def answer_chat(cid):
 def process_chat(ctx, cid):
     """Claim the chat, make (or reuse) its reply, deliver it, and release the chat."""
     settings = ctx.settings
-    state, token, stored, entries = buffer.claim(ctx.redis, cid, settings.job_lease_seconds)
+    state, token, stored, entries, tries = buffer.claim(ctx.redis, cid, settings.job_lease_seconds)
     if state == "wait":
         early = stored - time.time()
         if early <= 1.5:  # RQ keeps whole seconds, so a job may start up to a second early
@@ -83,7 +85,7 @@ def process_chat(ctx, cid):
     if state != "ready":
         log.debug("chat %s: %s, nothing to do", cid, state)
         return
-    reply = json.loads(stored) if stored else compose_reply(ctx, cid, token, entries)
+    reply = json.loads(stored) if stored else compose_reply(ctx, cid, token, entries, tries)
     if reply is not None:
         deliver(ctx, cid, token, reply)
 
@@ -105,8 +107,12 @@ def merge_burst(entries, settings):
     return text
 
 
-def compose_reply(ctx, cid, token, entries):
-    """Decide the answer for a burst: a keyword's fixed text, or Gemini's. None when retrying later."""
+def compose_reply(ctx, cid, token, entries, tries):
+    """Decide the answer for a burst: a fixed text (opt-out, handoff, fallback) or Gemini's. None when not now.
+
+    `tries` counts every job that started composing this burst, including ones killed mid-way, so
+    a burst that keeps killing its job ends in the fallback message instead of looping.
+    """
     settings = ctx.settings
     entries = sorted(entries, key=lambda e: e.get("timestamp") or 0)  # delivery order is not guaranteed
     last = entries[-1]
@@ -115,30 +121,34 @@ def compose_reply(ctx, cid, token, entries):
     last_words = (last.get("text") or "").strip().lower()
 
     reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time(),
-             "asked_at": last.get("timestamp") or None}
+             "rid": uuid.uuid4().hex[:12], "asked_at": last.get("timestamp") or None}
     if last_words and last_words in settings.optout_keywords:
-        buffer.opt_out(ctx.redis, cid, settings.optout_days * 86400)
         log.info("chat %s (%s) opted out", cid, mask(number))
-        return _stored(ctx, cid, {**reply, "parts": [settings.optout_message]})
-    if settings.handoff_keywords and has_word(user_text, settings.handoff_keywords):
+        return _stored(ctx, cid, token, {**reply, "parts": [settings.optout_message], "hold": "optout"})
+    if settings.handoff_phrases and has_phrase(user_text, settings.handoff_phrases):
         log.info("chat %s (%s) asked for a person: pausing the bot", cid, mask(number))
-        pause = settings.handoff_pause_minutes * 60
-        return _stored(ctx, cid, {**reply, "parts": [settings.handoff_message], "pause_after": pause})
+        return _handoff(ctx, cid, token, reply, "o cliente pediu uma pessoa")
 
     supported = [e for e in entries if e.get("kind") in SUPPORTED_KINDS]
     if not supported:
         if settings.unknown_message:
-            return _stored(ctx, cid, {**reply, "parts": [settings.unknown_message]})
-        buffer.finish(ctx.redis, ctx.queue, cid, token, settings)
+            return _stored(ctx, cid, token, {**reply, "parts": [settings.unknown_message]})
+        buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
         log.info("chat %s (%s): only unsupported messages, no reply", cid, mask(number))
         return None
+    if tries > settings.gemini_max_attempts:
+        log.error("chat %s: %d jobs started on this burst and none finished (killed or timed out); "
+                  "sending the fallback message", cid, tries - 1)
+        return _stored(ctx, cid, token, {**reply, "parts": [settings.fallback_message]})
 
     mark_as_read(ctx, instance, entries)
     show_typing(ctx, instance, number)
     try:
-        media, notes = collect_media(ctx, instance, supported)
+        media, notes = collect_media(ctx, cid, token, instance, supported)
         if notes and not media and not any(e.get("text") for e in entries):  # nothing Gemini could look at
-            return _stored(ctx, cid, {**reply, "parts": [settings.media_too_large_message]})
+            return _stored(ctx, cid, token, {**reply, "parts": [settings.media_too_large_message]})
+        if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
+            return _lost(cid)
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
         usage, started = {}, time.monotonic()
         text = ai_service.generate_reply(
@@ -146,35 +156,61 @@ def compose_reply(ctx, cid, token, entries):
             ai_service.load_system_prompt(settings, instance), media, usage=usage,
         )
         reply["usage"] = {**usage, "seconds": time.monotonic() - started}
+        understood, text = ai_service.split_media_note(text) if media else ("", text)
+        if understood:
+            reply["user_text"] = f"{user_text}\n[{understood}]"
+        if not text:
+            raise ai_service.ReplyError("the answer held only the media note", retryable=False)
         parts = split_reply(text, settings)
+    except ai_service.Handoff as handoff:
+        log.info("chat %s (%s): Gemini handed the chat to a person (%s)", cid, mask(number), handoff.reason)
+        return _handoff(ctx, cid, token, reply, handoff.reason)
     except ai_service.ReplyError as error:
         stats.gemini_error(ctx.redis, error.reason)
-        attempt = buffer.count_attempt(ctx.redis, cid)
-        if error.retryable and attempt < settings.gemini_max_attempts:
-            delay = backoff(settings, attempt)
-            log.warning("chat %s: %s; try %d of %d again in %.0fs", cid, error.reason, attempt,
+        if error.retryable and tries < settings.gemini_max_attempts:
+            delay = backoff(settings, tries)
+            log.warning("chat %s: %s; try %d of %d again in %.0fs", cid, error.reason, tries,
                         settings.gemini_max_attempts, delay)
             buffer.retry_later(ctx.redis, ctx.queue, cid, token, delay, settings)
             return None
-        log.error("chat %s: %s after %d tries; sending the fallback message", cid, error.reason, attempt)
+        log.error("chat %s: %s after %d tries; sending the fallback message", cid, error.reason, tries)
         fallback = settings.media_failed_message if isinstance(error, MediaError) else settings.fallback_message
         parts = [fallback]
-    return _stored(ctx, cid, {**reply, "parts": parts})
+        return _stored(ctx, cid, token, {**reply, "parts": parts})
+    return _stored(ctx, cid, token, {**reply, "parts": parts, "kind": "gemini"})
 
 
-def _stored(ctx, cid, reply):
-    buffer.store_reply(ctx.redis, cid, reply)  # before sending: a failed send never asks Gemini again
+def _handoff(ctx, cid, token, reply, reason):
+    """The customer goes to a person: HANDOFF_MESSAGE once, then the bot pauses (as a phrase or Gemini's tool call)."""
+    return _stored(ctx, cid, token, {**reply, "parts": [ctx.settings.handoff_message], "hold": "handoff",
+                                     "reason": reason})
+
+
+def _stored(ctx, cid, token, reply):
+    """Keep the reply before sending (a failed send never asks Gemini again); None when a person took over meanwhile."""
+    if not buffer.store_reply(ctx.redis, cid, token, reply):
+        return _lost(cid)
     return reply
+
+
+def _lost(cid):
+    log.info("chat %s: a person acted (or another job took over) while this job worked; it stops here", cid)
+    return None
 
 
 class MediaError(ai_service.ReplyError):
     """A customer's media could not be downloaded from Evolution."""
 
 
-def collect_media(ctx, instance, entries):
-    """Media to show Gemini as (mimetype, bytes), plus notes for what was too large or unsupported."""
+def collect_media(ctx, cid, token, instance, entries):
+    """Media to show Gemini as (mimetype, bytes), plus notes for what was too large, too much or unsupported.
+
+    A burst gets at most MAX_BURST_MEDIA files and MAX_BURST_MEDIA_MB in all; each download stops at
+    MAX_MEDIA_MB whatever the sender declared, and is kept a few minutes so a retry does not fetch it again.
+    """
     settings = ctx.settings
-    limit = settings.max_media_mb * 1024 * 1024
+    limit = int(settings.max_media_mb * 1024 * 1024)
+    budget = int(settings.max_burst_media_mb * 1024 * 1024)
     media, notes = [], []
     for entry in entries:
         info = entry.get("media") or {}
@@ -190,27 +226,48 @@ def collect_media(ctx, instance, entries):
         if not mimetype.startswith(GEMINI_MEDIA):
             notes.append(f"[O cliente enviou um arquivo do tipo {mimetype or 'desconhecido'}, que não consigo abrir.]")
             continue
-        data = _media_bytes(ctx, instance, entry, info)
-        if len(data) > limit:
+        if len(media) >= settings.max_burst_media or budget <= 0:
+            notes.append("[O cliente enviou mais arquivos do que consigo abrir de uma vez.]")
+            continue
+        if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
+            raise MediaError("lease lost while downloading media", retryable=False)
+        data = _media_bytes(ctx, cid, instance, entry, min(limit, budget))
+        if data is None:
             notes.append("[O cliente enviou um arquivo grande demais para abrir.]")
             continue
+        budget -= len(data)
         media.append((mimetype, data))
     return media, notes
 
 
-def _media_bytes(ctx, instance, entry, info):
-    """The media's bytes: from the webhook's inline base64 when Evolution sent it, else downloaded."""
-    inline = _decode_base64(info.get("base64"))
-    if inline:
-        return inline
+def _media_bytes(ctx, cid, instance, entry, max_bytes):
+    """The media's bytes (None past `max_bytes`): from the short-lived cache, else downloaded from Evolution."""
+    cache = buffer.keys(cid)["media"]
+    cached = ctx.redis.hget(cache, entry["message_id"])
+    if cached is not None:
+        return cached
     try:
-        answer = sender.get_media_base64(ctx.session, ctx.settings, instance, entry["message_id"])
+        answer = sender.get_media_base64(ctx.session, ctx.settings, instance, entry["message_id"], max_bytes)
+    except sender.TooLarge:
+        return None
     except sender.EvolutionError as error:
         raise MediaError(f"media download failed: {error.status}", retryable=True) from None
     data = _decode_base64(answer.get("base64"))
     if not data:
         raise MediaError("Evolution sent no valid base64 for the media", retryable=True)
+    if len(data) > max_bytes:
+        return None
+    try:
+        pipe = ctx.redis.pipeline()
+        pipe.hset(cache, entry["message_id"], data)
+        pipe.expire(cache, MEDIA_CACHE_SECONDS)
+        pipe.execute()
+    except redis_lib.ResponseError as error:  # e.g. Redis at its maxmemory: the cache is only a saving
+        log.warning("media not cached: %s", error)
     return data
+
+
+MEDIA_CACHE_SECONDS = 600  # covers Gemini's retries (about a minute); erased when the burst is answered
 
 
 def _decode_base64(encoded):
@@ -221,11 +278,15 @@ def _decode_base64(encoded):
 
 
 def split_reply(text, settings):
-    """Long answers become several messages, split on blank lines (SPLIT_MESSAGES), like a person types."""
+    """Long answers become several messages, split on blank lines (SPLIT_MESSAGES), like a person types.
+
+    At most MAX_REPLY_PARTS: the rest goes into the last part, so one answer never floods the chat.
+    """
     if not settings.split_messages:
         return [text]
-    parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
-    return parts or [text]
+    parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()] or [text]
+    keep = settings.max_reply_parts
+    return parts[: keep - 1] + ["\n\n".join(parts[keep - 1:])] if len(parts) > keep else parts
 
 
 def backoff(settings, attempt):
@@ -238,24 +299,34 @@ def typing_ms(settings, text):
 
 
 def deliver(ctx, cid, token, reply):
-    """Send the reply's remaining parts in order, then write history and release the chat."""
+    """Send the reply's remaining parts in order, then write history and release the chat.
+
+    Before each part the job checks it still holds the chat, after the typing delay too: a person
+    who acted meanwhile voided the lock, and nothing more is sent.
+    """
     settings = ctx.settings
     instance, number, parts = reply["instance"], reply["reply_to"], reply["parts"]
+    rid = reply.setdefault("rid", "0")  # replies stored before reply ids existed
+    if reply.get("kind") == "gemini" and reply["sent"] == 0 and buffer.rejoin(ctx.redis, ctx.queue, cid, token, settings):
+        log.info("chat %s: the customer wrote while the reply was made; answering everything together", cid)
+        return
     while reply["sent"] < len(parts):
-        if buffer.is_paused(ctx.redis, cid):
-            log.info("chat %s (%s): a person took over; reply dropped", cid, mask(number))
-            break
         part = parts[reply["sent"]]
-        if buffer.was_delivered(ctx.redis, cid, part):
+        if buffer.delivered_count(ctx.redis, cid, rid, part) > parts[: reply["sent"]].count(part):
             log.info("chat %s: part %d already delivered (its echo arrived); not sending again", cid, reply["sent"] + 1)
             reply["sent"] += 1
             continue
+        if time.time() - reply["created"] > settings.send_retry_minutes * 60:
+            log.error("chat %s (%s): not sent within SEND_RETRY_MINUTES; reply dropped", cid, mask(number))
+            break
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
-            log.warning("chat %s: lease lost to another job; it sends the rest", cid)
-            return
-        buffer.note_outgoing(ctx.redis, instance, cid, part)
+            return _lost(cid)
+        type_part(ctx, instance, number, part)
+        if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
+            return _lost(cid)
+        buffer.note_sending(ctx.redis, instance, cid, rid, part)
         try:
-            sent = sender.send_text(ctx.session, settings, instance, number, part, typing_ms(settings, part))
+            sent = sender.send_text(ctx.session, settings, instance, number, part)
         except sender.EvolutionError as error:
             age = time.time() - reply["created"]
             if error.retryable and age < settings.send_retry_minutes * 60:
@@ -266,32 +337,50 @@ def deliver(ctx, cid, token, reply):
             log.error("chat %s (%s): %s; reply dropped", cid, mask(number), error)
             break
         message_id = (sent.get("key") or {}).get("id") if isinstance(sent, dict) else None
-        if message_id:
-            buffer.note_outgoing(ctx.redis, instance, cid, part, message_id)
-            reply.setdefault("ids", []).append({"part": reply["sent"], "id": message_id, "at": time.time()})
+        buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
-        if reply["sent"] < len(parts):
-            buffer.store_reply(ctx.redis, cid, reply)  # a crash now resends nothing already sent
+        reply.setdefault("ids", []).append(message_id)
+        chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings)  # the panel's log
+        if reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply):
+            return _lost(cid)  # stored: a crash now resends nothing already sent
 
-    if reply.get("pause_after"):
-        buffer.pause(ctx.redis, cid, reply["pause_after"])
-    pipe = ctx.redis.pipeline(transaction=True)
-    if reply["sent"]:
-        memory.append_exchange(pipe, cid, reply["user_text"], "\n\n".join(parts[: reply["sent"]]), settings)
-    chatlog.record_reply(pipe, cid, reply, settings)  # the panel's log and counters, in the same transaction
-    stats.record_reply(pipe, reply, settings)
-    outcome = buffer.finish(ctx.redis, ctx.queue, cid, token, settings, pipe=pipe)
+    said = "\n\n".join(parts[: reply["sent"]])
+    stats.write_reply(ctx.redis, reply, settings)  # the panel's counters, one pipeline per reply
+    outcome = buffer.finish(
+        ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
+        model_turn=memory.turn("model", said) if said else "", hold=reply.get("hold", ""),
+    )
+    if outcome == "lost":
+        return _lost(cid)
     if reply["sent"]:
         log.info("chat %s (%s): replied in %d message(s)%s", cid, mask(number), reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
 
 
-def mark_as_read(ctx, instance, entries):
-    """Blue ticks on the burst (MARK_READ); a failure here never blocks the reply."""
-    if not ctx.settings.mark_read:
+def type_part(ctx, instance, number, part):
+    """"digitando…" for as long as a person would type this part; Evolution holds the call that long.
+
+    Done before sendText (not with its `delay`), so the job checks once more that no person acted
+    during the typing. A failure (or an instance without presence, like the Cloud API's) skips it.
+    """
+    delay = typing_ms(ctx.settings, part)
+    if not delay:
         return
     try:
-        sender.mark_read(ctx.session, ctx.settings, instance, [(e["chat_id"], e["message_id"]) for e in entries])
+        sender.send_presence(ctx.session, ctx.settings, instance, number, delay)
+    except sender.EvolutionError as error:
+        log.debug("typing presence failed: %s", error)
+
+
+def mark_as_read(ctx, instance, entries):
+    """Blue ticks on the burst (MARK_READ). Evolution drops '@lid' keys, so only phone JIDs are sent."""
+    if not ctx.settings.mark_read:
+        return
+    keys = [(e["chat_id"], e["message_id"]) for e in entries if not e["chat_id"].endswith("@lid")]
+    if not keys:
+        return
+    try:
+        sender.mark_read(ctx.session, ctx.settings, instance, keys)
     except sender.EvolutionError as error:
         log.debug("mark as read failed: %s", error)
 
@@ -380,14 +469,13 @@ def main(argv):
     commands = cli.add_subparsers(dest="command")
     forget = commands.add_parser("forget", help="erase one customer's history and pending messages (LGPD)")
     forget.add_argument("instance")
-    forget.add_argument("number", help="phone number (digits) or JID")
+    forget.add_argument("number", help="the number however written (+55 85 9 9999-9913), or a JID ('@lid' too)")
     args = cli.parse_args(argv)
 
     if args.command == "forget":
         settings = load_settings()
-        jid = args.number if "@" in args.number else f"{args.number}@s.whatsapp.net"
-        deleted = buffer.forget_chat(redis_lib.Redis.from_url(settings.redis_url), args.instance, jid)
-        print(f"erased {deleted} key(s) for {mask(jid)} on {args.instance}")
+        deleted = chats.forget_customer(redis_lib.Redis.from_url(settings.redis_url), args.instance, args.number)
+        print(f"erased {deleted} key(s) for {mask(chats.customer_jids(args.number)[0])} on {args.instance}")
         return 0
     settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
     setup_logging(settings)

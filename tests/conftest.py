@@ -136,10 +136,14 @@ def queue(fake_redis):
 
 
 class RedisServer:
-    """A real redis-server on a free loopback port with AOF on, in a temp dir; can be stopped and restarted."""
+    """A real redis-server on a free loopback port with AOF on, in a temp dir; can be stopped and restarted.
 
-    def __init__(self, directory):
+    `extra_args` are more redis-server options, e.g. ("--maxmemory", "1mb").
+    """
+
+    def __init__(self, directory, extra_args=()):
         self.directory = directory
+        self.extra_args = tuple(extra_args)
         self.port = free_port()
         self.process = None
 
@@ -150,7 +154,7 @@ class RedisServer:
     def start(self):
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no"],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--daemonize", "no", *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         client = redis_lib.Redis(port=self.port)

@@ -30,6 +30,9 @@ __all__ = ["FakeEvolution", "FakeGemini", "create_jid"]
 # Shared HTTP plumbing
 # --------------------------------------------------------------------------------------------
 
+JSON_NULL = object()  # a body of JSON `null`
+
+
 class _Handler(BaseHTTPRequestHandler):
     """Forwards every request to the owning fake; HTTP/1.0, so each connection carries one request."""
 
@@ -159,8 +162,9 @@ class _FakeHTTPServer:
             return
         status, body = answer
         record["status"] = status
-        if isinstance(body, (dict, list)):
-            data, ctype = json.dumps(body).encode(), "application/json; charset=utf-8"
+        if isinstance(body, (dict, list)) or body is JSON_NULL:
+            data = json.dumps(None if body is JSON_NULL else body).encode()
+            ctype = "application/json; charset=utf-8"
         else:
             data, ctype = str(body).encode(), "text/html; charset=utf-8"
         h.send_response(status)
@@ -343,6 +347,7 @@ class FakeEvolution(_FakeHTTPServer):
         self.not_on_whatsapp: set[str] = set()
         self._media: dict[str, dict] = {}
         self._sent: list[dict] = []
+        self.read_keys: list[dict] = []  # the keys markMessageAsRead really marked
 
     # -- scripting ---------------------------------------------------------------------------
     def fail_next(self, route: str, status=500, times: int = 1, *, message=None, body=None):
@@ -356,6 +361,10 @@ class FakeEvolution(_FakeHTTPServer):
     def delay_next(self, route: str, seconds: float, times: int = 1):
         """Wait `seconds` before handling the next `times` calls of `route` (the work is still done)."""
         self._push_fault(route, {"delay": seconds}, times)
+
+    def null_next(self, route: str = "getBase64FromMediaMessage", times: int = 1):
+        """Answer the next calls with 201 and a JSON `null` body, as getBase64FromMediaMessage does for a gone message."""
+        self._push_fault(route, {"status": 201, "message": None, "body": JSON_NULL}, times)
 
     def add_media(self, message_id: str, mimetype: str, data: bytes, media_type: str = "audioMessage",
                   *, file_name: str | None = None, caption: str | None = None):
@@ -485,6 +494,11 @@ class FakeEvolution(_FakeHTTPServer):
         return 201, {"presence": body["presence"]}
 
     def _markMessageAsRead(self, instance: str, body: dict):
+        # 2.3.7 keeps only phone and group JIDs (isPnUser / isJidGroup): '@lid' keys are dropped silently.
+        kept = [read for read in body["readMessages"]
+                if read["remoteJid"].endswith(("@s.whatsapp.net", "@g.us"))]
+        with self._lock:
+            self.read_keys.extend(kept)
         return 201, {"message": "Read messages", "read": "success"}
 
     def _getBase64FromMediaMessage(self, instance: str, body: dict):

@@ -10,6 +10,7 @@ import threading
 import pytest
 
 import buffer
+import chats
 import memory
 import parser
 import webhook
@@ -91,12 +92,12 @@ def test_claim_waits_before_the_deadline_and_takes_the_burst_after(add, fake_red
     add("oi", "W1", now=T0)
     add("quanto custa?", "W2", now=T0 + 5)
 
-    state, token, until, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 14)
+    state, token, until, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 14)
     assert (state, token, until, entries) == ("wait", None, T0 + 15, [])
     assert fake_redis.llen(f"wa:burst:{CID}") == 2
 
-    state, token, reply, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 15)
-    assert state == "ready" and token and reply == ""
+    state, token, reply, entries, tries = buffer.claim(fake_redis, CID, 90, now=T0 + 15)
+    assert state == "ready" and token and reply == "" and tries == 1
     assert texts(entries) == ["oi", "quanto custa?"]
     assert fake_redis.llen(f"wa:burst:{CID}") == 0
     assert fake_redis.zscore(buffer.DUE, CID) == T0 + 15 + 90  # the lease: rescued if the job dies
@@ -131,12 +132,12 @@ def test_a_message_during_a_running_job_keeps_its_lease_so_the_sweep_leaves_it_a
 
 def test_claim_with_a_stored_reply_leaves_new_messages_for_the_next_burst(add, fake_redis, queue, settings):
     add("oi", "R1", now=T0)
-    _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
-    buffer.store_reply(fake_redis, CID, {"parts": ["Olá!"], "sent": 0})
+    _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    buffer.store_reply(fake_redis, CID, token, {"parts": ["Olá!"], "sent": 0})
     buffer.retry_later(fake_redis, queue, CID, token, 5, settings, now=T0 + 11)  # the send failed
     add("e o horário?", "R2", now=T0 + 12)
 
-    state, _, stored, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 30)
+    state, _, stored, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 30)
     assert state == "ready"
     assert '"Olá!"' in stored
     assert texts(entries) == ["oi"]  # the burst the stored reply answers, not the new message
@@ -145,31 +146,31 @@ def test_claim_with_a_stored_reply_leaves_new_messages_for_the_next_burst(add, f
 
 def test_claim_during_a_retry_backoff_waits_then_takes_the_same_burst_again(add, fake_redis, queue, settings):
     add("oi", "RB1", now=T0)
-    _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     buffer.retry_later(fake_redis, queue, CID, token, 5, settings, now=T0 + 11)  # Gemini failed
     assert fake_redis.zscore(buffer.DUE, CID) == T0 + 16
     assert scheduled_jobs(queue) == 2  # add_message's job and the retry's
 
     assert buffer.claim(fake_redis, CID, 90, now=T0 + 12)[:3] == ("wait", None, T0 + 16)
-    state, _, reply, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 16)
+    state, _, reply, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 16)
     assert state == "ready" and reply == "" and texts(entries) == ["oi"]
 
 
 def test_finish_with_new_messages_schedules_the_next_job(add, fake_redis, queue, settings):
     add("oi", "F1", now=T0)
-    _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     assert add("mais uma coisa", "F2", now=T0 + 12) == "buffered"  # the running job has the chat
 
     assert buffer.finish(fake_redis, queue, CID, token, settings, now=T0 + 13) == "next"
     assert fake_redis.zscore(buffer.DUE, CID) == T0 + 22
     assert scheduled_jobs(queue) == 2
-    state, _, _, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 22)
+    state, _, _, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 22)
     assert state == "ready" and texts(entries) == ["mais uma coisa"]
 
 
 def test_finish_without_new_messages_releases_the_chat(add, fake_redis, queue, settings):
     add("oi", "F3", now=T0)
-    _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     assert buffer.finish(fake_redis, queue, CID, token, settings, now=T0 + 11) == "done"
     assert fake_redis.zscore(buffer.DUE, CID) is None
     assert not fake_redis.exists(f"wa:lock:{CID}", f"wa:inflight:{CID}", f"wa:deadline:{CID}")
@@ -178,9 +179,9 @@ def test_finish_without_new_messages_releases_the_chat(add, fake_redis, queue, s
 
 def test_finish_by_a_job_whose_lock_was_taken_over_changes_nothing(add, fake_redis, queue, settings):
     add("oi", "F4", now=T0)
-    _, stale, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    _, stale, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     fake_redis.delete(f"wa:lock:{CID}")  # the lease ran out
-    state, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 200)
+    state, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 200)
     assert state == "ready"
     assert buffer.finish(fake_redis, queue, CID, stale, settings, now=T0 + 201) == "lost"
     assert fake_redis.get(f"wa:lock:{CID}").decode() == token
@@ -204,20 +205,18 @@ def test_rescue_enqueues_one_job_for_a_chat_whose_job_was_lost(add, fake_redis, 
 
 def test_forget_chat_erases_everything_about_that_chat_only(add, fake_redis, queue, settings):
     add("oi", "E1", now=T0, trigger=True)
-    _, token, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
-    buffer.store_reply(fake_redis, CID, {"parts": ["Olá!"], "sent": 0})
+    _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    buffer.store_reply(fake_redis, CID, token, {"parts": ["Olá!"], "sent": 0})
     buffer.count_attempt(fake_redis, CID)
-    buffer.note_outgoing(fake_redis, INSTANCE, CID, "Olá!")
-    pipe = fake_redis.pipeline()
-    memory.append_exchange(pipe, CID, "oi", "Olá!", settings)
-    pipe.execute()
+    buffer.note_sending(fake_redis, INSTANCE, CID, "r1", "Olá!")
+    buffer.finish(fake_redis, queue, CID, token, settings, user_turn=memory.turn("user", "oi"),
+                  model_turn=memory.turn("model", "Olá!"), hold="optout", now=T0 + 10)
     add("outra", "E2", now=T0 + 11)
-    buffer.pause(fake_redis, CID, 60)
-    buffer.opt_out(fake_redis, CID, 60)
+    chats.take_over(fake_redis, CID, settings)
     other = buffer.chat_ref(INSTANCE, "5521977772222@s.whatsapp.net")
     add("sou outro cliente", "E3", now=T0, number="5521977772222")
 
-    assert buffer.forget_chat(fake_redis, INSTANCE, JID) > 0
+    assert chats.forget_customer(fake_redis, INSTANCE, "+55 11 99999-4321") > 0
     assert [key for key in fake_redis.keys() if CID.encode() in key] == []
     assert fake_redis.zscore(buffer.DUE, CID) is None
     assert fake_redis.llen(f"wa:burst:{other}") == 1 and fake_redis.zscore(buffer.DUE, other) is not None
@@ -229,7 +228,7 @@ def test_max_burst_messages_keeps_only_the_latest(add, fake_redis):
     capped = make_settings(MAX_BURST_MESSAGES=3)
     for i in range(5):
         add(f"msg {i}", f"CAP{i}", now=T0 + i, settings=capped)
-    _, _, _, entries = buffer.claim(fake_redis, CID, 90, now=T0 + 20)
+    _, _, _, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 20)
     assert texts(entries) == ["msg 2", "msg 3", "msg 4"]
 
 
@@ -241,24 +240,27 @@ def test_rate_limit_stops_buffering_after_n_messages_an_hour(add, fake_redis):
     assert 0 < fake_redis.ttl(f"wa:rate:{CID}") <= 3600
 
 
-def test_paused_chat_is_not_buffered(add, fake_redis, queue):
-    buffer.pause(fake_redis, CID, 600)
+def test_paused_chat_is_not_buffered(add, fake_redis, queue, settings):
+    chats.take_over(fake_redis, CID, settings)
     assert add("oi", "P1") == "paused"
     assert fake_redis.llen(f"wa:burst:{CID}") == 0
     assert fake_redis.zscore(buffer.DUE, CID) is None
     assert scheduled_jobs(queue) == 0
 
 
-def test_opted_out_chat_is_not_buffered(add, fake_redis, queue):
-    buffer.opt_out(fake_redis, CID, 600)
+def test_opted_out_chat_is_not_buffered(add, fake_redis, queue, settings):
+    add("sair", "O0", now=T0)
+    _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
+    buffer.finish(fake_redis, queue, CID, token, settings, hold="optout", now=T0 + 11)
+    queue.scheduled_job_registry.remove(queue.scheduled_job_registry.get_job_ids()[0])
     assert add("oi", "O1") == "opted_out"
     assert fake_redis.llen(f"wa:burst:{CID}") == 0
     assert scheduled_jobs(queue) == 0
 
 
-def test_claim_drops_a_burst_when_the_chat_was_paused_meanwhile(add, fake_redis):
+def test_claim_drops_a_burst_when_the_chat_was_paused_meanwhile(add, fake_redis, settings):
     add("oi", "P2", now=T0)
-    buffer.pause(fake_redis, CID, 600)
+    fake_redis.set(f"wa:paused:{CID}", "handoff", ex=600)  # as the handoff's finish leaves it
     assert buffer.claim(fake_redis, CID, 90, now=T0 + 10)[0] == "paused"
     assert fake_redis.zscore(buffer.DUE, CID) is None
     assert not fake_redis.exists(f"wa:burst:{CID}", f"wa:inflight:{CID}", f"wa:lock:{CID}")

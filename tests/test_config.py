@@ -2,15 +2,17 @@
 
 import dataclasses
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from config import REQUIRED_FOR_REPLYING, SettingsError, load_settings
+import config
+from config import REQUIRED_FOR_REPLYING, SettingsError, init_env, load_settings
 from conftest import ROOT
 
-REPLYING = {"EVOLUTION_API_URL": "http://evolution:8080", "EVOLUTION_API_KEY": "k", "GEMINI_API_KEY": "g"}
+REPLYING = {"EVOLUTION_API_URL": "http://evolution:8080", "EVOLUTION_API_KEY": "a-long-evolution-key", "GEMINI_API_KEY": "g"}
 
 
 def test_defaults_when_nothing_is_set():
@@ -20,7 +22,7 @@ def test_defaults_when_nothing_is_set():
     assert settings.history_max_turns == 20
     assert settings.history_ttl_days == 7
     assert settings.history_ttl_seconds == 7 * 86400
-    assert settings.max_message_age_seconds == 600
+    assert settings.max_message_age_seconds == 1800
     assert settings.redis_down == "direct"
     assert settings.redis_url == "redis://localhost:6379/0"
 
@@ -60,13 +62,13 @@ def test_malformed_value_is_named(name, value):
 def test_original_readme_names_still_work():
     settings = load_settings({
         "EVOLUTION_API": "http://evolution:8080/message/sendText/Ivo%20Teste",
-        "AUTHENTICATION_API_KEY": "legacy-key",
+        "AUTHENTICATION_API_KEY": "legacy-evolution-key",
         "CACHE_REDIS_URI": "redis://cache:6379/2",
         "GEMINI_API_KEY": "g",
     }, require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
     assert settings.evolution_api_url == "http://evolution:8080"
     assert settings.evolution_instance == "Ivo Teste"
-    assert settings.evolution_api_key == "legacy-key"
+    assert settings.evolution_api_key == "legacy-evolution-key"
     assert settings.redis_url == "redis://cache:6379/2"
 
 
@@ -74,11 +76,11 @@ def test_new_names_win_over_the_original_ones():
     settings = load_settings({
         "EVOLUTION_API": "http://old:8080/message/sendText/old",
         "EVOLUTION_API_URL": "http://new:8080", "EVOLUTION_INSTANCE": "new",
-        "AUTHENTICATION_API_KEY": "old-key", "EVOLUTION_API_KEY": "new-key",
+        "AUTHENTICATION_API_KEY": "old-evolution-key", "EVOLUTION_API_KEY": "new-evolution-key",
         "CACHE_REDIS_URI": "redis://old:6379/0", "REDIS_URL": "redis://new:6379/0",
     }, require=())
     assert (settings.evolution_api_url, settings.evolution_instance) == ("http://new:8080", "new")
-    assert settings.evolution_api_key == "new-key"
+    assert settings.evolution_api_key == "new-evolution-key"
     assert settings.redis_url == "redis://new:6379/0"
 
 
@@ -90,7 +92,7 @@ def test_legacy_url_that_is_not_a_send_text_url_is_named():
 def test_comma_lists_are_split_trimmed_and_lowercased():
     settings = load_settings({"HANDOFF_KEYWORDS": " Atendente, HUMANO ,,", "IGNORE_NUMBERS": "5511999990001,"},
                              require=())
-    assert settings.handoff_keywords == ("atendente", "humano")
+    assert settings.handoff_phrases == ("atendente", "humano")
     assert settings.ignore_numbers == ("5511999990001",)
 
 
@@ -129,6 +131,122 @@ def test_webhook_without_settings_exits_with_one_line_naming_what_is_missing():
 
 def test_worker_without_gemini_key_exits_with_one_line_naming_it():
     code, lines = run_without("worker.py", REDIS_URL="redis://127.0.0.1:1/0",
-                              EVOLUTION_API_URL="http://127.0.0.1:1", EVOLUTION_API_KEY="k")
+                              EVOLUTION_API_URL="http://127.0.0.1:1", EVOLUTION_API_KEY="a-long-evolution-key")
     assert code != 0
     assert len(lines) == 1 and "GEMINI_API_KEY" in lines[0], lines
+
+
+def test_webhook_without_token_exits_naming_it_unless_unauthenticated_is_allowed():
+    env = {"REDIS_URL": "redis://127.0.0.1:1/0", "EVOLUTION_API_URL": "http://127.0.0.1:1",
+           "EVOLUTION_API_KEY": "a-long-evolution-key", "GEMINI_API_KEY": "g"}
+    code, lines = run_without("-c", "import webhook; webhook.app", **env)
+    assert code != 0
+    assert len(lines) == 1 and "WEBHOOK_TOKEN" in lines[0] and "ALLOW_UNAUTHENTICATED_WEBHOOK" in lines[0], lines
+    code, lines = run_without("-c", "import webhook; webhook.app", **env, ALLOW_UNAUTHENTICATED_WEBHOOK="true")
+    assert code == 0, lines
+    assert any("WEBHOOK_TOKEN is not set" in line for line in lines), lines  # allowed, but never silently
+
+
+# --- secrets that cannot stay placeholders --------------------------------------------------
+
+LONG = "0123456789abcdef"  # 16 characters: the shortest accepted
+
+
+def test_empty_webhook_token_is_refused_only_where_the_webhook_is_served():
+    with pytest.raises(SettingsError, match="WEBHOOK_TOKEN"):
+        load_settings({}, require=("WEBHOOK_TOKEN",))
+    assert load_settings({"ALLOW_UNAUTHENTICATED_WEBHOOK": "true"}, require=("WEBHOOK_TOKEN",)).webhook_token == ""
+    assert load_settings({}, require=()).webhook_token == ""  # the worker and unit tests need no token
+    assert load_settings({"WEBHOOK_TOKEN": LONG}, require=("WEBHOOK_TOKEN",)).webhook_token == LONG
+
+
+@pytest.mark.parametrize("name", ["EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY",
+                                  "AUTHENTICATION_API_KEY"])
+@pytest.mark.parametrize("value", ["change-me-long-random-string", "CHANGE-ME-too-but-it-is-long"])
+def test_placeholder_secret_is_refused_naming_it(name, value):
+    with pytest.raises(SettingsError) as error:
+        load_settings({name: value}, require=())
+    assert config.FALLBACK_NAMES.get("EVOLUTION_API_KEY") == "AUTHENTICATION_API_KEY"
+    assert ("EVOLUTION_API_KEY" if name == "AUTHENTICATION_API_KEY" else name) in str(error.value)
+    assert value not in str(error.value)  # never echo a secret
+
+
+@pytest.mark.parametrize("name", ["EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD"])
+def test_short_chosen_secret_is_refused_and_sixteen_characters_pass(name):
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: LONG[:-1]}, require=())
+    assert getattr(load_settings({name: LONG}, require=()), name.lower()) == LONG
+
+
+def test_gemini_key_is_issued_by_google_so_its_length_is_not_checked():
+    assert load_settings({"GEMINI_API_KEY": "g"}, require=()).gemini_api_key == "g"
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("redis://:short@redis:6379/0", False),
+    ("redis://:change-me-redis-password@redis:6379/0", False),
+    ("redis://default:short@redis:6379/0", False),
+    ("redis://redis:6379/0?password=short", False),
+    (f"redis://:{LONG}@redis:6379/0", True),
+    ("redis://localhost:6379/0", True),  # no password: a local Redis for development
+])
+def test_redis_password_in_the_url_must_be_long_and_not_a_placeholder(url, ok):
+    if ok:
+        assert load_settings({"REDIS_URL": url}, require=()).redis_url == url
+    else:
+        with pytest.raises(SettingsError, match="REDIS_URL"):
+            load_settings({"REDIS_URL": url}, require=())
+
+
+@pytest.mark.parametrize("name", ["WEBHOOK_TOKEN", "EVOLUTION_API_KEY", "PANEL_PASSWORD"])
+def test_secret_of_only_spaces_is_refused_instead_of_becoming_empty(name):
+    with pytest.raises(SettingsError, match=name):
+        load_settings({name: "   "}, require=())
+
+
+def test_panel_password_defaults_to_empty_meaning_no_panel():
+    assert load_settings({}, require=()).panel_password == ""
+
+
+# --- python3 config.py --init-env -------------------------------------------------------------
+
+GENERATED = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD")
+
+
+def read_env(path):
+    return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
+
+
+def test_init_env_creates_env_from_the_example_with_strong_url_safe_secrets(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "config.py"), "--init-env", str(tmp_path / ".env")],
+                          env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    values = read_env(tmp_path / ".env")
+    for name in GENERATED:
+        assert len(values[name]) >= 32 and re.fullmatch(r"[A-Za-z0-9_-]+", values[name]), name
+        assert name in done.stdout and values[name] not in done.stdout + done.stderr  # names, never values
+    assert "PANEL_PASSWORD" in done.stdout and str(tmp_path / ".env") in done.stdout  # where to find the login
+    assert len({values[name] for name in GENERATED}) == len(GENERATED)
+    assert values["GEMINI_API_KEY"] == ""  # Google's key is the owner's to paste
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0  # readable by the owner only
+    example = (ROOT / ".env.example").read_text().splitlines()
+    assert len((tmp_path / ".env").read_text().splitlines()) == len(example)  # every other line kept
+    env = {**values, "EVOLUTION_API_URL": "http://evolution:8080", "GEMINI_API_KEY": "g",
+           "REDIS_URL": f"redis://:{values['REDIS_PASSWORD']}@redis:6379/0"}
+    load_settings(env, require=("REDIS_URL", "WEBHOOK_TOKEN", *REQUIRED_FOR_REPLYING))  # the bot accepts them
+
+
+def test_init_env_never_overwrites_a_chosen_value_and_replaces_placeholders(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("GEMINI_API_KEY=my-gemini-key\nEVOLUTION_API_KEY=my-own-evolution-key-123\n"
+                        "WEBHOOK_TOKEN=change-me-too\n# EVOLUTION_DB_PASSWORD=evolution\nPANEL_PASSWORD=\n")
+    filled = init_env(env_file, ROOT / ".env.example")
+    assert set(filled) == {"WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD"}
+    values = read_env(env_file)
+    assert values["EVOLUTION_API_KEY"] == "my-own-evolution-key-123"
+    assert values["GEMINI_API_KEY"] == "my-gemini-key"
+    assert not values["WEBHOOK_TOKEN"].startswith("change-me") and len(values["WEBHOOK_TOKEN"]) >= 32
+    assert "# EVOLUTION_DB_PASSWORD=evolution" in env_file.read_text()
+    before = env_file.read_text()
+    assert init_env(env_file, ROOT / ".env.example") == []  # a second run changes nothing
+    assert env_file.read_text() == before

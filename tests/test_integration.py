@@ -46,18 +46,19 @@ def test_two_chats_at_once_get_their_own_replies(stack, gemini, evolution):
     ]
 
 
-def test_message_sent_while_gemini_answers_is_answered_afterwards(stack, gemini, evolution):
+def test_message_sent_while_gemini_answers_joins_the_burst_and_gets_one_answer(stack, gemini, evolution):
+    gemini.responder = lambda body: "resposta para: " + body["contents"][-1]["parts"][-1]["text"]
     gemini.hold()
     stack.post(text_message("primeira pergunta", "WHILE1"))
     wait_until(lambda: gemini.requests, timeout=20, message="the first Gemini call")
     stack.post(text_message("e mais uma coisa", "WHILE2"))
     gemini.release()
 
-    wait_until(lambda: len(evolution.sent_texts()) == 2, timeout=20, message="two replies")
-    assert gemini.user_texts(0) == ["primeira pergunta"]
-    assert gemini.user_texts(1) == ["e mais uma coisa"]
-    # the second call saw the first exchange as history
-    assert gemini.requests[1]["body"]["contents"][0]["parts"][0]["text"] == "primeira pergunta"
+    wait_until(lambda: len(gemini.requests) == 2, timeout=20, message="the answer made again")
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="the reply")
+    time.sleep(2)  # a reply to the first message alone would show up here
+    assert gemini.user_texts(1) == ["primeira pergunta\ne mais uma coisa"]
+    assert evolution.sent_texts() == [("shop", CUSTOMER, "resposta para: primeira pergunta\ne mais uma coisa")]
 
 
 def test_owner_answering_from_the_phone_pauses_the_bot_but_its_own_echo_does_not(stack, gemini, evolution):
@@ -99,5 +100,5 @@ def test_long_answer_arrives_as_ordered_parts(start_stack, gemini, evolution):
     wait_until(lambda: len(evolution.sent_texts()) == 3, timeout=20, message="three parts")
     assert [text for _, _, text in evolution.sent_texts()] == [
         "Temos três tamanhos.", "P e M custam R$ 50.", "G custa R$ 60. Quer reservar?"]
-    assert [call["json"]["delay"] for call in evolution.calls("sendText")] == [
+    assert [call["json"]["delay"] for call in evolution.calls("sendPresence")] == [
         len(part) * 30 for part in ("Temos três tamanhos.", "P e M custam R$ 50.", "G custa R$ 60. Quer reservar?")]

@@ -129,7 +129,7 @@ def test_session_cookie_is_httponly_strict_and_secure_over_https(client):
 def test_the_session_key_depends_on_the_password(make_settings, fake_redis, client):
     login(client)
     cookie = client.get_cookie("panel_session", path="/panel").value
-    other = webhook.create_app(make_settings(PANEL_PASSWORD="outra-senha"), fake_redis).test_client()
+    other = webhook.create_app(make_settings(PANEL_PASSWORD="outra-senha-bem-comprida"), fake_redis).test_client()
     other.set_cookie("panel_session", cookie, path="/panel")
     assert other.get("/panel/api/chats").status_code == 401
     client.set_cookie("panel_session", cookie, path="/panel")
@@ -455,7 +455,7 @@ def test_the_log_is_capped_expires_with_history_and_stores_a_message_once(make_s
 def test_worker_forget_erases_the_log_too(make_settings, fake_redis, owner):
     deliver(owner, "apaga meus dados", "WF1")
     assert fake_redis.exists(chatlog.log_key(CID))
-    buffer.forget_chat(fake_redis, INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
+    chats.forget_customer(fake_redis, INSTANCE, CUSTOMER)  # what `worker.py forget` runs
     assert not fake_redis.exists(chatlog.log_key(CID)) and not fake_redis.exists(chatlog.meta_key(CID))
     assert fake_redis.zscore(chatlog.CHATS, CID) is None
 
@@ -477,10 +477,10 @@ def test_chat_state_follows_the_burst_the_job_and_the_pauses(make_settings, fake
     assert not fake_redis.exists(buffer.keys(CID)["lock"])  # the running job lost its lease
     assert fake_redis.zscore(buffer.DUE, CID) is None
 
-    assert chats.stop(fake_redis, CID) == "stopped"
+    assert chats.stop(fake_redis, CID, settings) == "stopped"
     assert chats.state(fake_redis, CID) == {"state": "stopped", "until": None}
-    assert chats.hand_back(fake_redis, CID) == "resumed"
-    buffer.opt_out(fake_redis, CID, 3600)
+    assert chats.hand_back(fake_redis, CID, settings) == "resumed"
+    fake_redis.set(buffer.keys(CID)["optout"], "1", ex=3600)  # the customer opted out
     assert chats.state(fake_redis, CID)["state"] == "stopped"
-    chats.hand_back(fake_redis, CID)
+    chats.hand_back(fake_redis, CID, settings)
     assert chats.state(fake_redis, CID)["state"] == "idle"

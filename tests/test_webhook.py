@@ -15,8 +15,9 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 import buffer
+import chats
 import webhook
-from conftest import CUSTOMER, INSTANCE, TOKEN, free_port, load_payload, text_message, wait_until
+from conftest import CUSTOMER, INSTANCE, TOKEN, RedisServer, free_port, load_payload, text_message, wait_until
 from parser import mask
 from test_parser import PAYLOAD_NAMES, json_values, paths, replaced
 
@@ -209,42 +210,48 @@ def test_a_number_this_bot_serves_is_not_answered_by_another_instance(client, fa
 
 # --- fromMe: a person answering pauses the bot; our own echo does not ------------------------
 
+def paused(redis, cid):
+    return chats.state(redis, cid)["state"] == "paused"
+
+
 def test_owner_typing_on_the_phone_pauses_the_chat(client, fake_redis):
     post(client, text_message("oi, quanto custa?", "WAITING1", number="558599999913", instance="Ivo Teste"))
     assert len(scheduled(fake_redis)) == 1 and fake_redis.zcard(buffer.DUE) == 1
     assert post(client, fresh(HUMAN)).json["results"] == ["paused"]
-    assert buffer.is_paused(fake_redis, HUMAN_CHAT)
+    assert paused(fake_redis, HUMAN_CHAT)
     assert fake_redis.zcard(buffer.DUE) == 0  # what was waiting is dropped: no answer on top of a person
 
 
 def test_our_own_echo_by_message_id_does_not_pause(client, fake_redis):
     body = fresh(HUMAN)
-    buffer.note_outgoing(fake_redis, "Ivo Teste", HUMAN_CHAT, "fala doto", body["data"]["key"]["id"])
+    buffer.note_sending(fake_redis, "Ivo Teste", HUMAN_CHAT, "r1", "fala doto")
+    buffer.note_sent(fake_redis, "Ivo Teste", HUMAN_CHAT, "r1", "fala doto", body["data"]["key"]["id"])
     assert post(client, body).json["results"] == ["own"]
-    assert not buffer.is_paused(fake_redis, HUMAN_CHAT)
+    assert not paused(fake_redis, HUMAN_CHAT)
 
 
 def test_our_own_echo_by_text_noted_before_sending_does_not_pause(client, fake_redis):
-    buffer.note_outgoing(fake_redis, "Ivo Teste", HUMAN_CHAT, "fala doto")
+    buffer.note_sending(fake_redis, "Ivo Teste", HUMAN_CHAT, "r1", "fala doto")
     assert post(client, fresh(HUMAN)).json["results"] == ["own"]
-    assert not buffer.is_paused(fake_redis, HUMAN_CHAT)
+    assert not paused(fake_redis, HUMAN_CHAT)
 
 
 def test_send_message_event_of_our_send_is_own_and_of_an_attendant_pauses(client, fake_redis):
     body = fresh("65_v2_3_7_send_message_own_sendText.json")
     cid = buffer.chat_ref("atendimento", "5511999999901@s.whatsapp.net")
-    buffer.note_outgoing(fake_redis, "atendimento", cid, "Temos sim!", body["data"]["key"]["id"])
+    buffer.note_sending(fake_redis, "atendimento", cid, "r1", "Temos sim!")
+    buffer.note_sent(fake_redis, "atendimento", cid, "r1", "Temos sim!", body["data"]["key"]["id"])
     assert post(client, body).json["results"] == ["own"]
     attendant = with_text(body, "Oi, aqui é a Júlia, da loja", "3EB0000000000000000099")  # Chatwoot, not our sendText
     assert post(client, attendant).json["results"] == ["paused"]
-    assert buffer.is_paused(fake_redis, cid)
+    assert paused(fake_redis, cid)
 
 
 def test_hash_bot_from_the_owner_resumes(client, fake_redis):
     post(client, fresh(HUMAN))
-    assert buffer.is_paused(fake_redis, HUMAN_CHAT)
+    assert paused(fake_redis, HUMAN_CHAT)
     assert post(client, with_text(fresh(HUMAN), "#bot", "3EB0742228A7FA7CB97E45")).json["results"] == ["resumed"]
-    assert not buffer.is_paused(fake_redis, HUMAN_CHAT)
+    assert not paused(fake_redis, HUMAN_CHAT)
 
 
 # --- health and logs ------------------------------------------------------------------------
@@ -307,6 +314,24 @@ def test_redis_down_retry_mode_answers_503_and_sends_nothing(client_for, gemini,
     assert post(client, load_payload("67_v2_3_7_connection_update_open.json")).status_code == 200
     time.sleep(0.3)
     assert evolution.requests == [] and gemini.requests == []
+
+
+def test_redis_full_answers_503_not_direct_mode_and_accepts_the_redelivery(client_for, gemini, evolution, tmp_path):
+    """At maxmemory with noeviction (as in docker-compose.yml) Redis refuses writes with OOM: the webhook must
+    answer 503 so Evolution delivers again, and must not mistake a full Redis for a down one (direct mode)."""
+    server = RedisServer(tmp_path, extra_args=("--maxmemory", "1", "--maxmemory-policy", "noeviction")).start()
+    try:
+        redis = server.client()
+        client = client_for(redis=redis)  # REDIS_DOWN=direct, the default
+        body = text_message("oi", "FULL1")
+        response = post(client, body)
+        assert response.status_code == 503 and "full" in response.json["error"]
+        time.sleep(0.3)
+        assert evolution.requests == [] and gemini.requests == []
+        redis.config_set("maxmemory", "0")  # the operator made room
+        assert post(client, body).json["results"] == ["scheduled"]
+    finally:
+        server.stop()
 
 
 # --- fuzz: any JSON -------------------------------------------------------------------------

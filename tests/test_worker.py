@@ -14,7 +14,9 @@ import time
 
 import pytest
 
+import ai_service
 import buffer
+import chats
 import memory
 import parser
 import webhook
@@ -90,6 +92,10 @@ def inline_media(gemini, i=-1):
     blobs = [part.get("inlineData") or part.get("inline_data") for part in gemini.parts(i)]
     return [(blob.get("mimeType") or blob.get("mime_type"), base64.urlsafe_b64decode(blob["data"]))
             for blob in blobs if blob]
+
+
+def paused(ctx, cid):
+    return chats.state(ctx.redis, cid)["state"] == "paused"
 
 
 def history_texts(ctx, cid):
@@ -255,11 +261,11 @@ def test_reply_is_dropped_once_send_retry_minutes_have_passed(bot, gemini, evolu
     with caplog.at_level(logging.ERROR):
         worker.process_chat(ctx, cid)
 
-    assert len(evolution.calls("sendText")) == 2 and evolution.sent_texts() == []
+    assert len(evolution.calls("sendText")) == 1 and evolution.sent_texts() == []
     assert due(ctx, cid) is None and not ctx.redis.exists(buffer.keys(cid)["reply"])
     assert "reply dropped" in caplog.text
     worker.process_chat(ctx, cid)
-    assert len(evolution.calls("sendText")) == 2
+    assert len(evolution.calls("sendText")) == 1
 
 
 # --- history -------------------------------------------------------------------------------------
@@ -355,7 +361,7 @@ def test_customer_asking_for_an_attendant_gets_the_handoff_message_and_the_bot_p
 
     assert gemini.requests == []
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Já chamo alguém da equipe!")]
-    assert buffer.is_paused(ctx.redis, cid)
+    assert paused(ctx, cid)
     later = parser.parse_body(text_message("alô?", "HO2"))[0]
     assert buffer.add_message(ctx.redis, ctx.queue, later, ctx.settings) == "paused"
 
@@ -414,7 +420,7 @@ def test_echo_of_our_own_send_does_not_pause_the_chat(bot, gemini, evolution, ec
     sent_id = evolution.sent_messages()[0]["key"]["id"]
 
     assert post(client, echo("Temos pão de queijo.", sent_id)) == ["own"]
-    assert not buffer.is_paused(ctx.redis, cid)
+    assert not paused(ctx, cid)
     assert post(client, text_message("quanto custa?", "EC2", number=OWNER_CHAT, instance="Ivo Teste")) == ["scheduled"]
 
 
@@ -433,7 +439,7 @@ def test_echo_arriving_before_the_send_returned_its_id_does_not_pause_the_chat(b
 
     assert outcome == ["own"]
     assert [text for _, _, text in evolution.sent_texts()] == ["Temos pão de queijo.", "Quer encomendar?"]
-    assert not buffer.is_paused(ctx.redis, cid)
+    assert not paused(ctx, cid)
 
 
 def test_resume_keyword_from_the_owner_turns_the_bot_back_on(bot, gemini, evolution):
@@ -469,7 +475,7 @@ def test_redelivered_owner_command_is_applied_once(bot):
     post(client, resume)  # the same message again
 
     cid = buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net")
-    assert buffer.is_paused(ctx.redis, cid)
+    assert paused(ctx, cid)
 
 
 def test_optout_word_gets_the_optout_message_once_and_later_messages_are_ignored(bot, gemini, evolution):
@@ -511,11 +517,14 @@ def test_long_answer_is_split_on_blank_lines_with_typing_delay_per_part(bot, gem
     gemini.reply_with("Oi! Tudo bem?\n\nO bolo de cenoura custa R$ 30.\n\n\n  Quer encomendar?  ")
     worker.process_chat(ctx, receive(ctx, "quanto é o bolo?", "SPL1"))
 
-    assert [(body["text"], body.get("delay")) for body in sent_bodies(evolution)] == [
-        ("Oi! Tudo bem?", 130),
-        ("O bolo de cenoura custa R$ 30.", 200),  # 300 ms capped at MAX_TYPING_MS
-        ("Quer encomendar?", 160),
+    assert [body["delay"] for body in sent_bodies(evolution, "sendPresence")] == [130, 200, 160]  # 300 capped
+    assert [(body["text"], body.get("delay"), body["linkPreview"]) for body in sent_bodies(evolution)] == [
+        ("Oi! Tudo bem?", None, False),  # typed first ("digitando…"), then sent: a person may act in between
+        ("O bolo de cenoura custa R$ 30.", None, False),
+        ("Quer encomendar?", None, False),
     ]
+    routes = [call["route"] for call in evolution.requests if call["route"] in ("sendPresence", "sendText")]
+    assert routes == ["sendPresence", "sendText"] * 3
 
 
 def test_split_messages_off_sends_one_message(bot, gemini, evolution):
@@ -590,16 +599,18 @@ def test_voice_note_without_base64_is_downloaded_and_given_to_gemini(bot, gemini
     assert len(evolution.sent_texts()) == 1
 
 
-def test_voice_note_with_inline_base64_is_not_downloaded(bot, gemini, evolution):
+def test_inline_base64_is_never_kept_in_the_burst_and_the_media_is_fetched_when_needed(bot, gemini, evolution):
     ctx = bot()
     body = fresh("10_v2_audio_ptt_webhook_base64_placeholder.json")  # Evolution's "webhook base64" on
     body["data"]["key"]["remoteJid"] = JID
     body["data"]["message"]["base64"] = base64.b64encode(VOICE).decode()
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
     cid = arrive(ctx, body)
+    assert all(b"base64" not in entry for entry in ctx.redis.lrange(buffer.keys(cid)["burst"], 0, -1))
 
     worker.process_chat(ctx, cid)
 
-    assert evolution.calls("getBase64FromMediaMessage") == []
+    assert len(evolution.calls("getBase64FromMediaMessage")) == 1
     assert inline_media(gemini) == [("audio/ogg", VOICE)]
 
 
@@ -612,7 +623,7 @@ def test_image_with_caption_gives_gemini_the_image_and_the_caption(bot, gemini, 
     worker.process_chat(ctx, cid)
 
     assert inline_media(gemini) == [("image/jpeg", PHOTO)]
-    assert gemini.user_texts() == ["Esse é o modelo que eu quero"]
+    assert gemini.user_texts() == ["Esse é o modelo que eu quero\n" + ai_service.MEDIA_NOTE_REQUEST]
 
 
 def test_media_over_max_media_mb_alone_is_not_downloaded_and_gets_the_too_large_message(bot, gemini, evolution):
