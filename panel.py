@@ -388,11 +388,14 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
                 return jsonify(error="the system prompt cannot be empty"), 400
             path.unlink(missing_ok=True)
             return jsonify(name=name, exists=False)
+        tmp = None
         try:
             with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
                 tmp.write(text.strip() + "\n")
             os.replace(tmp.name, path)  # a reply reading it meanwhile sees the old or the new text, never half
         except OSError as error:  # e.g. prompts/ not writable by the container's user (README "Panel")
+            if tmp is not None:
+                Path(tmp.name).unlink(missing_ok=True)
             log.error("panel: cannot save prompt %s: %s", name, error)
             return jsonify(error=f"cannot write {path.name}: {error.strerror or error}"), 500
         log.info("panel: prompt %s saved (%d chars)", name, len(text))

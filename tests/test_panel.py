@@ -334,6 +334,10 @@ def test_prompts_read_and_write_files_next_to_the_system_prompt(owner, prompts, 
         assert put(bad, {"text": "x"}).status_code in (400, 404), bad
     assert not any(p.name != "system.md" for p in prompts.iterdir())
     assert put("loja2", {"texto": "x"}).status_code == 400
+    (prompts / "loja3.md").mkdir()  # something in the way: the answer says so, and nothing is left behind
+    failed = put("loja3", {"text": "Você é o Tom."})
+    assert failed.status_code == 500 and "cannot write loja3.md" in failed.get_json()["error"]
+    assert sorted(p.name for p in prompts.iterdir()) == ["loja3.md", "system.md"]
     assert "loja2" not in [p.stem for p in prompts.iterdir()]
 
 
