@@ -29,8 +29,8 @@ from parser import mask
 
 log = logging.getLogger(__name__)
 
-PROMPT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-CHAT_ID = re.compile(r"^[0-9a-f]{20}$")
+PROMPT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CHAT_ID = re.compile(r"[0-9a-f]{20}")
 FREE_TRIES = 5  # wrong passwords per IP before each next try must wait 1 s, 2 s, 4 s… up to MAX_WAIT
 MAX_WAIT = 900
 MAX_REPLY_CHARS = 4096
@@ -200,7 +200,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
         return [summary(meta, now) for meta in chatlog.chats(redis)]
 
     def one_chat(cid, reveal=False):
-        meta = chatlog.details(redis, cid) if CHAT_ID.match(cid) else None
+        meta = chatlog.details(redis, cid) if CHAT_ID.fullmatch(cid) else None
         if meta is None:
             return None
         item = summary(meta, time.time(), reveal)
@@ -222,7 +222,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
             names |= {p.stem for p in folder.glob("*.md")}
         names.discard(prompt_path("system").stem)
         names.discard("system")
-        return ["system", *sorted(n for n in names if PROMPT_NAME.match(n))]
+        return ["system", *sorted(n for n in names if PROMPT_NAME.fullmatch(n))]
 
     def queue_name():
         return queue.name if queue is not None else "whatsapp"
@@ -294,7 +294,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
         return jsonify(chat) if chat else (jsonify(error="no such chat"), 404)
 
     def act(cid, action):
-        if not CHAT_ID.match(cid) or chatlog.details(redis, cid) is None:
+        if not CHAT_ID.fullmatch(cid) or chatlog.details(redis, cid) is None:
             return jsonify(error="no such chat"), 404
         result = action()
         log.info("panel: chat %s: %s", cid, result)
@@ -318,7 +318,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @bp.post("/api/chats/<cid>/forget")
     @login_required
     def api_forget(cid):
-        if not CHAT_ID.match(cid) or chatlog.details(redis, cid) is None:
+        if not CHAT_ID.fullmatch(cid) or chatlog.details(redis, cid) is None:
             return jsonify(error="no such chat"), 404
         erased = chats.forget(redis, cid)
         log.info("panel: chat %s erased (%d keys)", cid, erased)
@@ -344,7 +344,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
             return jsonify(error='send JSON {"text": "..."} with a non-empty text'), 400
         if len(text) > MAX_REPLY_CHARS:
             return jsonify(error=f"text longer than {MAX_REPLY_CHARS} characters"), 400
-        meta = chatlog.details(redis, cid) if CHAT_ID.match(cid) else None
+        meta = chatlog.details(redis, cid) if CHAT_ID.fullmatch(cid) else None
         if not meta or not meta.get("reply_to"):
             return jsonify(error="no such chat"), 404
         take_over(cid)
@@ -365,7 +365,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @bp.get("/api/prompts/<name>")
     @login_required
     def api_prompt(name):
-        if not PROMPT_NAME.match(name):
+        if not PROMPT_NAME.fullmatch(name):
             return jsonify(error="prompt names are letters, digits, - and _"), 400
         path = prompt_path(name)
         exists = path.is_file()
@@ -376,7 +376,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @login_required
     def api_save_prompt(name):
         """Write prompts/<name>.md; the next reply reads it (no restart). An empty instance prompt is removed."""
-        if not PROMPT_NAME.match(name):
+        if not PROMPT_NAME.fullmatch(name):
             return jsonify(error="prompt names are letters, digits, - and _"), 400
         body = json_body()
         text = body.get("text") if body else None
@@ -412,7 +412,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
         instance = body.get("instance") or "" if body else ""
         if not isinstance(text, str) or not text.strip() or not isinstance(instance, str):
             return jsonify(error='send JSON {"instance": "...", "text": "..."}'), 400
-        if instance and not PROMPT_NAME.match(instance):
+        if instance and not PROMPT_NAME.fullmatch(instance):
             return jsonify(error="instance names are letters, digits, - and _"), 400
         prompt = body.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():

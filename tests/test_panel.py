@@ -329,7 +329,7 @@ def test_prompts_read_and_write_files_next_to_the_system_prompt(owner, prompts, 
     assert ai_service.load_system_prompt(settings, "shop") == "Você é o Zé."
     assert put("system", {"text": "  "}).status_code == 400
     assert put("loja2", {"text": ""}).status_code == 200 and not (prompts / "loja2.md").exists()
-    for bad in ("a.b", "..", "ç", "x" * 65, "a%2Fb"):
+    for bad in ("a.b", "..", "ç", "x" * 65, "a%2Fb", "system%0A", "loja%0A"):
         assert owner.get(f"/panel/api/prompts/{bad}").status_code in (400, 404), bad
         assert put(bad, {"text": "x"}).status_code in (400, 404), bad
     assert not any(p.name != "system.md" for p in prompts.iterdir())
