@@ -66,12 +66,21 @@ def build_prompt(history, user_text, media=()):
     return contents
 
 
+def thinking_config(settings):
+    """GEMINI_THINKING_BUDGET: 0 turns thinking off (short WhatsApp answers), -1 leaves the model's default."""
+    if settings.gemini_thinking_budget == -1:
+        return None
+    return types.ThinkingConfig(thinking_budget=settings.gemini_thinking_budget)
+
+
 def generate_reply(client, settings, history, user_text, system_prompt, media=()):
     """Return Gemini's answer text, or raise ReplyError. An empty or blocked answer is an error."""
     contents = build_prompt(history, user_text, media)
     config = types.GenerateContentConfig(
         system_instruction=system_prompt,
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # we declare no tools
+        max_output_tokens=settings.gemini_max_output_tokens,
+        thinking_config=thinking_config(settings),
     )
     try:
         response = client.models.generate_content(model=settings.gemini_model, contents=contents, config=config)
