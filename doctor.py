@@ -86,9 +86,9 @@ def check_gemini(settings):
     if not settings.gemini_api_key.strip():
         return check_gemini_key(settings)
     config = types.GenerateContentConfig(max_output_tokens=8, thinking_config=ai_service.thinking_config(settings))
+    client = ai_service.make_client(settings)  # kept in a name: a dropped Client closes its HTTP client
     try:
-        ai_service.make_client(settings).models.generate_content(
-            model=settings.gemini_model, contents="Responda só: ok", config=config)
+        client.models.generate_content(model=settings.gemini_model, contents="Responda só: ok", config=config)
     except errors.APIError as error:
         if error.code in (400, 401, 403):
             return Check(FAIL, "Gemini", f"a chave foi recusada ({error.code} {error.status}). Confira GEMINI_API_KEY no "
