@@ -90,6 +90,10 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
     except Exception as error:  # the SDK's transport (httpx or httpx2) failed: refused, reset, timed out
         raise ReplyError(f"Gemini unreachable: {type(error).__name__}", retryable=True) from error
 
+    usage = response.usage_metadata
+    if usage is not None:  # what each reply costs: README.pt-BR.md "Quanto custa o Gemini"
+        log.info("Gemini tokens: prompt %s, answer %s, thinking %s", usage.prompt_token_count,
+                 usage.candidates_token_count, usage.thoughts_token_count or 0)
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise ReplyError(f"prompt blocked: {feedback.block_reason}", retryable=False)

@@ -90,6 +90,9 @@ def check_gemini(settings):
     try:
         client.models.generate_content(model=settings.gemini_model, contents="Responda só: ok", config=config)
     except errors.APIError as error:
+        if error.code == 400 and "api key" not in str(error.message).lower():
+            return Check(FAIL, "Gemini", f"o Google recusou o pedido: {str(error.message)[:160].rstrip('.')}. Se fala de "
+                         "thinking, ponha GEMINI_THINKING_BUDGET=-1 no .env")
         if error.code in (400, 401, 403):
             return Check(FAIL, "Gemini", f"a chave foi recusada ({error.code} {error.status}). Confira GEMINI_API_KEY no "
                          ".env (copie de novo em https://aistudio.google.com/apikey, sem espaços)")

@@ -25,3 +25,11 @@ def test_generation_config_carries_the_limits(make_settings, gemini, env, expect
     gemini.reply_with("Oi!")
     assert ai_service.generate_reply(ai_service.make_client(settings), settings, [], "oi", "Seja breve.") == "Oi!"
     assert camel(gemini.requests[-1]["body"]["generationConfig"]) == expected
+
+
+def test_each_reply_logs_its_token_counts(make_settings, gemini, caplog):
+    settings = make_settings()
+    gemini.reply_with("Temos sim, de 39 a 44.")
+    with caplog.at_level("INFO", logger="ai_service"):
+        ai_service.generate_reply(ai_service.make_client(settings), settings, [], "tem tênis 42?", "Seja breve.")
+    assert "Gemini tokens: prompt 3, answer 6, thinking 0" in caplog.text  # the fake counts words

@@ -119,3 +119,12 @@ def test_the_shipped_prompt_template_fails_until_filled_in(check, evolution, gem
 def test_a_malformed_setting_is_one_line(check):
     status, lines = check(BOT_ACTIVE="sometimes", BUSINESS_HOURS="mon 08:00-12:00")
     assert status != 0 and lines == []
+
+
+def test_a_request_google_refuses_for_another_reason_is_not_called_a_wrong_key(check, evolution, gemini):
+    gemini.fail_next(400, body={"error": {"code": 400, "status": "INVALID_ARGUMENT",
+                                          "message": "Thinking budget is not supported for this model."}})
+    status, lines = check()
+    assert status == 1
+    assert failed(lines) == ["✗ Gemini: o Google recusou o pedido: Thinking budget is not supported for this model. "
+                             "Se fala de thinking, ponha GEMINI_THINKING_BUDGET=-1 no .env"]
