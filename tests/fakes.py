@@ -510,7 +510,7 @@ class FakeEvolution(_FakeHTTPServer):
             "id": self.instance_ids[name], "name": name, "connectionStatus": state,
             "ownerJid": "5511999999900@s.whatsapp.net" if state == "open" else None,
             "profileName": "Loja Exemplo", "profilePicUrl": None, "integration": "WHATSAPP-BAILEYS",
-            "number": None, "businessId": None, "token": self.instances[name] or "", "clientName": "evolution_exchange",
+            "number": None, "businessId": None, "token": self.instances[name] or "", "clientName": "evolution",
             "disconnectionReasonCode": reason if closed else None,
             "disconnectionObject": None, "disconnectionAt": None,
             "createdAt": "2026-11-01T12:00:00.000Z", "updatedAt": "2026-11-01T12:00:00.000Z",
