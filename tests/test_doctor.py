@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import instances
-from conftest import ROOT, TOKEN, free_port
+from conftest import ROOT, TOKEN, free_port, wait_until
 
 FILLED = "Você é a Bia, da Doceria Exemplo. Vendemos bolos. Horário: seg a sex, 9h às 18h.\n"
 
@@ -128,3 +128,13 @@ def test_a_request_google_refuses_for_another_reason_is_not_called_a_wrong_key(c
     assert status == 1
     assert failed(lines) == ["✗ Gemini: o Google recusou o pedido: Thinking budget is not supported for this model. "
                              "Se fala de thinking, ponha GEMINI_THINKING_BUDGET=-1 no .env"]
+
+
+def test_a_worker_logs_the_checks_at_start_up_without_asking_gemini(stack, gemini):
+    worker = stack.workers[0]
+    wait_until(lambda: "check ✗ instruções do bot" in worker.output(), timeout=20, message="the start-up checks")
+    log = worker.output()
+    assert "check ✓ Redis: respondendo" in log
+    assert "check ✓ Gemini: chave configurada" in log
+    assert "check ✓ WhatsApp de 'shop': conectado" in log
+    assert gemini.requests == []  # a restart spends no quota

@@ -116,13 +116,30 @@ def test_a_closed_instance_is_alerted_through_another_open_one(app_for, evolutio
     assert len(evolution.sent_texts()) == 1
 
 
+def test_without_a_recorded_open_instance_evolution_is_asked_which_is_open(app_for, evolution):
+    evolution.set_state("shop", "close", 401)
+    evolution.set_state("Ivo Teste", "close", 401)
+    client = app_for(OWNER_NUMBER=OWNER)
+    post(client, update("shop", "close", 401))
+    evolution.wait_for(1)
+    assert [(i, n) for i, n, _ in evolution.sent_texts()] == [("loja2", OWNER)]
+    assert len(evolution.calls("fetchInstances")) == 1
+
+
 def test_no_other_open_instance_means_no_alert_and_a_warning(app_for, evolution, caplog):
+    for name in ("shop", "Ivo Teste", "loja2"):
+        evolution.set_state(name, "close", 401)
     client = app_for(OWNER_NUMBER=OWNER)
     with caplog.at_level(logging.WARNING):
         post(client, update("loja2", "close", 401))
+        wait_until(lambda: "no other connected number" in caplog.text, timeout=5, message="the warning")
+    assert evolution.sent_texts() == []
+
+
+def test_without_owner_number_nothing_is_sent_or_asked(app_for, evolution):
+    post(app_for(), update("loja2", "close", 401))
     time.sleep(0.3)
     assert evolution.requests == []
-    assert "no other connected number" in caplog.text
 
 
 def test_a_refused_call_is_a_warning_at_most_once_a_minute(app_for, caplog, monkeypatch):
