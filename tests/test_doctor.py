@@ -1,6 +1,5 @@
 """`python worker.py check` as a real process against the fake Evolution and Gemini and a real redis-server."""
 
-import json
 import os
 import subprocess
 import sys
