@@ -121,6 +121,13 @@ def split_media_note(text):
     return match.group(1).strip(), text[match.end():].strip()
 
 
+def thinking_config(settings):
+    """GEMINI_THINKING_BUDGET: 0 turns thinking off (short WhatsApp answers), -1 leaves the model's default."""
+    if settings.gemini_thinking_budget == -1:
+        return None
+    return types.ThinkingConfig(thinking_budget=settings.gemini_thinking_budget)
+
+
 def generate_reply(client, settings, history, user_text, system_prompt, media=()):
     """Return Gemini's answer text, or raise ReplyError (an empty or blocked answer is one) or Handoff."""
     contents = build_prompt(history, user_text, media)
@@ -128,6 +135,8 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
         system_instruction=system_prompt,
         tools=[types.Tool(function_declarations=[TRANSFER_TO_HUMAN])],
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # we act on the call
+        max_output_tokens=settings.gemini_max_output_tokens,
+        thinking_config=thinking_config(settings),
     )
     try:
         response = client.models.generate_content(model=settings.gemini_model, contents=contents, config=config)
@@ -137,6 +146,10 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
     except Exception as error:  # the SDK's transport (httpx or httpx2) failed: refused, reset, timed out
         raise ReplyError(f"Gemini unreachable: {type(error).__name__}", retryable=True) from error
 
+    usage = response.usage_metadata
+    if usage is not None:  # what each reply costs: README.pt-BR.md "Quanto custa o Gemini"
+        log.info("Gemini tokens: prompt %s, answer %s, thinking %s", usage.prompt_token_count,
+                 usage.candidates_token_count, usage.thoughts_token_count or 0)
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise ReplyError(f"prompt blocked: {feedback.block_reason}", retryable=False)

@@ -117,6 +117,15 @@ class Settings:
     # Owner's web panel: empty means no panel.
     panel_password: str = ""
 
+    # --- The owner's first week (issue 13): business hours, alerts to the owner, Gemini limits ---
+    business_hours: str = ""  # e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" (seg…dom too); see hours.py
+    business_timezone: str = "America/Sao_Paulo"
+    bot_active: str = "always"  # always · outside_business_hours · during_business_hours
+    closed_message: str = ""  # sent once per chat per day while the bot is off; empty: stay silent
+    owner_number: tuple = ()  # numbers that get WhatsApp alerts (handoff, fallback, a number unlinked)
+    gemini_max_output_tokens: int = 1024
+    gemini_thinking_budget: int = 0  # 0: no thinking (short answers, faster, cheaper); -1: the model's default
+
     @property
     def history_ttl_seconds(self) -> int:
         return int(self.history_ttl_days * 86400)
@@ -198,8 +207,9 @@ def load_settings(environ=None, require=("REDIS_URL",)):
             raise SettingsError(f"{name} is only spaces: set a real secret (python3 config.py --init-env) or leave it empty")
         if raw is not None and (raw.strip() or field.type is str):
             values[field.name] = _parse(name, raw, field.type)
-    if "redis_down" in values:
-        values["redis_down"] = values["redis_down"].strip().lower()
+    for name in ("redis_down", "bot_active"):
+        if name in values:
+            values[name] = values[name].strip().lower()
 
     legacy_url = environ.get("EVOLUTION_API", "").strip()
     if legacy_url and not values.get("evolution_api_url"):
@@ -245,6 +255,7 @@ def _validate(settings, require):
         raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
     if settings.max_regenerations < 0:
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
+    _validate_owner_week(settings)
 
 
 def _check_secrets(settings):
@@ -264,6 +275,29 @@ def redis_password(url):
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password else ""
     return password or parse_qs(parts.query).get("password", [""])[0]
+
+
+def _validate_owner_week(settings):
+    """Business hours, BOT_ACTIVE and the Gemini limits: one line naming the setting when one is wrong."""
+    import hours
+
+    try:
+        hours.parse_business_hours(settings.business_hours)
+    except ValueError as error:
+        raise SettingsError(f"BUSINESS_HOURS: {error}") from None
+    try:
+        hours.timezone(settings.business_timezone)
+    except ValueError as error:
+        raise SettingsError(f"BUSINESS_TIMEZONE: {error}") from None
+    if settings.bot_active not in hours.BOT_ACTIVE_CHOICES:
+        raise SettingsError(f"BOT_ACTIVE must be one of {', '.join(hours.BOT_ACTIVE_CHOICES)}, got {settings.bot_active!r}")
+    if settings.bot_active != "always" and not settings.business_hours.strip():
+        raise SettingsError(f"BUSINESS_HOURS is required when BOT_ACTIVE={settings.bot_active}")
+    if settings.gemini_max_output_tokens <= 0:
+        raise SettingsError(f"GEMINI_MAX_OUTPUT_TOKENS must be positive, got {settings.gemini_max_output_tokens!r}")
+    if settings.gemini_thinking_budget < -1:
+        raise SettingsError(f"GEMINI_THINKING_BUDGET must be -1 (model default), 0 (off) or a number of tokens, "
+                            f"got {settings.gemini_thinking_budget!r}")
 
 
 def setup_logging(settings):

@@ -22,7 +22,9 @@ from rq import Queue
 
 import buffer
 import chats
+import instances
 import parser
+import sender
 from config import REQUIRED_FOR_REPLYING, SettingsError, load_settings, setup_logging
 
 log = logging.getLogger(__name__)
@@ -55,16 +57,19 @@ def create_app(settings=None, redis=None, direct_context=None):
     @app.post("/webhook/<event>")
     def receive(event=""):
         token, _, event_in_query = request.args.get("token", "").partition("/")
+        event = event or event_in_query
         if not authorized(request, settings.webhook_token, token):
+            warn_refused(request)
             return jsonify(error="missing or wrong token"), 401
         try:
             body = json.loads(request.get_data())
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's limit
             return jsonify(error="body is not valid JSON"), 400
-        messages = parser.parse_body(body, event or event_in_query)
+        recorded = connection_updates(body, event)
+        messages = parser.parse_body(body, event)
         if not messages:
-            log.debug("ignored event %r", _event_name(body, event or event_in_query))
-            return jsonify(status="ignored")
+            log.debug("ignored event %r", _event_name(body, event))
+            return jsonify(status="recorded" if recorded else "ignored")
         outcomes = []
         try:
             for message in messages:
@@ -83,6 +88,18 @@ def create_app(settings=None, redis=None, direct_context=None):
             if direct is not None:
                 direct.recovered()
         return jsonify(status="ok", results=outcomes)
+
+    alert_session = sender.make_session()
+
+    def connection_updates(body, event):
+        """`connection.update`: each instance's state for /health; a closed one is logged loudly and alerted."""
+        updates = parser.parse_connection_update(body, event)
+        if updates:
+            try:
+                instances.handle_updates(redis, settings, updates, alert_session, time.time())
+            except redis_lib.RedisError as error:
+                log.warning("connection.update not recorded: Redis unavailable (%s)", error)
+        return bool(updates)
 
     own_numbers = set()  # every instance's own JID seen so far, to never answer another instance of this bot
 
@@ -110,9 +127,10 @@ def create_app(settings=None, redis=None, direct_context=None):
     def health():
         try:
             redis.ping()
+            states = instances.all_states(redis)
         except redis_lib.RedisError:
             return jsonify(redis="unreachable"), 503
-        return jsonify(redis="ok")
+        return jsonify(redis="ok", instances=states)
 
     @app.errorhandler(413)
     def too_large(_error):
@@ -143,6 +161,20 @@ def authorized(req, token, given=None):
     if header.lower().startswith("bearer "):
         given = given or header[7:].strip()
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+_refused = {"last": 0.0}
+_refused_lock = threading.Lock()
+
+
+def warn_refused(req):
+    """Log a call refused for its token, at most once a minute per process (a wrong token floods otherwise)."""
+    with _refused_lock:
+        if time.monotonic() - _refused["last"] < 60 and _refused["last"]:
+            return
+        _refused["last"] = time.monotonic()
+    log.warning("refused a webhook call from %s with a missing or wrong token: WEBHOOK_TOKEN must match the "
+                "token in Evolution's webhook URL (shown at most once a minute)", req.remote_addr)
 
 
 def _event_name(body, event):

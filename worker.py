@@ -23,6 +23,7 @@ from rq import Queue, SimpleWorker
 import ai_service
 import buffer
 import chats
+import doctor
 import memory
 import sender
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
@@ -463,7 +464,11 @@ def main(argv):
     forget = commands.add_parser("forget", help="erase one customer's history and pending messages (LGPD)")
     forget.add_argument("instance")
     forget.add_argument("number", help="the number however written (+55 85 9 9999-9913), or a JID ('@lid' too)")
+    commands.add_parser("check", help="check Redis, Gemini, Evolution, each number, the webhook and the prompt")
     args = cli.parse_args(argv)
+
+    if args.command == "check":  # issue 13: the setup doctor; exit status 1 when something is wrong
+        return doctor.run(load_settings(require=()))
 
     if args.command == "forget":
         settings = load_settings()
@@ -472,6 +477,7 @@ def main(argv):
         return 0
     settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
     setup_logging(settings)
+    threading.Thread(target=doctor.log_startup, args=(settings,), daemon=True).start()  # issue 13
     global _context
     _context = make_context(settings)
     run_worker(_context)
