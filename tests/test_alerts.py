@@ -22,7 +22,8 @@ def test_alert_goes_to_every_owner_number_on_the_given_instance(make_settings, f
     assert alerts.notify_owner(session, settings, fake_redis, "loja2", text) == 2
     assert evolution.sent_texts() == [("loja2", OWNER, text), ("loja2", "5511999990003", text)]
     bodies = [call["json"] for call in evolution.calls("sendText")]
-    assert bodies == [{"number": OWNER, "text": text}, {"number": "5511999990003", "text": text}]
+    assert bodies == [{"number": OWNER, "text": text, "linkPreview": False},
+                      {"number": "5511999990003", "text": text, "linkPreview": False}]
     assert all(call["headers"]["apikey"] == settings.evolution_api_key for call in evolution.calls("sendText"))
 
 
@@ -62,7 +63,7 @@ def test_no_owner_number_sends_nothing(make_settings, fake_redis, evolution, ses
 
 @pytest.mark.parametrize("fault", [401, 500, "down"])
 def test_a_failed_alert_is_logged_never_raised(make_settings, fake_redis, evolution, session, caplog, fault):
-    settings = make_settings(OWNER_NUMBER=OWNER, EVOLUTION_API_KEY="wrong" if fault == 401 else "test-evolution-key")
+    settings = make_settings(OWNER_NUMBER=OWNER, EVOLUTION_API_KEY="wrong-evolution-key-000" if fault == 401 else "test-evolution-key")
     if fault == "down":
         evolution.down()
     elif fault == 500:

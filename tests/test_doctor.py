@@ -79,7 +79,7 @@ def test_an_unreachable_evolution_fails(check, evolution, gemini):
 
 
 def test_a_wrong_evolution_key_fails(check, evolution, gemini):
-    status, lines = check(EVOLUTION_API_KEY="nope")
+    status, lines = check(EVOLUTION_API_KEY="wrong-evolution-key-000")
     assert status == 1
     assert failed(lines)[0].startswith("✗ Evolution: a chave foi recusada (401)")
 
