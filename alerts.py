@@ -7,6 +7,7 @@ logged, and the customer's conversation goes on.
 import logging
 import re
 
+import buffer
 import sender
 from parser import mask
 
@@ -39,8 +40,11 @@ def notify_owner(session, settings, redis, instance, text, cause=None):
     sent = 0
     for number in numbers:
         try:
-            sender.send_text(session, settings, instance, number, text)
+            answer = sender.send_text(session, settings, instance, number, text)
             sent += 1
+            message_id = (answer.get("key") or {}).get("id") if isinstance(answer, dict) else None
+            if message_id:  # its echo is the bot's, not a person answering in that chat
+                redis.set(buffer.own_send_key(instance, message_id), "alert -", ex=86400)
         except Exception as error:  # noqa: BLE001 - an alert must never break the caller
             log.error("alert to the owner %s on %s failed: %s", mask(number), mask(instance), error)
     if sent:

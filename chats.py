@@ -131,6 +131,22 @@ def stop(redis, cid, settings):
     return _act(redis, cid, "stop", settings)
 
 
+def owner_command(redis, message, settings):
+    """`#parar 5511…`, `#pausar 5511…` or `#bot 5511…` in the shop's own "message yourself" chat: act on
+    that customer's chat (every form of the number), which never sees the command. Applied once per message id."""
+    words = message.text.split()
+    actions = {settings.resume_keyword.lower(): "resume", settings.stop_keyword.lower(): "stop",
+               settings.pause_keyword.lower(): "pause"}
+    action = actions.get(words[0].lower()) if len(words) > 1 else None
+    if action is None:
+        return "ignored"
+    if not redis.set(buffer.seen_key(message.instance, message.message_id), 1, nx=True, ex=settings.dedupe_ttl_seconds):
+        return "duplicate"
+    outcomes = {_act(redis, buffer.chat_ref(message.instance, jid), action, settings)
+                for jid in customer_jids(" ".join(words[1:]))}
+    return outcomes.pop() if len(outcomes) == 1 else "stopped" if "stopped" in outcomes else "paused"
+
+
 def state(redis, cid, now=None):
     """What the chat is doing: waiting (a burst pending until `until`), answering, paused (until), stopped or idle."""
     now = time.time() if now is None else now

@@ -59,6 +59,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     redis_down: str = "direct"
     direct_reply_threads: int = 4
+    direct_queue_max: int = 50  # direct answers waiting per webhook process; past it, 503
 
     # Failures and recovery
     gemini_max_attempts: int = 4
@@ -73,6 +74,8 @@ class Settings:
     max_burst_messages: int = 30
     max_reply_parts: int = 5
     rate_limit_per_hour: int = 60
+    gemini_max_calls_per_hour: int = 600  # for the whole bot, every chat together (0 = no ceiling)
+    max_messages_per_body: int = 50
 
     # Who the bot talks to
     reply_to_groups: bool = False
@@ -91,6 +94,7 @@ class Settings:
     handoff_message: str = PT_HANDOFF
     resume_keyword: str = "#bot"
     stop_keyword: str = "#parar"
+    pause_keyword: str = "#pausar"  # in the shop's own chat, with a number: pause that customer's chat
     optout_keywords: tuple = ("sair", "parar")
     optout_days: float = 30.0
     optout_message: str = PT_OPTOUT

@@ -11,7 +11,7 @@ import logging
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import redis as redis_lib
@@ -70,6 +70,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         if not messages:
             log.debug("ignored event %r", _event_name(body, event))
             return jsonify(status="recorded" if recorded else "ignored")
+        if len(messages) > settings.max_messages_per_body:  # Evolution posts one; a flood is refused whole
+            log.warning("refused a body of %d messages (MAX_MESSAGES_PER_BODY=%d)", len(messages),
+                        settings.max_messages_per_body)
+            return jsonify(error=f"more than MAX_MESSAGES_PER_BODY={settings.max_messages_per_body} messages"), 413
         outcomes = []
         try:
             for message in messages:
@@ -84,6 +88,8 @@ def create_app(settings=None, redis=None, direct_context=None):
                 log.error("Redis unavailable (%s): answering 503 so Evolution delivers again", error)
                 return jsonify(error="Redis unavailable, retry later"), 503
             outcomes += [direct.submit(message) for message in messages[len(outcomes):]]
+            if "busy" in outcomes:
+                return jsonify(error="too many direct answers waiting, retry later"), 503
         else:
             if direct is not None:
                 direct.recovered()
@@ -108,6 +114,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         who = parser.mask(message.reply_to)
         if message.own_jid:
             own_numbers.add(message.own_jid)
+        if message.from_me and message.chat_id == message.own_jid:  # the shop's own "message yourself" chat
+            outcome = chats.owner_command(redis, message, settings)
+            log.info("owner command in the self-chat: %s", outcome)
+            return outcome
         reason = parser.reason_to_ignore(message, settings, time.time())
         if not reason and message.chat_id in own_numbers:
             reason = "another number served by this bot (no bot-to-bot loops)"
@@ -184,7 +194,12 @@ def _event_name(body, event):
 
 
 class DirectReplies:
-    """Degraded mode: answer each message at once in a few threads, deduped in memory, while Redis is down."""
+    """Degraded mode: answer each message at once in a few threads, deduped in memory, while Redis is down.
+
+    It keeps its own safeguards, in this process's memory: a bounded queue (past DIRECT_QUEUE_MAX the
+    webhook answers 503 and Evolution delivers again later), RATE_LIMIT_PER_HOUR per chat, and the
+    opt-out and handoff words (answered with their fixed text; the chat then stays quiet until Redis is back).
+    """
 
     def __init__(self, settings, make_context):
         self.settings = settings
@@ -194,9 +209,12 @@ class DirectReplies:
         self.seen = OrderedDict()
         self.lock = threading.Lock()
         self.degraded = False
+        self.pending = 0
+        self.hour, self.counts, self.held = None, Counter(), set()
 
     def submit(self, message):
-        """Queue one message for a direct answer unless it is a duplicate or not a customer's message."""
+        """Queue one message for a direct answer; returns what happened ("busy": answer 503, nothing was taken)."""
+        settings = self.settings
         with self.lock:
             if not self.degraded:
                 log.error("DEGRADED: Redis is down; answering each message directly (no debounce, no history)")
@@ -206,28 +224,51 @@ class DirectReplies:
             key = (message.instance, message.message_id)
             if key in self.seen:
                 return "duplicate"
+            if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
+                    message, settings, time.time()):
+                return "ignored"
+            if self.pending >= settings.direct_queue_max:
+                log.error("DEGRADED: %d direct answers waiting; refusing more (503) until they are sent", self.pending)
+                return "busy"
             self.seen[key] = True
             while len(self.seen) > 10_000:
                 self.seen.popitem(last=False)
-        if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
-            message, self.settings, time.time()
-        ):
-            return "ignored"
+            chat = (message.instance, message.chat_id)
+            if chat in self.held:
+                return "paused"
+            hour = int(time.time() // 3600)
+            if hour != self.hour:
+                self.hour, self.counts = hour, Counter()
+            self.counts[chat] += 1
+            if settings.rate_limit_per_hour and self.counts[chat] > settings.rate_limit_per_hour:
+                return "rate_limited"
+            fixed = None
+            if message.text.strip().lower() in settings.optout_keywords:
+                fixed = settings.optout_message
+            elif settings.handoff_phrases and parser.has_phrase(message.text, settings.handoff_phrases):
+                fixed = settings.handoff_message
+            if fixed:
+                self.held.add(chat)
+            self.pending += 1
         import worker
 
-        self.pool.submit(self._answer, worker, message)
+        self.pool.submit(self._answer, worker, message, fixed)
         return "answered directly"
 
-    def _answer(self, worker, message):
+    def _answer(self, worker, message, fixed):
         try:
-            worker.answer_directly(self.context, message)
+            worker.answer_directly(self.context, message, fixed)
         except Exception:
             log.exception("degraded mode: could not answer %s", parser.mask(message.reply_to))
+        finally:
+            with self.lock:
+                self.pending -= 1
 
     def recovered(self):
         if self.degraded:
             with self.lock:
                 self.degraded = False
+                self.held.clear()
             log.warning("Redis is back: debounce and history resumed")
 
 
