@@ -7,11 +7,16 @@ the person acted. What the customer wrote and what the person answered go into t
 so the bot does not contradict the person when it resumes.
 """
 
+import logging
 import re
 import time
 
+import redis as redis_lib
+
 import buffer
 import memory
+
+log = logging.getLogger(__name__)
 
 # The per-chat keys a person's action touches, in the order the scripts receive them.
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
@@ -173,11 +178,28 @@ def state(redis, cid, now=None):
 
 
 def forget(redis, cid):
-    """Erase everything kept about one chat (LGPD). Returns how many keys were deleted."""
+    """Erase everything kept about one chat (LGPD), also from the disk. Returns how many keys were deleted.
+
+    A job sending to that chat at this moment loses its lock with the rest, so it sends and writes nothing more.
+    """
+    deleted = _erase(redis, cid)
+    rewrite_aof(redis)
+    return deleted
+
+
+def _erase(redis, cid):
     pipe = redis.pipeline()
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
     return pipe.execute()[0]
+
+
+def rewrite_aof(redis):
+    """Have Redis rewrite its append-only file, so erased text leaves the disk too (not only memory)."""
+    try:
+        redis.bgrewriteaof()
+    except redis_lib.ResponseError as error:  # one already running: Redis schedules another after it
+        log.info("AOF rewrite not started now: %s", error)
 
 
 def customer_jids(written):
@@ -196,4 +218,6 @@ def customer_jids(written):
 
 def forget_customer(redis, instance, written):
     """`worker.py forget`: erase the customer on `instance` under every form of their number."""
-    return sum(forget(redis, buffer.chat_ref(instance, jid)) for jid in customer_jids(written))
+    deleted = sum(_erase(redis, buffer.chat_ref(instance, jid)) for jid in customer_jids(written))
+    rewrite_aof(redis)
+    return deleted
