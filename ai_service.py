@@ -121,6 +121,13 @@ def split_media_note(text):
     return match.group(1).strip(), text[match.end():].strip()
 
 
+def thinking_config(settings):
+    """GEMINI_THINKING_BUDGET: 0 turns thinking off (short WhatsApp answers), -1 leaves the model's default."""
+    if settings.gemini_thinking_budget == -1:
+        return None
+    return types.ThinkingConfig(thinking_budget=settings.gemini_thinking_budget)
+
+
 def generate_reply(client, settings, history, user_text, system_prompt, media=(), usage=None):
     """Return Gemini's answer text, or raise ReplyError (an empty or blocked answer is one) or Handoff.
 
@@ -131,6 +138,8 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
         system_instruction=system_prompt,
         tools=[types.Tool(function_declarations=[TRANSFER_TO_HUMAN])],
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # we act on the call
+        max_output_tokens=settings.gemini_max_output_tokens,
+        thinking_config=thinking_config(settings),
     )
     try:
         response = client.models.generate_content(model=settings.gemini_model, contents=contents, config=config)
@@ -140,9 +149,13 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
     except Exception as error:  # the SDK's transport (httpx or httpx2) failed: refused, reset, timed out
         raise ReplyError(f"Gemini unreachable: {type(error).__name__}", retryable=True) from error
 
-    if usage is not None and response.usage_metadata is not None:
-        usage.update(response.usage_metadata.model_dump(exclude_none=True, include={
-            "prompt_token_count", "candidates_token_count", "total_token_count"}))
+    metadata = response.usage_metadata
+    if metadata is not None:  # what each reply costs: README.pt-BR.md "Quanto custa o Gemini"
+        log.info("Gemini tokens: prompt %s, answer %s, thinking %s", metadata.prompt_token_count,
+                 metadata.candidates_token_count, metadata.thoughts_token_count or 0)
+        if usage is not None:  # for the panel's counters
+            usage.update(metadata.model_dump(exclude_none=True, include={
+                "prompt_token_count", "candidates_token_count", "total_token_count"}))
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise ReplyError(f"prompt blocked: {feedback.block_reason}", retryable=False)

@@ -133,6 +133,7 @@ local deadline = tonumber(redis.call('GET', KEYS[4]) or '0')
 if not has_reply and deadline <= now then
   local taken = redis.call('LRANGE', KEYS[3], 0, -1)
   for _, entry in ipairs(taken) do redis.call('RPUSH', KEYS[5], entry) end
+  if #taken > 0 then redis.call('EXPIRE', KEYS[5], 7 * 86400) end  -- like the stored reply: never kept forever
   redis.call('DEL', KEYS[3], KEYS[10])
 end
 if not has_reply and redis.call('LLEN', KEYS[5]) == 0 then

@@ -3,8 +3,11 @@
 Your lines go through the same path as WhatsApp messages (dedupe, debounce, merge the burst, ask
 Gemini with history, split the answer) and what would be sent to WhatsApp is printed instead.
 Needs only GEMINI_API_KEY; Redis is an in-memory fakeredis unless --redis-url is given.
+Python 3.11 or newer, in a virtual environment (Debian 12 and Ubuntu 24.04 refuse system-wide pip
+installs, PEP 668):
 
-    python chat.py [--debounce 3] [--instance loja] [--redis-url redis://localhost:6379/0]
+    python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements-test.txt
+    GEMINI_API_KEY=... python chat.py [--debounce 3] [--instance loja] [--redis-url redis://localhost:6379/0]
 """
 
 import argparse
@@ -21,7 +24,7 @@ from rq import Queue
 
 import buffer
 import worker
-from config import load_settings
+from config import SettingsError, load_settings
 from parser import Message
 
 CUSTOMER = "5500000000000"
@@ -94,4 +97,7 @@ def answer_due_chats(ctx):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except SettingsError as error:  # e.g. no GEMINI_API_KEY: one line, not a traceback
+        sys.exit(f"error: {error}")

@@ -7,12 +7,17 @@ the person acted. What the customer wrote and what the person answered go into t
 so the bot does not contradict the person when it resumes.
 """
 
+import logging
 import re
 import time
+
+import redis as redis_lib
 
 import buffer
 import chatlog
 import memory
+
+log = logging.getLogger(__name__)
 
 # The per-chat keys a person's action touches, in the order the scripts receive them.
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
@@ -132,6 +137,22 @@ def stop(redis, cid, settings):
     return _act(redis, cid, "stop", settings)
 
 
+def owner_command(redis, message, settings):
+    """`#parar 5511…`, `#pausar 5511…` or `#bot 5511…` in the shop's own "message yourself" chat: act on
+    that customer's chat (every form of the number), which never sees the command. Applied once per message id."""
+    words = message.text.split()
+    actions = {settings.resume_keyword.lower(): "resume", settings.stop_keyword.lower(): "stop",
+               settings.pause_keyword.lower(): "pause"}
+    action = actions.get(words[0].lower()) if len(words) > 1 else None
+    if action is None:
+        return "ignored"
+    if not redis.set(buffer.seen_key(message.instance, message.message_id), 1, nx=True, ex=settings.dedupe_ttl_seconds):
+        return "duplicate"
+    outcomes = {_act(redis, buffer.chat_ref(message.instance, jid), action, settings)
+                for jid in customer_jids(" ".join(words[1:]))}
+    return outcomes.pop() if len(outcomes) == 1 else "stopped" if "stopped" in outcomes else "paused"
+
+
 def state(redis, cid, now=None):
     """What the chat is doing: waiting (a burst pending until `until`), answering, paused (until), stopped or idle."""
     now = time.time() if now is None else now
@@ -158,12 +179,29 @@ def state(redis, cid, now=None):
 
 
 def forget(redis, cid):
-    """Erase everything kept about one chat (LGPD). Returns how many keys were deleted."""
+    """Erase everything kept about one chat (LGPD), also from the disk. Returns how many keys were deleted.
+
+    A job sending to that chat at this moment loses its lock with the rest, so it sends and writes nothing more.
+    """
+    deleted = _erase(redis, cid)
+    rewrite_aof(redis)
+    return deleted
+
+
+def _erase(redis, cid):
     pipe = redis.pipeline()
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
     chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
     return pipe.execute()[0]
+
+
+def rewrite_aof(redis):
+    """Have Redis rewrite its append-only file, so erased text leaves the disk too (not only memory)."""
+    try:
+        redis.bgrewriteaof()
+    except redis_lib.ResponseError as error:  # one already running: Redis schedules another after it
+        log.info("AOF rewrite not started now: %s", error)
 
 
 def customer_jids(written):
@@ -182,4 +220,6 @@ def customer_jids(written):
 
 def forget_customer(redis, instance, written):
     """`worker.py forget`: erase the customer on `instance` under every form of their number."""
-    return sum(forget(redis, buffer.chat_ref(instance, jid)) for jid in customer_jids(written))
+    deleted = sum(_erase(redis, buffer.chat_ref(instance, jid)) for jid in customer_jids(written))
+    rewrite_aof(redis)
+    return deleted

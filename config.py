@@ -59,6 +59,7 @@ class Settings:
     max_body_bytes: int = 16 * 1024 * 1024
     redis_down: str = "direct"
     direct_reply_threads: int = 4
+    direct_queue_max: int = 50  # direct answers waiting per webhook process; past it, 503
 
     # Failures and recovery
     gemini_max_attempts: int = 4
@@ -73,6 +74,8 @@ class Settings:
     max_burst_messages: int = 30
     max_reply_parts: int = 5
     rate_limit_per_hour: int = 60
+    gemini_max_calls_per_hour: int = 600  # for the whole bot, every chat together (0 = no ceiling)
+    max_messages_per_body: int = 50
 
     # Who the bot talks to
     reply_to_groups: bool = False
@@ -91,6 +94,7 @@ class Settings:
     handoff_message: str = PT_HANDOFF
     resume_keyword: str = "#bot"
     stop_keyword: str = "#parar"
+    pause_keyword: str = "#pausar"  # in the shop's own chat, with a number: pause that customer's chat
     optout_keywords: tuple = ("sair", "parar")
     optout_days: float = 30.0
     optout_message: str = PT_OPTOUT
@@ -117,6 +121,15 @@ class Settings:
     # Owner's web panel: empty means no panel.
     panel_password: str = ""
     log_max_entries: int = 500  # messages per chat the panel's conversation log keeps
+
+    # --- The owner's first week (issue 13): business hours, alerts to the owner, Gemini limits ---
+    business_hours: str = ""  # e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" (seg…dom too); see hours.py
+    business_timezone: str = "America/Sao_Paulo"
+    bot_active: str = "always"  # always · outside_business_hours · during_business_hours
+    closed_message: str = ""  # sent once per chat per day while the bot is off; empty: stay silent
+    owner_number: tuple = ()  # numbers that get WhatsApp alerts (handoff, fallback, a number unlinked)
+    gemini_max_output_tokens: int = 1024
+    gemini_thinking_budget: int = 0  # 0: no thinking (short answers, faster, cheaper); -1: the model's default
 
     @property
     def history_ttl_seconds(self) -> int:
@@ -199,8 +212,9 @@ def load_settings(environ=None, require=("REDIS_URL",)):
             raise SettingsError(f"{name} is only spaces: set a real secret (python3 config.py --init-env) or leave it empty")
         if raw is not None and (raw.strip() or field.type is str):
             values[field.name] = _parse(name, raw, field.type)
-    if "redis_down" in values:
-        values["redis_down"] = values["redis_down"].strip().lower()
+    for name in ("redis_down", "bot_active"):
+        if name in values:
+            values[name] = values[name].strip().lower()
 
     legacy_url = environ.get("EVOLUTION_API", "").strip()
     if legacy_url and not values.get("evolution_api_url"):
@@ -246,6 +260,7 @@ def _validate(settings, require):
         raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
     if settings.max_regenerations < 0:
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
+    _validate_owner_week(settings)
 
 
 def _check_secrets(settings):
@@ -265,6 +280,29 @@ def redis_password(url):
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password else ""
     return password or parse_qs(parts.query).get("password", [""])[0]
+
+
+def _validate_owner_week(settings):
+    """Business hours, BOT_ACTIVE and the Gemini limits: one line naming the setting when one is wrong."""
+    import hours
+
+    try:
+        hours.parse_business_hours(settings.business_hours)
+    except ValueError as error:
+        raise SettingsError(f"BUSINESS_HOURS: {error}") from None
+    try:
+        hours.timezone(settings.business_timezone)
+    except ValueError as error:
+        raise SettingsError(f"BUSINESS_TIMEZONE: {error}") from None
+    if settings.bot_active not in hours.BOT_ACTIVE_CHOICES:
+        raise SettingsError(f"BOT_ACTIVE must be one of {', '.join(hours.BOT_ACTIVE_CHOICES)}, got {settings.bot_active!r}")
+    if settings.bot_active != "always" and not settings.business_hours.strip():
+        raise SettingsError(f"BUSINESS_HOURS is required when BOT_ACTIVE={settings.bot_active}")
+    if settings.gemini_max_output_tokens <= 0:
+        raise SettingsError(f"GEMINI_MAX_OUTPUT_TOKENS must be positive, got {settings.gemini_max_output_tokens!r}")
+    if settings.gemini_thinking_budget < -1:
+        raise SettingsError(f"GEMINI_THINKING_BUDGET must be -1 (model default), 0 (off) or a number of tokens, "
+                            f"got {settings.gemini_thinking_budget!r}")
 
 
 def setup_logging(settings):

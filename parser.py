@@ -99,6 +99,26 @@ def parse_body(body, event_from_path=""):
     return messages
 
 
+def parse_connection_update(body, event_from_path=""):
+    """Every `connection.update` in a webhook body as (instance, state, status_reason); [] for anything else.
+
+    Evolution 2.3.7 posts `data: {instance, state: "open"|"close"|"connecting"|"refused", statusReason, ...}`;
+    a close is posted only when Baileys will not reconnect by itself (401 logged out, 403 banned, 402, 406).
+    """
+    updates = []
+    for event in body if isinstance(body, list) else [body]:
+        if not isinstance(event, dict) or normalize_event(event.get("event") or event_from_path) != "connection.update":
+            continue
+        data = event.get("data") if isinstance(event.get("data"), dict) else {}
+        instance = data.get("instance") or event.get("instance")
+        if isinstance(instance, dict):  # some v1 builds sent {instanceName, ...}
+            instance = instance.get("instanceName")
+        state = data.get("state")
+        if isinstance(instance, str) and instance.strip() and isinstance(state, str) and state.strip():
+            updates.append((instance.strip(), state.strip().lower(), to_int(data.get("statusReason"))))
+    return updates
+
+
 def normalize_event(name):
     """`MESSAGES_UPSERT`, `messages-upsert` and `messages.upsert` are one event."""
     if not isinstance(name, str):

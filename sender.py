@@ -112,3 +112,20 @@ def get_media_base64(session, settings, instance, message_id, max_bytes):
     if not isinstance(answer, dict):
         raise EvolutionError("chat/getBase64FromMediaMessage", 201, "no media in the answer (null)")
     return answer
+
+
+def fetch_instances(session, settings):
+    """Evolution's instances (`GET /instance/fetchInstances`): rows with `name` and `connectionStatus`."""
+    url = f"{settings.evolution_api_url.rstrip('/')}/instance/fetchInstances"
+    try:
+        response = session.get(url, headers={"apikey": settings.evolution_api_key},
+                               timeout=settings.evolution_timeout_seconds)
+    except requests.RequestException as error:
+        raise EvolutionError("fetchInstances", None, type(error).__name__) from None
+    if response.status_code >= 300:
+        raise EvolutionError("fetchInstances", response.status_code, response.text[:300])
+    try:
+        rows = response.json()
+    except json.JSONDecodeError:
+        rows = []
+    return [row for row in rows if isinstance(row, dict)] if isinstance(rows, list) else []

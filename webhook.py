@@ -11,7 +11,7 @@ import logging
 import sys
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
 import redis as redis_lib
@@ -23,8 +23,10 @@ from rq import Queue
 import buffer
 import chatlog
 import chats
+import instances
 import panel
 import parser
+import sender
 import stats
 from config import REQUIRED_FOR_REPLYING, SettingsError, load_settings, setup_logging
 
@@ -62,16 +64,23 @@ def create_app(settings=None, redis=None, direct_context=None):
     @app.post("/webhook/<event>")
     def receive(event=""):
         token, _, event_in_query = request.args.get("token", "").partition("/")
+        event = event or event_in_query
         if not authorized(request, settings.webhook_token, token):
+            warn_refused(request)
             return jsonify(error="missing or wrong token"), 401
         try:
             body = json.loads(request.get_data())
         except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's limit
             return jsonify(error="body is not valid JSON"), 400
-        messages = parser.parse_body(body, event or event_in_query)
+        recorded = connection_updates(body, event)
+        messages = parser.parse_body(body, event)
         if not messages:
-            log.debug("ignored event %r", _event_name(body, event or event_in_query))
-            return jsonify(status="ignored")
+            log.debug("ignored event %r", _event_name(body, event))
+            return jsonify(status="recorded" if recorded else "ignored")
+        if len(messages) > settings.max_messages_per_body:  # Evolution posts one; a flood is refused whole
+            log.warning("refused a body of %d messages (MAX_MESSAGES_PER_BODY=%d)", len(messages),
+                        settings.max_messages_per_body)
+            return jsonify(error=f"more than MAX_MESSAGES_PER_BODY={settings.max_messages_per_body} messages"), 413
         outcomes = []
         try:
             for message in messages:
@@ -86,11 +95,25 @@ def create_app(settings=None, redis=None, direct_context=None):
                 log.error("Redis unavailable (%s): answering 503 so Evolution delivers again", error)
                 return jsonify(error="Redis unavailable, retry later"), 503
             outcomes += [direct.submit(message) for message in messages[len(outcomes):]]
+            if "busy" in outcomes:
+                return jsonify(error="too many direct answers waiting, retry later"), 503
         else:
             if direct is not None:
                 direct.recovered()
         tally.flush_if_due(redis)
         return jsonify(status="ok", results=outcomes)
+
+    alert_session = sender.make_session()
+
+    def connection_updates(body, event):
+        """`connection.update`: each instance's state for /health; a closed one is logged loudly and alerted."""
+        updates = parser.parse_connection_update(body, event)
+        if updates:
+            try:
+                instances.handle_updates(redis, settings, updates, alert_session, time.time())
+            except redis_lib.RedisError as error:
+                log.warning("connection.update not recorded: Redis unavailable (%s)", error)
+        return bool(updates)
 
     own_numbers = set()  # every instance's own JID seen so far, to never answer another instance of this bot
 
@@ -99,6 +122,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         who = parser.mask(message.reply_to)
         if message.own_jid:
             own_numbers.add(message.own_jid)
+        if message.from_me and message.chat_id == message.own_jid:  # the shop's own "message yourself" chat
+            outcome = chats.owner_command(redis, message, settings)
+            log.info("owner command in the self-chat: %s", outcome)
+            return outcome
         reason = parser.reason_to_ignore(message, settings, time.time())
         if not reason and message.chat_id in own_numbers:
             reason = "another number served by this bot (no bot-to-bot loops)"
@@ -125,9 +152,10 @@ def create_app(settings=None, redis=None, direct_context=None):
     def health():
         try:
             redis.ping()
+            states = instances.all_states(redis)
         except redis_lib.RedisError:
             return jsonify(redis="unreachable"), 503
-        return jsonify(redis="ok")
+        return jsonify(redis="ok", instances=states)
 
     @app.errorhandler(413)
     def too_large(_error):
@@ -160,6 +188,20 @@ def authorized(req, token, given=None):
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+_refused = {"last": 0.0}
+_refused_lock = threading.Lock()
+
+
+def warn_refused(req):
+    """Log a call refused for its token, at most once a minute per process (a wrong token floods otherwise)."""
+    with _refused_lock:
+        if time.monotonic() - _refused["last"] < 60 and _refused["last"]:
+            return
+        _refused["last"] = time.monotonic()
+    log.warning("refused a webhook call from %s with a missing or wrong token: WEBHOOK_TOKEN must match the "
+                "token in Evolution's webhook URL (shown at most once a minute)", req.remote_addr)
+
+
 def _event_name(body, event):
     first = body[0] if isinstance(body, list) and body else body
     name = first.get("event") if isinstance(first, dict) else None
@@ -167,7 +209,12 @@ def _event_name(body, event):
 
 
 class DirectReplies:
-    """Degraded mode: answer each message at once in a few threads, deduped in memory, while Redis is down."""
+    """Degraded mode: answer each message at once in a few threads, deduped in memory, while Redis is down.
+
+    It keeps its own safeguards, in this process's memory: a bounded queue (past DIRECT_QUEUE_MAX the
+    webhook answers 503 and Evolution delivers again later), RATE_LIMIT_PER_HOUR per chat, and the
+    opt-out and handoff words (answered with their fixed text; the chat then stays quiet until Redis is back).
+    """
 
     def __init__(self, settings, make_context):
         self.settings = settings
@@ -177,9 +224,12 @@ class DirectReplies:
         self.seen = OrderedDict()
         self.lock = threading.Lock()
         self.degraded = False
+        self.pending = 0
+        self.hour, self.counts, self.held = None, Counter(), set()
 
     def submit(self, message):
-        """Queue one message for a direct answer unless it is a duplicate or not a customer's message."""
+        """Queue one message for a direct answer; returns what happened ("busy": answer 503, nothing was taken)."""
+        settings = self.settings
         with self.lock:
             if not self.degraded:
                 log.error("DEGRADED: Redis is down; answering each message directly (no debounce, no history)")
@@ -189,28 +239,51 @@ class DirectReplies:
             key = (message.instance, message.message_id)
             if key in self.seen:
                 return "duplicate"
+            if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
+                    message, settings, time.time()):
+                return "ignored"
+            if self.pending >= settings.direct_queue_max:
+                log.error("DEGRADED: %d direct answers waiting; refusing more (503) until they are sent", self.pending)
+                return "busy"
             self.seen[key] = True
             while len(self.seen) > 10_000:
                 self.seen.popitem(last=False)
-        if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
-            message, self.settings, time.time()
-        ):
-            return "ignored"
+            chat = (message.instance, message.chat_id)
+            if chat in self.held:
+                return "paused"
+            hour = int(time.time() // 3600)
+            if hour != self.hour:
+                self.hour, self.counts = hour, Counter()
+            self.counts[chat] += 1
+            if settings.rate_limit_per_hour and self.counts[chat] > settings.rate_limit_per_hour:
+                return "rate_limited"
+            fixed = None
+            if message.text.strip().lower() in settings.optout_keywords:
+                fixed = settings.optout_message
+            elif settings.handoff_phrases and parser.has_phrase(message.text, settings.handoff_phrases):
+                fixed = settings.handoff_message
+            if fixed:
+                self.held.add(chat)
+            self.pending += 1
         import worker
 
-        self.pool.submit(self._answer, worker, message)
+        self.pool.submit(self._answer, worker, message, fixed)
         return "answered directly"
 
-    def _answer(self, worker, message):
+    def _answer(self, worker, message, fixed):
         try:
-            worker.answer_directly(self.context, message)
+            worker.answer_directly(self.context, message, fixed)
         except Exception:
             log.exception("degraded mode: could not answer %s", parser.mask(message.reply_to))
+        finally:
+            with self.lock:
+                self.pending -= 1
 
     def recovered(self):
         if self.degraded:
             with self.lock:
                 self.degraded = False
+                self.held.clear()
             log.warning("Redis is back: debounce and history resumed")
 
 

@@ -16,14 +16,19 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import redis as redis_lib
 from rq import Queue, SimpleWorker
 
 import ai_service
+import alerts
+import budget
 import buffer
 import chatlog
 import chats
+import doctor
+import hours
 import memory
 import sender
 import stats
@@ -121,10 +126,17 @@ def compose_reply(ctx, cid, token, entries, tries):
     last_words = (last.get("text") or "").strip().lower()
 
     reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time(),
-             "rid": uuid.uuid4().hex[:12], "asked_at": last.get("timestamp") or None}
+             "rid": uuid.uuid4().hex[:12], "name": last.get("push_name") or "", "asked_at": last.get("timestamp") or None}
+    now = datetime.now(timezone.utc)
+    if not hours.bot_active(settings, now):
+        if hours.closed_notice_due(ctx.redis, cid, settings, now):
+            return _stored(ctx, cid, token, {**reply, "parts": [settings.closed_message]})
+        buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
+        log.info("chat %s (%s): outside the bot's hours (BOT_ACTIVE=%s), no reply", cid, mask(number), settings.bot_active)
+        return None
     if last_words and last_words in settings.optout_keywords:
         log.info("chat %s (%s) opted out", cid, mask(number))
-        return _stored(ctx, cid, token, {**reply, "parts": [settings.optout_message], "hold": "optout"})
+        return _handoff(ctx, cid, token, reply, "o cliente pediu para o bot parar", settings.optout_message, "optout")
     if settings.handoff_phrases and has_phrase(user_text, settings.handoff_phrases):
         log.info("chat %s (%s) asked for a person: pausing the bot", cid, mask(number))
         return _handoff(ctx, cid, token, reply, "o cliente pediu uma pessoa")
@@ -137,9 +149,13 @@ def compose_reply(ctx, cid, token, entries, tries):
         log.info("chat %s (%s): only unsupported messages, no reply", cid, mask(number))
         return None
     if tries > settings.gemini_max_attempts:
-        log.error("chat %s: %d jobs started on this burst and none finished (killed or timed out); "
-                  "sending the fallback message", cid, tries - 1)
-        return _stored(ctx, cid, token, {**reply, "parts": [settings.fallback_message]})
+        return _fallback(ctx, cid, token, reply, f"{tries - 1} tentativas interrompidas (o processo morreu ou estourou o tempo)")
+    if not budget.allow(ctx.redis, settings):
+        log.error("GEMINI_MAX_CALLS_PER_HOUR=%d reached: chat %s not sent to Gemini", settings.gemini_max_calls_per_hour, cid)
+        if budget.first_notice(ctx.redis, cid):
+            return _fallback(ctx, cid, token, reply, "limite de chamadas ao Gemini por hora atingido")
+        buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
+        return None
 
     mark_as_read(ctx, instance, entries)
     show_typing(ctx, instance, number)
@@ -174,16 +190,29 @@ def compose_reply(ctx, cid, token, entries, tries):
             buffer.retry_later(ctx.redis, ctx.queue, cid, token, delay, settings)
             return None
         log.error("chat %s: %s after %d tries; sending the fallback message", cid, error.reason, tries)
-        fallback = settings.media_failed_message if isinstance(error, MediaError) else settings.fallback_message
-        parts = [fallback]
-        return _stored(ctx, cid, token, {**reply, "parts": parts})
+        if isinstance(error, MediaError):
+            return _stored(ctx, cid, token, {**reply, "parts": [settings.media_failed_message]})
+        return _fallback(ctx, cid, token, reply, error.reason)
     return _stored(ctx, cid, token, {**reply, "parts": parts, "kind": "gemini"})
 
 
-def _handoff(ctx, cid, token, reply, reason):
-    """The customer goes to a person: HANDOFF_MESSAGE once, then the bot pauses (as a phrase or Gemini's tool call)."""
-    return _stored(ctx, cid, token, {**reply, "parts": [ctx.settings.handoff_message], "hold": "handoff",
-                                     "reason": reason})
+def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
+    """The customer goes to a person (a phrase, Gemini's tool call, an opt-out): one message, the bot
+    holds back, and the owner is told who, why and the customer's last words (OWNER_NUMBER)."""
+    stored = _stored(ctx, cid, token, {**reply, "parts": [text or ctx.settings.handoff_message], "hold": hold})
+    if stored is not None:
+        alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
+        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert)
+    return stored
+
+
+def _fallback(ctx, cid, token, reply, reason):
+    """FALLBACK_MESSAGE to the customer ("uma pessoa vai te responder"), and the owner told, once an hour per cause."""
+    stored = _stored(ctx, cid, token, {**reply, "parts": [ctx.settings.fallback_message]})
+    if stored is not None:
+        cause = "fallback:" + re.sub(r"[^a-z0-9]+", "-", reason.lower())[:40]
+        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alerts.fallback_alert(reason), cause)
+    return stored
 
 
 def _stored(ctx, cid, token, reply):
@@ -399,15 +428,20 @@ def show_typing(ctx, instance, number):
     threading.Thread(target=run, daemon=True).start()
 
 
-def answer_directly(ctx, message):
-    """Degraded mode (Redis down): answer one message at once, without debounce or history."""
+def answer_directly(ctx, message, fixed=None):
+    """Degraded mode (Redis down): answer one message at once, without debounce or history.
+
+    `fixed` is a text to send instead of asking Gemini (the opt-out or handoff message).
+    """
     settings = ctx.settings
+    parts = [fixed] if fixed else None
     try:
-        text = ai_service.generate_reply(
+        parts = parts or split_reply(ai_service.generate_reply(
             ctx.genai, settings, [], message.text[: settings.max_input_chars],
             ai_service.load_system_prompt(settings, message.instance),
-        )
-        parts = split_reply(text, settings)
+        ), settings)
+    except ai_service.Handoff:
+        parts = [settings.handoff_message]
     except ai_service.ReplyError as error:
         log.error("degraded mode: %s; sending the fallback message", error.reason)
         parts = [settings.fallback_message]
@@ -470,7 +504,11 @@ def main(argv):
     forget = commands.add_parser("forget", help="erase one customer's history and pending messages (LGPD)")
     forget.add_argument("instance")
     forget.add_argument("number", help="the number however written (+55 85 9 9999-9913), or a JID ('@lid' too)")
+    commands.add_parser("check", help="check Redis, Gemini, Evolution, each number, the webhook and the prompt")
     args = cli.parse_args(argv)
+
+    if args.command == "check":  # issue 13: the setup doctor; exit status 1 when something is wrong
+        return doctor.run(load_settings(require=()))
 
     if args.command == "forget":
         settings = load_settings()
@@ -479,6 +517,7 @@ def main(argv):
         return 0
     settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
     setup_logging(settings)
+    threading.Thread(target=doctor.log_startup, args=(settings,), daemon=True).start()  # issue 13
     global _context
     _context = make_context(settings)
     run_worker(_context)

@@ -162,7 +162,7 @@ class _FakeHTTPServer:
             return
         status, body = answer
         record["status"] = status
-        if isinstance(body, (dict, list)) or body is JSON_NULL:
+        if body is None or body is JSON_NULL or isinstance(body, (dict, list)):  # None: Express's res.json(null)
             data = json.dumps(None if body is JSON_NULL else body).encode()
             ctype = "application/json; charset=utf-8"
         else:
@@ -326,8 +326,16 @@ _EVO_ROUTES = {
 }
 
 
+# GET routes of the doctor (src/api/routes/instance.router.ts, integrations/event/webhook/webhook.router.ts).
+_EVO_GET_ROUTES = {
+    ("instance", "connectionstate"): "connectionState",
+    ("webhook", "find"): "findWebhook",
+}
+
+
 class FakeEvolution(_FakeHTTPServer):
-    """Evolution API v2 REST as a bot uses it: sendText, sendPresence, markMessageAsRead, getBase64FromMediaMessage.
+    """Evolution API v2 REST as a bot uses it: sendText, sendPresence, markMessageAsRead, getBase64FromMediaMessage,
+    plus what the doctor reads: instance/connectionState, instance/fetchInstances and webhook/find.
 
     `instances` is a set of names or a dict name -> instance token (also accepted as `apikey`).
     `time_scale` multiplies the waits Evolution really does inside the request (`delay` of sendText
@@ -348,6 +356,8 @@ class FakeEvolution(_FakeHTTPServer):
         self._media: dict[str, dict] = {}
         self._sent: list[dict] = []
         self.read_keys: list[dict] = []  # the keys markMessageAsRead really marked
+        self.states: dict[str, tuple[str, int]] = {name: ("open", 200) for name in tokens}  # see set_state
+        self.webhooks: dict[str, dict] = {}  # instance -> Webhook row, see set_webhook
 
     # -- scripting ---------------------------------------------------------------------------
     def fail_next(self, route: str, status=500, times: int = 1, *, message=None, body=None):
@@ -372,6 +382,25 @@ class FakeEvolution(_FakeHTTPServer):
         with self._lock:
             self._media[message_id] = {"mimetype": mimetype, "data": bytes(data), "media_type": media_type,
                                        "file_name": file_name, "caption": caption}
+
+    def set_state(self, instance: str, state: str, status_reason: int = 200):
+        """The instance's connection state ("open", "close", "connecting") as connectionState and fetchInstances show it.
+
+        `status_reason` is Baileys' disconnect code (401 logged out from the phone, 403 banned).
+        """
+        with self._lock:
+            self.states[instance] = (state, status_reason)
+
+    def set_webhook(self, instance: str, url: str, *, enabled: bool = True, events=("MESSAGES_UPSERT",),
+                    by_events: bool = False, headers=None):
+        """Configure the instance's own webhook (what POST /webhook/set/{instance} stores)."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+        with self._lock:
+            self.webhooks[instance] = {
+                "id": "cm" + secrets.token_hex(11), "url": url, "headers": headers, "enabled": enabled,
+                "events": list(events), "webhookByEvents": by_events, "webhookBase64": False,
+                "createdAt": now, "updatedAt": now, "instanceId": self.instance_ids[instance],
+            }
 
     # -- inspection --------------------------------------------------------------------------
     def calls(self, route: str) -> list[dict]:
@@ -403,6 +432,11 @@ class FakeEvolution(_FakeHTTPServer):
         if record["method"] == "POST" and len(segments) == 4 and segments[3]:
             route = _EVO_ROUTES.get((segments[1].lower(), segments[2].lower()))
             instance = unquote(segments[3]) if route else None
+        elif record["method"] == "GET" and len(segments) == 4 and segments[3]:
+            route = _EVO_GET_ROUTES.get((segments[1].lower(), segments[2].lower()))
+            instance = unquote(segments[3]) if route else None
+        elif record["method"] == "GET" and [x.lower() for x in segments[1:]] == ["instance", "fetchinstances"]:
+            route = "fetchInstances"
         record.update(route=route, instance=instance, json=None)
 
         # express.json(): only JSON content types are parsed; a parse error is a 400 for any path.
@@ -423,13 +457,15 @@ class FakeEvolution(_FakeHTTPServer):
             return _evo_error(400, parse_error, "Internal Server Error")  # text is Python's, not V8's
         if route is None:
             return _evo_error(404, [f"Cannot {record['method']} {record['path']}"])
+        if route == "fetchInstances":  # no instance guard; the global key or an instance's token
+            return self._fetchInstances(record["headers"].get("apikey"), parse_qs(split.query))
         # Guards run in this order: instanceExistsGuard, instanceLoggedGuard, authGuard.apikey.
         if instance not in self.instances:
             return _evo_error(404, [f'The "{instance}" instance does not exist'])
         key = record["headers"].get("apikey")
         if not key or key not in (self.api_key, self.instances[instance]):
             return _evo_error(401, "Unauthorized")
-        schema = _SCHEMAS[route]
+        schema = _SCHEMAS.get(route)
         errors = _schema_errors(body, schema) if schema else []
         if errors:  # BadRequestException(message) wraps the list once more: [[...]]
             return _evo_error(400, [errors])
@@ -447,6 +483,49 @@ class FakeEvolution(_FakeHTTPServer):
         if message is None:
             message = _EVO_FAIL_MESSAGES.get(status, HTTPStatus(status).phrase)
         return _evo_error(status, message)
+
+    def _connectionState(self, instance: str, body: dict):
+        """instance.controller.ts connectionState(): the live state of the instance's socket."""
+        with self._lock:
+            state = self.states[instance][0]
+        return 200, {"instance": {"instanceName": instance, "state": state}}
+
+    def _findWebhook(self, instance: str, body: dict):
+        """event.controller.ts get(): the Webhook row, or null when the instance has none of its own."""
+        with self._lock:
+            row = self.webhooks.get(instance)
+        return 200, dict(row) if row else None
+
+    def _fetchInstances(self, key, query: dict):
+        """instance.controller.ts fetchInstances() → monitor.service.ts instanceInfo(): Instance rows."""
+        with self._lock:
+            if key and key == self.api_key:
+                names = list(self.instances)
+            else:
+                names = [name for name, token in self.instances.items() if key and token == key]
+                if not names:
+                    return _evo_error(401, "Unauthorized")
+            wanted = (query.get("instanceName") or [None])[0]
+            if wanted is not None:
+                if wanted not in self.instances:
+                    return _evo_error(404, [f'Instance "{wanted}" not found'])
+                names = [name for name in names if name == wanted]
+            return 200, [self._instance_row(name) for name in names]
+
+    def _instance_row(self, name: str) -> dict:
+        state, reason = self.states[name]
+        closed = state == "close"
+        return {
+            "id": self.instance_ids[name], "name": name, "connectionStatus": state,
+            "ownerJid": "5511999999900@s.whatsapp.net" if state == "open" else None,
+            "profileName": "Loja Exemplo", "profilePicUrl": None, "integration": "WHATSAPP-BAILEYS",
+            "number": None, "businessId": None, "token": self.instances[name] or "", "clientName": "evolution",
+            "disconnectionReasonCode": reason if closed else None,
+            "disconnectionObject": None, "disconnectionAt": None,
+            "createdAt": "2026-11-01T12:00:00.000Z", "updatedAt": "2026-11-01T12:00:00.000Z",
+            "Chatwoot": None, "Proxy": None, "Rabbitmq": None, "Nats": None, "Sqs": None, "Websocket": None,
+            "Setting": None, "_count": {"Message": 0, "Contact": 0, "Chat": 0},
+        }
 
     def _is_on_whatsapp(self, number: str, jid: str) -> bool:
         candidates = {number, jid, jid.split("@")[0], re.sub(r"\D", "", number)}

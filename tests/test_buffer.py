@@ -101,6 +101,7 @@ def test_claim_waits_before_the_deadline_and_takes_the_burst_after(add, fake_red
     assert texts(entries) == ["oi", "quanto custa?"]
     assert fake_redis.llen(f"wa:burst:{CID}") == 0
     assert fake_redis.zscore(buffer.DUE, CID) == T0 + 15 + 90  # the lease: rescued if the job dies
+    assert 0 < fake_redis.ttl(f"wa:inflight:{CID}") <= 7 * 86400  # never kept forever
 
 
 def test_two_claims_at_once_give_one_ready(add, fake_redis):

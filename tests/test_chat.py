@@ -18,3 +18,11 @@ def test_terminal_chat_merges_a_burst_and_prints_the_split_reply(gemini):
     assert gemini.user_texts(0) == ["oi\ntem camiseta?"]
     assert len(gemini.requests) == 1
     assert done.stdout.index("Oi! Temos sim.") < done.stdout.index("Quer ver as cores?")
+
+
+def test_a_missing_key_is_one_line_not_a_traceback():
+    env = {**os.environ, "GEMINI_API_KEY": ""}
+    done = subprocess.run([sys.executable, "chat.py"], input="", capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == "error: GEMINI_API_KEY is required but not set (see .env.example)\n"

@@ -247,3 +247,49 @@ def test_gemini_rejects_empty_contents_like_google(gem):
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
     r = requests.post(f"{gem.url}/v1beta/models/gemini-2.5-flash:generateContent", json={"contents": []}, timeout=5)
     assert r.status_code == 403 and r.json()["error"]["status"] == "PERMISSION_DENIED"
+
+
+# --- Evolution: what the doctor reads ------------------------------------------------------------
+
+def get(evo, path, key=KEY):
+    return requests.get(evo.url + path, headers={"apikey": key} if key is not None else {}, timeout=5)
+
+
+def test_connection_state_follows_set_state_and_the_guards(evo):
+    assert get(evo, "/instance/connectionState/shop").json() == {"instance": {"instanceName": "shop", "state": "open"}}
+    evo.set_state("Ivo Teste", "close", 401)
+    assert get(evo, "/instance/connectionState/Ivo%20Teste").json()["instance"]["state"] == "close"
+    missing = get(evo, "/instance/connectionState/nope", key="wrong")  # the instance guard runs before the key's
+    assert (missing.status_code, missing.json()["response"]["message"]) == (404, ['The "nope" instance does not exist'])
+    assert get(evo, "/instance/connectionState/shop", key="wrong").status_code == 401
+    assert get(evo, "/instance/connectionState/shop", key=None).status_code == 401
+    assert requests.post(evo.url + "/instance/connectionState/shop", headers={"apikey": KEY}, timeout=5).status_code == 404
+
+
+def test_fetch_instances_lists_rows_for_the_global_key_or_an_instance_token():
+    with FakeEvolution(api_key=KEY, instances={"shop": "shop-token", "loja2": None}) as fake:
+        fake.set_state("loja2", "close", 401)
+        rows = {row["name"]: row for row in get(fake, "/instance/fetchInstances").json()}
+        assert set(rows) == {"shop", "loja2"}
+        assert (rows["shop"]["connectionStatus"], rows["loja2"]["connectionStatus"]) == ("open", "close")
+        assert rows["loja2"]["disconnectionReasonCode"] == 401 and rows["shop"]["integration"] == "WHATSAPP-BAILEYS"
+        assert [row["name"] for row in get(fake, "/instance/fetchInstances", key="shop-token").json()] == ["shop"]
+        assert get(fake, "/instance/fetchInstances", key="wrong").status_code == 401
+        assert get(fake, "/instance/fetchInstances", key=None).status_code == 401
+        assert [r["name"] for r in get(fake, "/instance/fetchInstances?instanceName=loja2").json()] == ["loja2"]
+        assert get(fake, "/instance/fetchInstances?instanceName=nope").status_code == 404
+        assert [r["route"] for r in fake.requests][:2] == ["fetchInstances", "fetchInstances"]
+
+
+def test_webhook_find_is_null_until_set(evo):
+    none = get(evo, "/webhook/find/shop")
+    assert (none.status_code, none.text) == (200, "null")
+    evo.set_webhook("shop", "http://webhook:8000/webhook?token=t", events=("MESSAGES_UPSERT", "CONNECTION_UPDATE"))
+    row = get(evo, "/webhook/find/shop").json()
+    assert (row["url"], row["enabled"], row["events"], row["webhookByEvents"]) == (
+        "http://webhook:8000/webhook?token=t", True, ["MESSAGES_UPSERT", "CONNECTION_UPDATE"], False)
+    assert row["instanceId"] == evo.instance_ids["shop"]
+    assert get(evo, "/webhook/find/nope").status_code == 404
+    assert get(evo, "/webhook/find/shop", key="wrong").status_code == 401
+    evo.fail_next("findWebhook", 500)
+    assert get(evo, "/webhook/find/shop").status_code == 500

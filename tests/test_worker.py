@@ -783,3 +783,103 @@ def test_reply_goes_through_the_instance_the_message_came_on(bot, gemini, evolut
     call, = evolution.calls("sendText")
     assert call["path"] == "/message/sendText/Ivo%20Teste"
     assert evolution.sent_texts()[0][:2] == ("Ivo Teste", CUSTOMER)
+
+
+# --- issue 9/12: media budget, one download, null answers, '@lid' read receipts, erasure -----------------
+
+def photo(message_id, instance=INSTANCE):
+    body = fresh("33_v2_2_imageMessage_caption.json", instance=instance)
+    body["data"]["key"].update(id=message_id, remoteJid=JID)
+    return body
+
+
+def test_media_downloaded_once_is_not_downloaded_again_when_gemini_is_retried(bot, gemini, evolution):
+    ctx = bot()
+    body = voice_note()
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
+    gemini.fail_next(503)
+    cid = arrive(ctx, body)
+
+    worker.process_chat(ctx, cid)  # downloaded, Gemini failed: a retry is scheduled
+    worker.process_chat(ctx, cid)
+
+    assert len(evolution.calls("getBase64FromMediaMessage")) == 1
+    assert len(gemini.requests) == 2 and len(evolution.sent_texts()) == 1
+    assert not ctx.redis.exists(buffer.keys(cid)["media"])  # the copy is gone once the burst is answered
+
+
+def test_media_answer_null_is_a_failed_download_retried_then_the_media_failed_message(bot, gemini, evolution):
+    ctx = bot(GEMINI_MAX_ATTEMPTS=2, MEDIA_FAILED_MESSAGE="Não abriu, pode escrever?")
+    body = voice_note()
+    evolution.null_next("getBase64FromMediaMessage", times=2)
+    cid = arrive(ctx, body)
+
+    worker.process_chat(ctx, cid)
+    worker.process_chat(ctx, cid)
+
+    assert len(evolution.calls("getBase64FromMediaMessage")) == 2 and gemini.requests == []
+    assert [text for _, _, text in evolution.sent_texts()] == ["Não abriu, pode escrever?"]
+
+
+def test_a_burst_gets_at_most_max_burst_media_files(bot, gemini, evolution):
+    ctx = bot(MAX_BURST_MEDIA=2)
+    for i in range(4):
+        evolution.add_media(f"FOTO{i}", "image/jpeg", PHOTO + bytes([i]), "imageMessage")
+        cid = arrive(ctx, photo(f"FOTO{i}"))
+
+    worker.process_chat(ctx, cid)
+
+    assert len(evolution.calls("getBase64FromMediaMessage")) == 2
+    assert len(inline_media(gemini)) == 2
+    assert any("mais arquivos do que consigo abrir" in text for text in gemini.user_texts())
+
+
+def test_a_download_stops_at_max_media_mb_whatever_the_sender_declared(bot, gemini, evolution):
+    ctx = bot(MAX_MEDIA_MB=0.01, MEDIA_TOO_LARGE_MESSAGE="Grande demais!")
+    body = voice_note()
+    body["data"]["message"]["audioMessage"]["fileLength"] = 100  # a lie: the real file is 64 KB
+    evolution.add_media(body["data"]["key"]["id"], "audio/ogg", b"\x00" * 65536)
+    cid = arrive(ctx, body)
+
+    worker.process_chat(ctx, cid)
+
+    assert gemini.requests == []
+    assert [text for _, _, text in evolution.sent_texts()] == ["Grande demais!"]
+
+
+def test_read_receipts_go_with_the_phone_jid_of_a_lid_chat(bot, gemini, evolution):
+    ctx = bot()
+    body = fresh("04_v2_3_5plus_lid_with_remoteJidAlt_long_buffer_quirk.json")
+    cid = arrive(ctx, body)
+    worker.process_chat(ctx, cid)
+    phone = body["data"]["key"]["remoteJidAlt"]
+    assert [key["remoteJid"] for key in evolution.read_keys] == [phone]
+
+
+def test_a_reply_of_many_paragraphs_is_capped_at_max_reply_parts(bot, gemini, evolution):
+    ctx = bot(MAX_REPLY_PARTS=2)
+    gemini.reply_with("um\n\ndois\n\ntrês")
+    worker.process_chat(ctx, receive(ctx, "conta", "MANY1"))
+    assert [text for _, _, text in evolution.sent_texts()] == ["um", "dois\n\ntrês"]
+
+
+@pytest.mark.parametrize("written", ["+55 85 9 9999-9913", "558599999913", "5585999999913", "55 (85) 99999-9913"])
+def test_forget_finds_the_customer_however_the_number_is_written(bot, gemini, evolution, written):
+    ctx = bot()
+    cid = receive(ctx, "oi", "FGT1", number=OWNER_CHAT, instance="Ivo Teste")  # kept without the ninth digit
+    worker.process_chat(ctx, cid)
+    assert memory.load_history(ctx.redis, cid)
+
+    assert chats.forget_customer(ctx.redis, "Ivo Teste", written) > 0
+    assert [key for key in ctx.redis.keys() if cid.encode() in key] == []
+
+
+def test_a_job_whose_chat_a_person_took_stores_nothing_and_sends_nothing(bot, gemini, evolution):
+    ctx = bot()
+    cid = receive(ctx, "oi", "TAKE1")
+    state, token, _, entries, tries = buffer.claim(ctx.redis, cid, ctx.settings.job_lease_seconds)
+    chats.take_over(ctx.redis, cid, ctx.settings)  # the panel's button, while Gemini answers
+
+    assert worker.compose_reply(ctx, cid, token, entries, tries) is None
+    assert not ctx.redis.exists(buffer.keys(cid)["reply"])
+    assert evolution.sent_texts() == [] and chats.state(ctx.redis, cid)["state"] == "paused"
