@@ -28,6 +28,7 @@ import buffer
 import chats
 import doctor
 import hours
+import instances
 import memory
 import sender
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
@@ -495,7 +496,7 @@ def main(argv):
     cli = argparse.ArgumentParser(description="WhatsApp bot worker")
     commands = cli.add_subparsers(dest="command")
     forget = commands.add_parser("forget", help="erase one customer's history and pending messages (LGPD)")
-    forget.add_argument("instance")
+    forget.add_argument("instance", help="the Evolution instance, or '*' for every instance the bot knows")
     forget.add_argument("number", help="the number however written (+55 85 9 9999-9913), or a JID ('@lid' too)")
     commands.add_parser("check", help="check Redis, Gemini, Evolution, each number, the webhook and the prompt")
     args = cli.parse_args(argv)
@@ -505,8 +506,12 @@ def main(argv):
 
     if args.command == "forget":
         settings = load_settings()
-        deleted = chats.forget_customer(redis_lib.Redis.from_url(settings.redis_url), args.instance, args.number)
-        print(f"erased {deleted} key(s) for {mask(chats.customer_jids(args.number)[0])} on {args.instance}")
+        redis = redis_lib.Redis.from_url(settings.redis_url)
+        names = [args.instance]
+        if args.instance == "*":  # every instance that reported its connection, and the default one
+            names = sorted({*instances.all_states(redis), settings.evolution_instance} - {""})
+        deleted = chats.forget_customer(redis, names, args.number)
+        print(f"erased {deleted} key(s) for {mask(chats.customer_jids(args.number)[0])} on {', '.join(names)}")
         return 0
     settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
     setup_logging(settings)
