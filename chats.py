@@ -219,7 +219,8 @@ def customer_jids(written):
 
 
 def forget_customer(redis, instance, written):
-    """`worker.py forget`: erase the customer on `instance` under every form of their number."""
-    deleted = sum(_erase(redis, buffer.chat_ref(instance, jid)) for jid in customer_jids(written))
+    """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number."""
+    names = [instance] if isinstance(instance, str) else list(instance)
+    deleted = sum(_erase(redis, buffer.chat_ref(name, jid)) for name in names for jid in customer_jids(written))
     rewrite_aof(redis)
     return deleted

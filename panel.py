@@ -359,7 +359,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
         chatlog.record(pipe, cid, chatlog.entry(message_id, "human", text.strip(), sent.get("messageTimestamp")),
                        settings)
         pipe.execute()
-        log.info("panel: a person answered chat %s (%s)", cid, mask(meta["reply_to"]))
+        log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
         return jsonify(result="sent", id=message_id, **chats.state(redis, cid))
 
     @bp.get("/api/prompts/<name>")
