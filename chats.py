@@ -219,8 +219,15 @@ def customer_jids(written):
 
 
 def forget_customer(redis, instance, written):
-    """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number."""
+    """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number,
+    and under the '@lid' JID their phone JID was seen with."""
     names = [instance] if isinstance(instance, str) else list(instance)
-    deleted = sum(_erase(redis, buffer.chat_ref(name, jid)) for name in names for jid in customer_jids(written))
+    deleted = 0
+    for name in names:
+        for jid in customer_jids(written):
+            lid = redis.getdel(buffer.lid_key(name, jid))  # the same customer under '@lid' addressing
+            if lid:
+                deleted += 1 + _erase(redis, buffer.chat_ref(name, lid.decode()))
+            deleted += _erase(redis, buffer.chat_ref(name, jid))
     rewrite_aof(redis)
     return deleted
