@@ -242,13 +242,13 @@ class DirectReplies:
             if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
                     message, settings, time.time()):
                 return "ignored"
-            if self.pending >= settings.direct_queue_max:
+            chat = (message.instance, message.chat_id)
+            if chat not in self.held and self.pending >= settings.direct_queue_max:
                 log.error("DEGRADED: %d direct answers waiting; refusing more (503) until they are sent", self.pending)
                 return "busy"
             self.seen[key] = True
             while len(self.seen) > 10_000:
                 self.seen.popitem(last=False)
-            chat = (message.instance, message.chat_id)
             if chat in self.held:
                 return "paused"
             hour = int(time.time() // 3600)

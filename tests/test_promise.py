@@ -174,7 +174,7 @@ def test_gemini_calling_transfer_to_human_hands_the_chat_over_once(start_stack, 
     stack = start_stack(handoff_message="Vou passar para a nossa equipe, só um instante.")
     gemini.responder = lambda body: transfer_call("pedido veio errado")
     stack.post(text_message("meu pedido veio errado e ninguém resolve", "TOOL1"))
-    wait_until(lambda: sent(evolution), timeout=20, message="the handoff message")
+    wait_until(lambda: state(stack) == "paused", timeout=20, message="the chat handed over")
     declared = gemini.requests[0]["body"]["tools"][0]["functionDeclarations"]
     assert [tool["name"] for tool in declared] == ["transfer_to_human"]
 
@@ -187,7 +187,7 @@ def test_gemini_calling_transfer_to_human_hands_the_chat_over_once(start_stack, 
 def test_optout_says_what_happens_and_bot_from_the_owner_brings_the_bot_back(stack, gemini, evolution):
     gemini.reply_with("Oi! Em que posso ajudar?")
     stack.post(text_message("parar", "OUT1"))
-    wait_until(lambda: sent(evolution), timeout=20, message="the opt-out confirmation")
+    wait_until(lambda: state(stack) == "stopped", timeout=20, message="the opt-out confirmed")
     assert sent(evolution) == ["Tudo bem! Não vou mais responder automaticamente nesta conversa. "
                                "Suas mensagens continuam chegando para a nossa equipe."]
     assert stack.post(text_message("oi", "OUT2"))["results"] == ["opted_out"]
