@@ -97,7 +97,7 @@ def note_from_me(redis, message, settings):
     Returns duplicate, own, resumed, stopped or paused. A person's answer pauses the bot for
     HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and is kept in history.
     """
-    cid = buffer.chat_ref(message.instance, message.chat_id)
+    cid = buffer.chat_ref(message.instance, message.chat_id, message.channel)
     text = message.text.strip()
     action, human_turn = "pause", memory.turn("model", text or f"[{message.kind}]", by="human")
     if settings.resume_keyword and text.lower() == settings.resume_keyword.lower():

@@ -70,6 +70,7 @@ class Message:
     lid: str = ""  # the '@lid' JID when the payload carried one
     own_jid: str = ""  # the instance's own number (the body's `sender`)
     media: dict = field(default_factory=dict)  # mimetype, seconds, fileLength, fileName, base64 (when sent inline)
+    channel: str = "evolution"  # which channel module (channels.py) it came through and the reply goes out by
 
 
 def parse_body(body, event_from_path=""):
@@ -328,6 +329,8 @@ def mask(jid):
     Anything that is not a number (an instance called "loja") is returned as it is.
     """
     number, _, domain = str(jid).partition("@")
+    if number.startswith("+") and number[1:].isdigit():  # a Twilio number, +5511…
+        return "+" + mask(number[1:] + ("@" + domain if domain else ""))
     if not number.isdigit():
         return str(jid)
     if len(number) <= 8:

@@ -21,6 +21,7 @@ from redis.retry import Retry
 from rq import Queue
 
 import buffer
+import channels
 import chats
 import instances
 import parser
@@ -132,6 +133,8 @@ def create_app(settings=None, redis=None, direct_context=None):
         outcome = buffer.add_message(redis, queue, message, settings, trigger)
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
+
+    channels.register(app, settings, handle)  # /webhook/cloud and /webhook/twilio: 404 while their channel is off
 
     @app.get("/health")
     def health():
