@@ -14,29 +14,11 @@ import channels
 import cloud
 import config
 import twilio_channel
-from conftest import CUSTOMER, PAYLOADS
-from fakes import FakeGraph, FakeTwilio
+from conftest import CUSTOMER, GRAPH_TOKEN, PAYLOADS
 
 CLOUD = json.loads((PAYLOADS / "cloud_api_webhooks.json").read_text())
 TWILIO = json.loads((PAYLOADS / "twilio_webhooks.json").read_text())
 PNID = "106540352242922"
-GRAPH_TOKEN = "test-graph-token-0123456789"
-
-
-@pytest.fixture
-def graph():
-    fake = FakeGraph(token=GRAPH_TOKEN, phone_number_ids=[PNID])
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def twilio_api():
-    fake = FakeTwilio(auth_token="test-twilio-token-0123456789")
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
