@@ -237,11 +237,13 @@ def _media_info(message, kind):
         return {}
     body = message.get(f"{kind}Message")
     body = body if isinstance(body, dict) else {}
+    mimetype = body.get("mimetype") or body.get("mime_type")  # mime_type: a WHATSAPP-BUSINESS instance's Cloud API media
+    file_name = body.get("fileName") or body.get("filename")
     info = {
-        "mimetype": body.get("mimetype") if isinstance(body.get("mimetype"), str) else "",
+        "mimetype": mimetype if isinstance(mimetype, str) else "",
         "file_length": to_int(body.get("fileLength")),
         "seconds": to_int(body.get("seconds")),
-        "file_name": body.get("fileName") if isinstance(body.get("fileName"), str) else "",
+        "file_name": file_name if isinstance(file_name, str) else "",
     }
     if isinstance(message.get("base64"), str):
         info["base64"] = message["base64"]

@@ -332,6 +332,9 @@ _EVO_ROUTES = {
 }
 
 
+# What whatsapp.business.service.ts answers with BadRequestException('Method not available on WhatsApp Business API').
+_BUSINESS_UNAVAILABLE = {"sendPresence", "markMessageAsRead"}
+
 # GET routes of the doctor (src/api/routes/instance.router.ts, integrations/event/webhook/webhook.router.ts).
 _EVO_GET_ROUTES = {
     ("instance", "connectionstate"): "connectionState",
@@ -364,6 +367,7 @@ class FakeEvolution(_FakeHTTPServer):
         self.read_keys: list[dict] = []  # the keys markMessageAsRead really marked
         self.states: dict[str, tuple[str, int]] = {name: ("open", 200) for name in tokens}  # see set_state
         self.webhooks: dict[str, dict] = {}  # instance -> Webhook row, see set_webhook
+        self.business: set[str] = set()  # instances on integration WHATSAPP-BUSINESS (the Cloud API), see below
 
     # -- scripting ---------------------------------------------------------------------------
     def fail_next(self, route: str, status=500, times: int = 1, *, message=None, body=None):
@@ -475,7 +479,23 @@ class FakeEvolution(_FakeHTTPServer):
         errors = _schema_errors(body, schema) if schema else []
         if errors:  # BadRequestException(message) wraps the list once more: [[...]]
             return _evo_error(400, [errors])
+        if instance in self.business and route in _BUSINESS_UNAVAILABLE:
+            return _evo_error(400, ["Method not available on WhatsApp Business API"])
+        if instance in self.business and route == "getBase64FromMediaMessage":
+            return self._business_base64(body)
         return getattr(self, "_" + route)(instance, body)
+
+    def _business_base64(self, body: dict):
+        """whatsapp.business.service.ts getBase64FromMediaMessage(): no lookup by key.id; it reads the whole message
+        it is given (`messageType`, `message[messageType]`, `message.base64`), so a key alone is a TypeError → 400."""
+        message = body.get("message") if isinstance(body.get("message"), dict) else {}
+        if not isinstance(message.get("messageType"), str):
+            return _evo_error(400, ["TypeError: Cannot read properties of undefined (reading 'includes')"])
+        kind = message["messageType"] if "Message" in message["messageType"] else message["messageType"] + "Message"
+        content = (message.get("message") or {}).get(kind) or {}
+        return 201, {"mediaType": message["messageType"], "fileName": content.get("fileName"),
+                     "caption": content.get("caption"), "size": {"fileLength": content.get("fileLength")},
+                     "mimetype": content.get("mime_type"), "base64": (message.get("message") or {}).get("base64")}
 
     def _scripted_failure(self, fault: dict):
         status = fault["status"]
@@ -546,6 +566,14 @@ class FakeEvolution(_FakeHTTPServer):
         if not text or not text.strip():
             return _evo_error(400, ["Text is required"])
         jid = create_jid(number)
+        if instance in self.business:  # sendMessageWithTyping(): Graph's answer turned into messageRaw, no check
+            response = {"key": {"fromMe": True, "id": "wamid.HBgN" + secrets.token_hex(16).upper(), "remoteJid": jid},
+                        "message": {"conversation": text}, "messageType": "conversation",
+                        "messageTimestamp": int(time.time()), "instanceId": self.instance_ids[instance],
+                        "status": "PENDING", "source": "unknown"}
+            with self._lock:
+                self._sent.append({"instance": instance, "number": number, "text": text, "response": response})
+            return 201, response
         if not self._is_on_whatsapp(number, jid):
             return _evo_error(400, [{"jid": jid, "exists": False, "number": number}])
         self._typing(body.get("delay"))
