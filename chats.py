@@ -217,7 +217,11 @@ def customer_jids(written):
 
 
 def forget_customer(redis, instance, written):
-    """`worker.py forget`: erase the customer on `instance` under every form of their number."""
-    deleted = sum(_erase(redis, buffer.chat_ref(instance, jid)) for jid in customer_jids(written))
+    """`worker.py forget`: erase the customer on `instance` under every form of their number, whichever channel
+    `instance` is (an Evolution instance, a Cloud API phone_number_id, a Twilio number)."""
+    import channels
+
+    deleted = sum(_erase(redis, buffer.chat_ref(instance, jid, channel))
+                  for jid in customer_jids(written) for channel in channels.MODULES)
     rewrite_aof(redis)
     return deleted

@@ -196,7 +196,7 @@ def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
     stored = _stored(ctx, cid, token, {**reply, "parts": [text or ctx.settings.handoff_message], "hold": hold})
     if stored is not None:
         alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
-        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert)
+        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert, channel=reply.get("channel"))
     return stored
 
 
@@ -205,7 +205,8 @@ def _fallback(ctx, cid, token, reply, reason):
     stored = _stored(ctx, cid, token, {**reply, "parts": [ctx.settings.fallback_message]})
     if stored is not None:
         cause = "fallback:" + re.sub(r"[^a-z0-9]+", "-", reason.lower())[:40]
-        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alerts.fallback_alert(reason), cause)
+        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alerts.fallback_alert(reason), cause,
+                            channel=reply.get("channel"))
     return stored
 
 

@@ -262,3 +262,16 @@ def test_fixtures_hold_fake_numbers_only():
     text = json.dumps([CLOUD, TWILIO])
     numbers = set(__import__("re").findall(r"(?<![\w.])\+?55\d{9,11}(?!\d)", text))
     assert numbers <= {"5511999994321", "+5511999994321", "5511999990000", "+5511999990000", "5511999991111"}
+
+
+def test_forget_erases_a_cloud_api_customer_too(fake_redis, queue, make_settings):
+    import chats
+
+    settings = make_settings()
+    [message] = cloud.parse_body(CLOUD["text"])
+    message = __import__("dataclasses").replace(message, timestamp=0)
+    assert buffer.add_message(fake_redis, queue, message, settings) == "scheduled"
+    cid = buffer.chat_ref(PNID, message.chat_id, "cloud")
+    assert fake_redis.exists(buffer.keys(cid)["burst"])
+    assert chats.forget_customer(fake_redis, PNID, "+55 11 99999-4321") > 0
+    assert not fake_redis.exists(buffer.keys(cid)["burst"])

@@ -10,6 +10,8 @@ import time
 
 import pytest
 import requests
+
+import config
 from twilio.request_validator import RequestValidator
 
 from conftest import CUSTOMER, GRAPH_TOKEN, PAYLOADS, PHONE_NUMBER_ID, TWILIO_NUMBER, wait_until
@@ -262,3 +264,15 @@ def test_one_stack_serves_evolution_cloud_and_twilio_with_separate_chats(start_s
     assert graph.texts() == [(PHONE_NUMBER_ID, CUSTOMER, "resposta para: pela nuvem")]
     assert [text for _, _, text in twilio_api.texts()] == ["resposta para: pelo twilio"]
     assert len(gemini.requests) == 3
+
+
+def test_cloud_handoff_and_the_owners_alert_go_through_the_cloud_api(start_stack, gemini, graph):
+    stack = start_stack(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret=APP_SECRET, whatsapp_verify_token=VERIFY,
+                        whatsapp_graph_url=graph.url, owner_number="+55 11 99999-1111")
+    post_cloud(stack, cloud_body(text="quero falar com um atendente", message_id="wamid.HUMAN"))
+    wait_until(lambda: len(graph.texts()) == 2, timeout=20, message="the handoff message and the owner's alert")
+    assert gemini.requests == []
+    to_customer = [text for pnid, to, text in graph.texts() if to == CUSTOMER and pnid == PHONE_NUMBER_ID]
+    to_owner = [text for pnid, to, text in graph.texts() if to == "5511999991111" and pnid == PHONE_NUMBER_ID]
+    assert to_customer == [config.PT_HANDOFF]
+    assert len(to_owner) == 1 and "falar com uma pessoa" in to_owner[0]
