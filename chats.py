@@ -217,11 +217,12 @@ def customer_jids(written):
 
 
 def forget_customer(redis, instance, written):
-    """`worker.py forget`: erase the customer on `instance` under every form of their number, whichever channel
-    `instance` is (an Evolution instance, a Cloud API phone_number_id, a Twilio number)."""
+    """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number,
+    whichever channel the instance is on (an Evolution instance, a Cloud API phone_number_id, a Twilio number)."""
     import channels
 
-    deleted = sum(_erase(redis, buffer.chat_ref(instance, jid, channel))
-                  for jid in customer_jids(written) for channel in channels.MODULES)
+    names = [instance] if isinstance(instance, str) else list(instance)
+    deleted = sum(_erase(redis, buffer.chat_ref(name, jid, channel))
+                  for name in names for jid in customer_jids(written) for channel in channels.MODULES)
     rewrite_aof(redis)
     return deleted

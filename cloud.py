@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from urllib.parse import quote
 
 import requests
@@ -44,6 +45,7 @@ class CloudError(Exception):
 
     def __init__(self, action, status, code=None, detail=""):
         self.status, self.code = status, code
+        detail = re.sub(r"\d{10,}", "[number]", str(detail))  # logged beside the chat id: never the number
         why = WHY.get(code, "")
         super().__init__(f"Cloud API {action} failed: {status or 'no answer'} code {code} {detail}"
                          f"{' — ' + why if why else ''}"[:500])

@@ -6,6 +6,7 @@ WhatsApp through Twilio has no typing indicator and no read receipts: those call
 """
 
 import logging
+import re
 import time
 from urllib.parse import urlsplit
 
@@ -32,6 +33,7 @@ class TwilioError(Exception):
 
     def __init__(self, action, status, code=None, detail=""):
         self.status, self.code = status, code
+        detail = re.sub(r"\d{10,}", "[number]", str(detail))  # logged beside the chat id: never the number
         why = WHY.get(code, "")
         super().__init__(f"Twilio {action} failed: {status or 'no answer'} code {code} {detail}"
                          f"{' — ' + why if why else ''}"[:500])

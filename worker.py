@@ -27,6 +27,7 @@ import channels
 import chats
 import doctor
 import hours
+import instances
 import memory
 import sender
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
@@ -129,13 +130,13 @@ def compose_reply(ctx, cid, token, entries, tries):
         if hours.closed_notice_due(ctx.redis, cid, settings, now):
             return _stored(ctx, cid, token, {**reply, "parts": [settings.closed_message]})
         buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
-        log.info("chat %s (%s): outside the bot's hours (BOT_ACTIVE=%s), no reply", cid, mask(number), settings.bot_active)
+        log.info("chat %s: outside the bot's hours (BOT_ACTIVE=%s), no reply", cid, settings.bot_active)
         return None
     if last_words and last_words in settings.optout_keywords:
-        log.info("chat %s (%s) opted out", cid, mask(number))
+        log.info("chat %s opted out", cid)
         return _handoff(ctx, cid, token, reply, "o cliente pediu para o bot parar", settings.optout_message, "optout")
     if settings.handoff_phrases and has_phrase(user_text, settings.handoff_phrases):
-        log.info("chat %s (%s) asked for a person: pausing the bot", cid, mask(number))
+        log.info("chat %s asked for a person: pausing the bot", cid)
         return _handoff(ctx, cid, token, reply, "o cliente pediu uma pessoa")
 
     supported = [e for e in entries if e.get("kind") in SUPPORTED_KINDS]
@@ -143,7 +144,7 @@ def compose_reply(ctx, cid, token, entries, tries):
         if settings.unknown_message:
             return _stored(ctx, cid, token, {**reply, "parts": [settings.unknown_message]})
         buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
-        log.info("chat %s (%s): only unsupported messages, no reply", cid, mask(number))
+        log.info("chat %s: only unsupported messages, no reply", cid)
         return None
     if tries > settings.gemini_max_attempts:
         return _fallback(ctx, cid, token, reply, f"{tries - 1} tentativas interrompidas (o processo morreu ou estourou o tempo)")
@@ -174,7 +175,7 @@ def compose_reply(ctx, cid, token, entries, tries):
             raise ai_service.ReplyError("the answer held only the media note", retryable=False)
         parts = split_reply(text, settings)
     except ai_service.Handoff as handoff:
-        log.info("chat %s (%s): Gemini handed the chat to a person (%s)", cid, mask(number), handoff.reason)
+        log.info("chat %s: Gemini handed the chat to a person (%s)", cid, handoff.reason)
         return _handoff(ctx, cid, token, reply, handoff.reason)
     except ai_service.ReplyError as error:
         if error.retryable and tries < settings.gemini_max_attempts:
@@ -334,7 +335,7 @@ def deliver(ctx, cid, token, reply):
             reply["sent"] += 1
             continue
         if time.time() - reply["created"] > settings.send_retry_minutes * 60:
-            log.error("chat %s (%s): not sent within SEND_RETRY_MINUTES; reply dropped", cid, mask(number))
+            log.error("chat %s: not sent within SEND_RETRY_MINUTES; reply dropped", cid)
             break
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
             return _lost(cid)
@@ -351,7 +352,7 @@ def deliver(ctx, cid, token, reply):
                 log.warning("chat %s: %s; sending again in %.0fs", cid, error, delay)
                 buffer.retry_later(ctx.redis, ctx.queue, cid, token, delay, settings)
                 return
-            log.error("chat %s (%s): %s; reply dropped", cid, mask(number), error)
+            log.error("chat %s: %s; reply dropped", cid, error)
             break
         buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
@@ -367,7 +368,7 @@ def deliver(ctx, cid, token, reply):
     if outcome == "lost":
         return _lost(cid)
     if reply["sent"]:
-        log.info("chat %s (%s): replied in %d message(s)%s", cid, mask(number), reply["sent"],
+        log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
 
 
@@ -487,7 +488,7 @@ def main(argv):
     cli = argparse.ArgumentParser(description="WhatsApp bot worker")
     commands = cli.add_subparsers(dest="command")
     forget = commands.add_parser("forget", help="erase one customer's history and pending messages (LGPD)")
-    forget.add_argument("instance")
+    forget.add_argument("instance", help="the Evolution instance, or '*' for every instance the bot knows")
     forget.add_argument("number", help="the number however written (+55 85 9 9999-9913), or a JID ('@lid' too)")
     commands.add_parser("check", help="check Redis, Gemini, Evolution, each number, the webhook and the prompt")
     args = cli.parse_args(argv)
@@ -497,8 +498,12 @@ def main(argv):
 
     if args.command == "forget":
         settings = load_settings()
-        deleted = chats.forget_customer(redis_lib.Redis.from_url(settings.redis_url), args.instance, args.number)
-        print(f"erased {deleted} key(s) for {mask(chats.customer_jids(args.number)[0])} on {args.instance}")
+        redis = redis_lib.Redis.from_url(settings.redis_url)
+        names = [args.instance]
+        if args.instance == "*":  # every instance that reported its connection, and the default one
+            names = sorted({*instances.all_states(redis), settings.evolution_instance} - {""})
+        deleted = chats.forget_customer(redis, names, args.number)
+        print(f"erased {deleted} key(s) for {mask(chats.customer_jids(args.number)[0])} on {', '.join(names)}")
         return 0
     settings = load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING))
     setup_logging(settings)

@@ -1,12 +1,14 @@
 """The world misbehaves, for real: workers killed mid-job, redis-server stopped and restarted,
 deliveries racing across processes. The customer must still get one answer, once."""
 
+import re
 import signal
 import threading
 import time
 
 import requests
 
+import buffer
 from conftest import CUSTOMER, INSTANCE, TOKEN, free_port, text_message, wait_until
 
 LEASE = 20  # JOB_LEASE_SECONDS in start_stack
@@ -172,3 +174,7 @@ def test_customer_number_is_masked_in_every_process_log(stack, gemini, evolution
     assert "5511*****4321" in logs
     assert CUSTOMER not in logs
     assert TOKEN not in logs
+    # A chat id and a masked number on one line would give the number back by trying the hidden digits.
+    cid = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
+    assert [line for line in logs.splitlines() if cid in line and re.search(r"\d{4}\*+\d{4}", line)] == []
+    assert any(cid in line for line in logs.splitlines())

@@ -883,3 +883,23 @@ def test_a_job_whose_chat_a_person_took_stores_nothing_and_sends_nothing(bot, ge
     assert worker.compose_reply(ctx, cid, token, entries, tries) is None
     assert not ctx.redis.exists(buffer.keys(cid)["reply"])
     assert evolution.sent_texts() == [] and chats.state(ctx.redis, cid)["state"] == "paused"
+
+
+def test_forget_on_every_instance_the_bot_knows(bot, gemini, evolution, redis_server, monkeypatch, capsys):
+    """`worker.py forget '*' NUMBER` on a real Redis: both instances' chats erased, another customer kept."""
+    import instances
+
+    redis = redis_server.client()
+    ctx = worker.make_context(bot().settings, redis, queue=__import__("rq").Queue("whatsapp", connection=redis))
+    for instance in ("shop", "loja2"):
+        instances.record_state(redis, instance, "open", None, time.time())
+        worker.process_chat(ctx, receive(ctx, "oi", f"ALL-{instance}", instance=instance))
+    other = receive(ctx, "oi", "ALL-OTHER", number="5521977772222")
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+
+    assert worker.main(["forget", "*", "+55 11 99999-4321"]) == 0
+
+    assert "erased" in capsys.readouterr().out
+    for instance in ("shop", "loja2"):
+        assert not memory.load_history(redis, buffer.chat_ref(instance, JID))
+    assert redis.exists(buffer.keys(other)["burst"])
