@@ -275,3 +275,56 @@ def test_forget_erases_a_cloud_api_customer_too(fake_redis, queue, make_settings
     assert fake_redis.exists(buffer.keys(cid)["burst"])
     assert chats.forget_customer(fake_redis, PNID, "+55 11 99999-4321") > 0
     assert not fake_redis.exists(buffer.keys(cid)["burst"])
+
+
+# --- The webhook routes (Flask test client on fakeredis) ---------------------------------------------------
+
+@pytest.fixture
+def cloud_client(make_settings, fake_redis, graph):
+    import webhook
+
+    settings = make_settings(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret="app-secret-0123456789",
+                             whatsapp_verify_token="verify-0123456789", whatsapp_graph_url=graph.url)
+    return webhook.create_app(settings, fake_redis).test_client()
+
+
+def signed(raw, secret="app-secret-0123456789"):
+    return {"X-Hub-Signature-256": "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest(),
+            "Content-Type": "application/json"}
+
+
+def test_cloud_malformed_json_with_a_good_signature_is_400(cloud_client, fake_redis):
+    raw = b'{"entry": ['
+    assert cloud_client.post("/webhook/cloud", data=raw, headers=signed(raw)).status_code == 400
+    assert fake_redis.keys("wa:*") == []
+
+
+def test_cloud_backlog_older_than_max_message_age_is_ignored(cloud_client, fake_redis):
+    raw = json.dumps(CLOUD["text"]).encode()  # its timestamp is from 2025: a redelivery of days ago
+    response = cloud_client.post("/webhook/cloud", data=raw, headers=signed(raw))
+    assert response.status_code == 200 and response.get_json()["results"] == ["ignored"]
+    assert fake_redis.keys("wa:burst:*") == []
+
+
+def test_cloud_delivery_while_redis_is_down_is_503_so_meta_delivers_again(make_settings, graph):
+    import redis as redis_lib
+
+    import webhook
+
+    settings = make_settings(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret="app-secret-0123456789",
+                             whatsapp_verify_token="verify-0123456789", whatsapp_graph_url=graph.url)
+    dead = redis_lib.Redis(port=1, socket_connect_timeout=0.2)
+    client = webhook.create_app(settings, dead).test_client()
+    body = copy_with_now(CLOUD["text"])
+    raw = json.dumps(body).encode()
+    assert client.post("/webhook/cloud", data=raw, headers=signed(raw)).status_code == 503
+
+
+def copy_with_now(body):
+    import time
+
+    body = json.loads(json.dumps(body))
+    for change in body["entry"][0]["changes"]:
+        for item in change["value"].get("messages", []):
+            item["timestamp"] = str(int(time.time()))
+    return body
