@@ -128,8 +128,11 @@ def thinking_config(settings):
     return types.ThinkingConfig(thinking_budget=settings.gemini_thinking_budget)
 
 
-def generate_reply(client, settings, history, user_text, system_prompt, media=()):
-    """Return Gemini's answer text, or raise ReplyError (an empty or blocked answer is one) or Handoff."""
+def generate_reply(client, settings, history, user_text, system_prompt, media=(), usage=None):
+    """Return Gemini's answer text, or raise ReplyError (an empty or blocked answer is one) or Handoff.
+
+    A `usage` dict is filled with the response's token counts (usage_metadata), for the counters.
+    """
     contents = build_prompt(history, user_text, media)
     config = types.GenerateContentConfig(
         system_instruction=system_prompt,
@@ -146,10 +149,13 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
     except Exception as error:  # the SDK's transport (httpx or httpx2) failed: refused, reset, timed out
         raise ReplyError(f"Gemini unreachable: {type(error).__name__}", retryable=True) from error
 
-    usage = response.usage_metadata
-    if usage is not None:  # what each reply costs: README.pt-BR.md "Quanto custa o Gemini"
-        log.info("Gemini tokens: prompt %s, answer %s, thinking %s", usage.prompt_token_count,
-                 usage.candidates_token_count, usage.thoughts_token_count or 0)
+    metadata = response.usage_metadata
+    if metadata is not None:  # what each reply costs: README.pt-BR.md "Quanto custa o Gemini"
+        log.info("Gemini tokens: prompt %s, answer %s, thinking %s", metadata.prompt_token_count,
+                 metadata.candidates_token_count, metadata.thoughts_token_count or 0)
+        if usage is not None:  # for the panel's counters
+            usage.update(metadata.model_dump(exclude_none=True, include={
+                "prompt_token_count", "candidates_token_count", "total_token_count"}))
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise ReplyError(f"prompt blocked: {feedback.block_reason}", retryable=False)

@@ -42,7 +42,7 @@ def notify_owner(session, settings, redis, instance, text, cause=None, channel="
     sent = 0
     for number in numbers:
         try:
-            message_id = channels.send_text(session, settings, channel, instance, number, text)
+            message_id, _ = channels.send_text(session, settings, channel, instance, number, text)
             sent += 1
             if message_id:  # its echo is the bot's, not a person answering in that chat
                 redis.set(buffer.own_send_key(instance, message_id), "alert -", ex=86400)

@@ -20,6 +20,9 @@ import time
 import uuid
 from datetime import datetime, timezone
 
+from redis.exceptions import NoScriptError
+
+import chatlog
 import memory
 
 log = logging.getLogger(__name__)
@@ -240,26 +243,37 @@ def message_entry(message):
     }, ensure_ascii=False)
 
 
-def add_message(redis, queue, message, settings, trigger=None, now=None):
+def add_message(redis, queue, message, settings, trigger=None, now=None, also=None):
     """Dedupe and buffer one customer message; schedule the chat's job if it has none.
 
     Returns what happened: duplicate, paused, opted_out, no_trigger, rate_limited, buffered or
     scheduled. One Redis round trip, plus one to schedule the job when the chat had none pending.
     While a person holds the chat (paused, opted out) the message goes to history instead.
+    The same round trip logs the message for the panel; `also(pipe)` may queue more (counters).
     """
     now = time.time() if now is None else now
     cid = chat_ref(message.instance, message.chat_id, message.channel)
     k = keys(cid)
     keep = int(settings.debounce_seconds + settings.job_lease_seconds + settings.send_retry_minutes * 60 + 3600)
     trigger_flag = -1 if trigger is None else int(bool(trigger))
-    result = _decode(redis.register_script(ADD_SCRIPT)(
-        keys=[seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
-              k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"]],
-        args=[settings.dedupe_ttl_seconds, message_entry(message), repr(now), cid, keep,
-              settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
-              int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
-              memory.turn("user", message.text or f"[{message.kind}]"), *memory.history_args(settings)],
-    ))
+    script_keys = [seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
+                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"]]
+    script_args = [settings.dedupe_ttl_seconds, message_entry(message), repr(now), cid, keep,
+                   settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
+                   int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
+                   memory.turn("user", message.text or f"[{message.kind}]"), *memory.history_args(settings)]
+    script = redis.register_script(ADD_SCRIPT)
+    pipe = redis.pipeline(transaction=False)  # one round trip: the script, the panel's log, counters
+    pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
+    chatlog.record_message(pipe, cid, message, "customer", settings)
+    if also:
+        also(pipe)
+    result = pipe.execute(raise_on_error=False)[0]
+    if isinstance(result, NoScriptError):  # first call since Redis started: load it
+        result = script(keys=script_keys, args=script_args)
+    elif isinstance(result, Exception):
+        raise result
+    result = _decode(result)
     if result[0] == "scheduled":
         schedule(queue, cid, float(result[1]), settings)
     return result[0]

@@ -24,11 +24,13 @@ TooLarge = sender.TooLarge
 
 
 def send_text(session, settings, channel, instance, number, text):
-    """Send one text through the chat's channel; returns the id the channel gave our message (None if unknown)."""
+    """Send one text through the chat's channel; returns (the id the channel gave our message, its WhatsApp
+    timestamp), either None when the channel does not say."""
     if channel in (None, "", "evolution"):
         sent = sender.send_text(session, settings, instance, number, text)
-        return (sent.get("key") or {}).get("id") if isinstance(sent, dict) else None
-    return MODULES[channel].send_text(session, settings, instance, number, text)
+        sent = sent if isinstance(sent, dict) else {}
+        return (sent.get("key") or {}).get("id"), sent.get("messageTimestamp")
+    return MODULES[channel].send_text(session, settings, instance, number, text), None
 
 
 def send_presence(session, settings, channel, instance, number, delay_ms):

@@ -14,6 +14,7 @@ import time
 import redis as redis_lib
 
 import buffer
+import chatlog
 import memory
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,7 @@ def _erase(redis, cid):
     pipe = redis.pipeline()
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
+    chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
     return pipe.execute()[0]
 
 

@@ -120,6 +120,7 @@ class Settings:
 
     # Owner's web panel: empty means no panel.
     panel_password: str = ""
+    log_max_entries: int = 500  # messages per chat the panel's conversation log keeps
 
     # --- The owner's first week (issue 13): business hours, alerts to the owner, Gemini limits ---
     business_hours: str = ""  # e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" (seg…dom too); see hours.py
@@ -264,7 +265,7 @@ def _validate(settings, require):
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
                 "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
-                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb")
+                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries")
     for name in positive:
         if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
             raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")

@@ -22,10 +22,13 @@ from rq import Queue
 
 import buffer
 import channels
+import chatlog
 import chats
 import instances
+import panel
 import parser
 import sender
+import stats
 from config import REQUIRED_FOR_REPLYING, SettingsError, load_settings, setup_logging
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,10 @@ def create_app(settings=None, redis=None, direct_context=None):
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    tally = stats.Tally()  # counts that wait for the next pipeline: no round trip of their own
+    app.register_blueprint(stats.metrics_blueprint(settings, redis, worker.QUEUE_NAME, authorized))
+    if settings.panel_password:
+        app.register_blueprint(panel.make_blueprint(settings, redis, queue))
     if not settings.webhook_token:
         log.warning("WEBHOOK_TOKEN is not set: anyone who can reach this port can post messages to the bot")
 
@@ -94,6 +101,7 @@ def create_app(settings=None, redis=None, direct_context=None):
         else:
             if direct is not None:
                 direct.recovered()
+        tally.flush_if_due(redis)
         return jsonify(status="ok", results=outcomes)
 
     alert_session = sender.make_session()
@@ -124,13 +132,21 @@ def create_app(settings=None, redis=None, direct_context=None):
             reason = "another number served by this bot (no bot-to-bot loops)"
         if reason:
             log.info("ignored %s from %s: %s", message.kind, who, reason)
+            tally.add("ignored:" + reason.split(" (")[0])
             return "ignored"
         if message.from_me or message.event != "messages.upsert":
             outcome = chats.note_from_me(redis, message, settings)
+            if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
+                pipe = redis.pipeline(transaction=False)
+                chatlog.record_message(pipe, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
+                                       "human", settings)
+                pipe.execute()
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
-        outcome = buffer.add_message(redis, queue, message, settings, trigger)
+        outcome = buffer.add_message(redis, queue, message, settings, trigger,
+                                     also=lambda pipe: (stats.count(pipe, "received"), tally.drain(pipe)))
+        tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
 

@@ -24,12 +24,14 @@ import alerts
 import budget
 import buffer
 import channels
+import chatlog
 import chats
 import doctor
 import hours
 import instances
 import memory
 import sender
+import stats
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
 from parser import has_phrase, mask
 
@@ -124,7 +126,8 @@ def compose_reply(ctx, cid, token, entries, tries):
     last_words = (last.get("text") or "").strip().lower()
 
     reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time(),
-             "rid": uuid.uuid4().hex[:12], "name": last.get("push_name") or "", "channel": last.get("channel", "evolution")}
+             "rid": uuid.uuid4().hex[:12], "name": last.get("push_name") or "", "asked_at": last.get("timestamp") or None,
+             "channel": last.get("channel", "evolution")}
     now = datetime.now(timezone.utc)
     if not hours.bot_active(settings, now):
         if hours.closed_notice_due(ctx.redis, cid, settings, now):
@@ -164,10 +167,12 @@ def compose_reply(ctx, cid, token, entries, tries):
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
             return _lost(cid)
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
+        usage, started = {}, time.monotonic()
         text = ai_service.generate_reply(
             ctx.genai, settings, memory.load_history(ctx.redis, cid), prompt_text,
-            ai_service.load_system_prompt(settings, instance), media,
+            ai_service.load_system_prompt(settings, instance), media, usage=usage,
         )
+        reply["usage"] = {**usage, "seconds": time.monotonic() - started}
         understood, text = ai_service.split_media_note(text) if media else ("", text)
         if understood:
             reply["user_text"] = f"{user_text}\n[{understood}]"
@@ -178,6 +183,7 @@ def compose_reply(ctx, cid, token, entries, tries):
         log.info("chat %s: Gemini handed the chat to a person (%s)", cid, handoff.reason)
         return _handoff(ctx, cid, token, reply, handoff.reason)
     except ai_service.ReplyError as error:
+        stats.gemini_error(ctx.redis, error.reason)
         if error.retryable and tries < settings.gemini_max_attempts:
             delay = backoff(settings, tries)
             log.warning("chat %s: %s; try %d of %d again in %.0fs", cid, error.reason, tries,
@@ -344,7 +350,7 @@ def deliver(ctx, cid, token, reply):
             return _lost(cid)
         buffer.note_sending(ctx.redis, instance, cid, rid, part)
         try:
-            message_id = channels.send_text(ctx.session, settings, channel, instance, number, part)
+            message_id, _ = channels.send_text(ctx.session, settings, channel, instance, number, part)
         except channels.Error as error:
             age = time.time() - reply["created"]
             if error.retryable and age < settings.send_retry_minutes * 60:
@@ -357,10 +363,12 @@ def deliver(ctx, cid, token, reply):
         buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
+        chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings)  # the panel's log
         if reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 
     said = "\n\n".join(parts[: reply["sent"]])
+    stats.write_reply(ctx.redis, reply, settings)  # the panel's counters, one pipeline per reply
     outcome = buffer.finish(
         ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
         model_turn=memory.turn("model", said) if said else "", hold=reply.get("hold", ""),

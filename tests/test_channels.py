@@ -147,7 +147,7 @@ def test_prompt_per_number_works_for_cloud_and_twilio_instances(tmp_path, make_s
 # --- Graph API calls --------------------------------------------------------------------------------------
 
 def test_cloud_send_text_answers_the_wamid_and_sends_the_documented_body(settings, graph):
-    wamid = channels.send_text(requests.Session(), settings, "cloud", PNID, CUSTOMER, "Olá!")
+    wamid, _ = channels.send_text(requests.Session(), settings, "cloud", PNID, CUSTOMER, "Olá!")
     assert graph.texts() == [(PNID, CUSTOMER, "Olá!")] and wamid == graph.sent[0]["id"]
     call = graph.calls("messages")[0]
     assert call["path"] == f"/v23.0/{PNID}/messages"
@@ -190,7 +190,7 @@ def test_cloud_media_is_fetched_with_the_token_and_stopped_past_the_limit(settin
 # --- Twilio REST calls ------------------------------------------------------------------------------------
 
 def test_twilio_send_text_posts_the_form_with_basic_auth(settings, twilio_api):
-    sid = channels.send_text(requests.Session(), settings, "twilio", "+5511999990000", CUSTOMER, "Olá!")
+    sid, _ = channels.send_text(requests.Session(), settings, "twilio", "+5511999990000", CUSTOMER, "Olá!")
     assert twilio_api.texts() == [("whatsapp:+5511999990000", f"whatsapp:+{CUSTOMER}", "Olá!")]
     assert sid == twilio_api.sent[0]["sid"]
 
@@ -328,3 +328,28 @@ def copy_with_now(body):
         for item in change["value"].get("messages", []):
             item["timestamp"] = str(int(time.time()))
     return body
+
+
+def test_panel_answer_as_a_person_goes_out_through_the_chats_channel(make_settings, fake_redis, graph):
+    import re as regex
+
+    import webhook
+
+    password = "panel-password-0123456789"
+    settings = make_settings(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret="app-secret-0123456789",
+                             whatsapp_verify_token="verify-0123456789", whatsapp_graph_url=graph.url,
+                             panel_password=password)
+    client = webhook.create_app(settings, fake_redis).test_client()
+    raw = json.dumps(copy_with_now(CLOUD["text"])).encode()
+    assert client.post("/webhook/cloud", data=raw, headers=signed(raw)).get_json()["results"] == ["scheduled"]
+    page = client.get("/panel/login").get_data(as_text=True)
+    token = regex.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert client.post("/panel/login", data={"password": password, "csrf_token": token}).status_code == 302
+    csrf = client.get("/panel/api/session").get_json()["csrf_token"]
+    cid = buffer.chat_ref(PNID, f"{CUSTOMER}@s.whatsapp.net", "cloud")
+
+    answer = client.post(f"/panel/api/chats/{cid}/reply", json={"text": "Oi! Aqui é a Ana, da loja."},
+                         headers={"X-CSRF-Token": csrf})
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json()["state"] == "paused" and answer.get_json()["id"] == graph.sent[0]["id"]
+    assert graph.texts() == [(PNID, CUSTOMER, "Oi! Aqui é a Ana, da loja.")]

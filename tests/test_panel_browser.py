@@ -1,0 +1,189 @@
+"""The panel in a real headless Chromium (Selenium) against real processes: redis-server, gunicorn, the worker.
+
+The owner logs in, sees a chat appear while the fake Evolution delivers a burst, opens it, takes
+over, answers as a person (the fake Evolution receives it; the bot stays quiet), edits the persona
+and tries it, hands back, and the next Gemini request carries the new persona. Screenshots go to
+docs/screenshots/ for the README.
+"""
+
+import json
+import shutil
+import time
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+import buffer
+import stats
+from conftest import CUSTOMER, ROOT, text_message, wait_until
+
+PASSWORD = "senha-do-painel-teste"
+SHOTS = ROOT / "docs" / "screenshots"
+DEBOUNCE = 3
+WAIT = 30  # generous: the machine is shared
+CID = buffer.chat_ref("shop", f"{CUSTOMER}@s.whatsapp.net")
+
+
+@pytest.fixture
+def browser():
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.fail("chromium and chromium-driver are not installed: run `bash .ci/run`, which installs them")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=430,1000", "--lang=pt-BR", "--force-device-scale-factor=1"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(options=options, service=Service(driver_path))
+    driver.set_page_load_timeout(WAIT)
+    yield driver
+    driver.quit()
+
+
+def until(driver, predicate, message):
+    """Wait for `predicate(driver)`; stale elements (a part just re-rendered by polling) mean "not yet"."""
+
+    def check(d):
+        try:
+            return predicate(d)
+        except StaleElementReferenceException:
+            return False
+
+    return WebDriverWait(driver, WAIT, poll_frequency=0.2).until(check, message)
+
+
+def texts(driver, css):
+    return [el.text for el in driver.find_elements(By.CSS_SELECTOR, css)]
+
+
+def state(driver):
+    badges = driver.find_elements(By.CSS_SELECTOR, "#thread .now [data-state]")
+    return badges[0].get_attribute("data-state") if badges else None
+
+
+def shot(driver, name):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    width = driver.get_window_size()["width"]
+    driver.set_window_size(width, max(min(height + 140, 2200), 700))
+    driver.save_screenshot(str(SHOTS / f"{name}.png"))
+
+
+def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution, browser, tmp_path):
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    shutil.copy(ROOT / "prompts" / "system.md", prompts / "system.md")
+    stack = start_stack(PANEL_PASSWORD=PASSWORD, DEBOUNCE_SECONDS=DEBOUNCE, SYSTEM_PROMPT_FILE=prompts / "system.md",
+                        HANDOFF_PAUSE_MINUTES=60)
+    redis = stack.redis.client()
+    redis.hset(stats.INSTANCES, "shop", json.dumps({"state": "open", "at": time.time()}))
+    gemini.reply_with("Oi! Temos bolo de cenoura com chocolate, sim.\n\nO inteiro sai por R$ 45. Quer encomendar?")
+
+    # Log in: the panel sends a stranger to the login page first.
+    browser.get(f"{stack.url}/panel/")
+    until(browser, lambda d: d.find_element(By.ID, "password"), "the login form")
+    assert "/panel/login" in browser.current_url
+    browser.find_element(By.ID, "password").send_keys("errada")
+    browser.find_element(By.ID, "login-button").click()
+    until(browser, lambda d: "Senha incorreta" in d.find_element(By.ID, "login-error").text, "the wrong-password message")
+    shot(browser, "login")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-button").click()
+    until(browser, lambda d: d.find_elements(By.ID, "no-chats"), "the empty inbox")
+
+    # A burst arrives; the chat shows up in the open inbox without a reload.
+    now = int(time.time())
+    stack.post(text_message("Oi, boa tarde!", "BR1", timestamp=now - 1))
+    stack.post(text_message("vocês têm bolo de cenoura?", "BR2", timestamp=now))
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".chats a.chat"), "the chat to appear in the inbox")
+    row = browser.find_element(By.CSS_SELECTOR, ".chats a.chat")
+    assert "vocês têm bolo de cenoura?" in row.text
+    assert "5511*****4321" in row.text and CUSTOMER not in browser.page_source
+    evolution.wait_for(2, timeout=WAIT)  # the bot's answer, in two parts
+    until(browser, lambda d: "Bot:" in d.find_element(By.CSS_SELECTOR, ".chats a.chat").text, "the reply in the inbox")
+
+    # Open it: the whole thread, who said what.
+    browser.find_element(By.CSS_SELECTOR, ".chats a.chat").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#messages .from-bot")) == 2, "the bot's two parts")
+    assert texts(browser, "#messages .msg .text") == [
+        "Oi, boa tarde!", "vocês têm bolo de cenoura?", "Oi! Temos bolo de cenoura com chocolate, sim.",
+        "O inteiro sai por R$ 45. Quer encomendar?"]
+    browser.find_element(By.ID, "reveal").click()
+    until(browser, lambda d: d.find_element(By.ID, "number").text == CUSTOMER, "the revealed number")
+
+    # Take over, then answer as a person: Evolution sends it, the bot stays quiet.
+    browser.find_element(By.ID, "take-over").click()
+    until(browser, lambda d: state(d) == "paused", "the chat to be paused")
+    browser.find_element(By.ID, "reply-text").send_keys("Oi! Aqui é a Ana. Faço o bolo para sábado, pode ser?")
+    browser.find_element(By.ID, "reply-send").click()
+    evolution.wait_for(3, timeout=WAIT)
+    assert evolution.sent_texts()[-1] == ("shop", CUSTOMER, "Oi! Aqui é a Ana. Faço o bolo para sábado, pode ser?")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#messages .from-human"), "the person's answer in the thread")
+    gemini_calls = len(gemini.requests)
+    stack.post(text_message("pode sim, obrigada!", "BR3"))
+    until(browser, lambda d: "pode sim, obrigada!" in d.find_element(By.ID, "messages").text, "the customer's answer")
+    time.sleep(DEBOUNCE + 2)  # a bot answer would come within this; absence cannot be waited for
+    assert len(gemini.requests) == gemini_calls and len(evolution.sent_texts()) == 3
+    assert state(browser) == "paused"
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, "conversation")
+
+    # Another customer writes meanwhile, on another number: the inbox shows each chat's state.
+    gemini.hold()
+    other = text_message("Bom dia! Vocês entregam em Pinheiros?", "OT1", number="5521988887777", instance="loja2")
+    other["data"]["pushName"] = "Marina"
+    stack.post(other)
+    browser.find_element(By.ID, "nav-inbox").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".chats a.chat")) == 2, "two chats in the inbox")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '.chats [data-state="answering"]'), "the other chat answering")
+    assert browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"] .state').get_attribute("data-state") == "paused"
+    shot(browser, "inbox")
+    gemini.release()
+    evolution.wait_for(5, timeout=WAIT)  # the other customer's answer, in two parts
+    assert evolution.sent_texts()[-1][:2] == ("loja2", "5521988887777")
+
+    # Edit the persona and try it, without sending anything to WhatsApp.
+    browser.find_element(By.ID, "nav-persona").click()
+    area = until(browser, lambda d: (el := d.find_element(By.ID, "persona-text")).get_attribute("value") and el,
+                 "the system prompt in the editor")
+    persona = "Você é a Bia, atendente da Doceria Teste. Responda em português, curto e simpático."
+    area.clear()
+    area.send_keys(persona)
+    browser.find_element(By.ID, "persona-save").click()
+    until(browser, lambda d: "Salvo" in d.find_element(By.ID, "persona-status").text, "the saved message")
+    assert (prompts / "system.md").read_text().strip() == persona
+    gemini.reply_with("Abrimos sim!\n\nSábado das 9h às 13h.")
+    browser.find_element(By.ID, "try-send").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#try-parts li")) == 2, "the try-it answer")
+    assert gemini.system_text() == persona
+    assert len(evolution.sent_texts()) == 5
+    shot(browser, "persona")
+
+    # Hand back: the next customer message is answered, and Gemini is asked with the new persona.
+    browser.get(f"{stack.url}/panel/")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"]'), "the inbox")
+    browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"]').click()
+    until(browser, lambda d: d.find_element(By.ID, "hand-back"), "the conversation")
+    browser.find_element(By.ID, "hand-back").click()
+    until(browser, lambda d: state(d) == "idle", "the bot to be back")
+    gemini.reply_with("Combinado! Até sábado.")
+    calls = len(gemini.requests)
+    stack.post(text_message("então fechado, até sábado", "BR4"))
+    evolution.wait_for(6, timeout=WAIT)
+    assert len(gemini.requests) == calls + 1 and gemini.system_text() == persona
+    until(browser, lambda d: "Combinado! Até sábado." in d.find_element(By.ID, "messages").text, "the bot's new reply")
+
+    # Health and numbers.
+    wait_until(lambda: redis.hget(stats.TOTAL, "replies") == b"3", timeout=WAIT, message="three replies counted")
+    browser.find_element(By.ID, "nav-health").click()
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, ".charts svg"), "the charts")
+    assert "conectado" in browser.find_element(By.ID, "health").text
+    shot(browser, "health")
+
+    browser.find_element(By.ID, "logout").click()
+    until(browser, lambda d: d.find_elements(By.ID, "password"), "the login page after logout")
