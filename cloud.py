@@ -230,11 +230,12 @@ def send_presence(session, settings, instance, number, delay_ms):
 
 def mark_read(session, settings, instance, messages):
     """Blue ticks up to the burst's last message (earlier ones are read with it), with "digitando…" shown
-    until the reply or 25 s: the Cloud API ties the typing indicator to a read receipt."""
+    until the reply or 25 s (SEND_PRESENCE): the Cloud API ties the typing indicator to a read receipt."""
     if not messages:
         return None
-    payload = {"messaging_product": "whatsapp", "status": "read", "message_id": messages[-1][1],
-               "typing_indicator": {"type": "text"}}
+    payload = {"messaging_product": "whatsapp", "status": "read", "message_id": messages[-1][1]}
+    if settings.send_presence:
+        payload["typing_indicator"] = {"type": "text"}
     return _call(session, settings, "mark as read", "POST", _url(settings, instance, "messages"), payload)
 
 

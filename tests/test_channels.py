@@ -26,7 +26,8 @@ def settings(make_settings, graph, twilio_api):
     return make_settings(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret="app-secret-0123456789",
                          whatsapp_verify_token="verify-0123456789", whatsapp_graph_url=graph.url,
                          twilio_account_sid=twilio_api.account_sid, twilio_auth_token=twilio_api.auth_token,
-                         twilio_webhook_url="https://bot.example.com/webhook/twilio", twilio_api_url=twilio_api.url)
+                         twilio_webhook_url="https://bot.example.com/webhook/twilio", twilio_api_url=twilio_api.url,
+                         send_presence="true")
 
 
 # --- Cloud API payloads ------------------------------------------------------------------------------------
@@ -154,9 +155,12 @@ def test_cloud_send_text_answers_the_wamid_and_sends_the_documented_body(setting
     assert call["json"]["messaging_product"] == "whatsapp" and call["json"]["type"] == "text"
 
 
-def test_cloud_mark_read_shows_typing_on_the_last_message(settings, graph):
+def test_cloud_mark_read_shows_typing_on_the_last_message_unless_send_presence_is_off(settings, graph):
     channels.mark_read(requests.Session(), settings, "cloud", PNID, [("a", "wamid.1"), ("a", "wamid.2")])
     assert graph.reads == [{"phone_number_id": PNID, "message_id": "wamid.2", "typing": "text"}]
+    quiet = __import__("dataclasses").replace(settings, send_presence=False)
+    channels.mark_read(requests.Session(), quiet, "cloud", PNID, [("a", "wamid.3")])
+    assert graph.reads[-1] == {"phone_number_id": PNID, "message_id": "wamid.3", "typing": None}
 
 
 @pytest.mark.parametrize("code, retryable", [(1, True), (2, True), (130429, True), (131056, True),

@@ -40,7 +40,7 @@ def quiet(seconds=2.5):
 @pytest.fixture
 def cloud_stack(start_stack, graph):
     return start_stack(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret=APP_SECRET, whatsapp_verify_token=VERIFY,
-                       whatsapp_graph_url=graph.url)
+                       whatsapp_graph_url=graph.url, send_presence="true")
 
 
 def cloud_body(name="text", text=None, message_id=None, timestamp=None):
