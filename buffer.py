@@ -72,6 +72,11 @@ def own_send_key(instance, message_id):
     return f"wa:ours:{instance}:{message_id}"
 
 
+def lid_key(instance, jid):
+    """The '@lid' JID a customer's phone JID was last seen with on `instance`."""
+    return f"wa:lid:{instance}:{jid}"
+
+
 def sending_key(instance, text):
     """Chats with a part of this text on its way and no id known yet (the echo may come first)."""
     return f"wa:sending:{instance}:{text_digest(text)}"
@@ -266,6 +271,8 @@ def add_message(redis, queue, message, settings, trigger=None, now=None, also=No
     pipe = redis.pipeline(transaction=False)  # one round trip: the script, the panel's log, counters
     pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
     chatlog.record_message(pipe, cid, message, "customer", settings)
+    if message.lid and message.lid != message.chat_id:  # the customer's '@lid' address too, so forget finds both
+        pipe.set(lid_key(message.instance, message.chat_id), message.lid, ex=settings.history_ttl_seconds)
     if also:
         also(pipe)
     result = pipe.execute(raise_on_error=False)[0]

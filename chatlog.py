@@ -8,6 +8,8 @@ by forget. Writes only queue commands on a pipeline, so they ride in round trips
 import json
 import time
 
+from redis.exceptions import WatchError
+
 from parser import to_int
 
 CHATS = "wa:chats"  # sorted set: cid -> last activity (unix time)
@@ -74,11 +76,23 @@ def record_message(pipe, cid, message, sender, settings):
     record(pipe, cid, entry(message.message_id, sender, message.text, message.timestamp, message.kind), settings, meta)
 
 
-def record_sent(redis, cid, message_id, text, settings):
-    """Log one part of the bot's reply as it goes out (the id Evolution answered), in one round trip."""
-    pipe = redis.pipeline(transaction=False)
-    record(pipe, cid, entry(message_id, "bot", text, time.time()), settings)
-    pipe.execute()
+def record_sent(redis, cid, message_id, text, settings, lock_key, token):
+    """Log one part of the bot's reply as it goes out (the id Evolution answered).
+
+    Only while the sending job still holds the chat (`lock_key` holds its `token`): a chat erased
+    or taken over meanwhile gets nothing written back. Returns whether it was logged.
+    """
+    with redis.pipeline() as pipe:
+        try:
+            pipe.watch(lock_key)
+            if pipe.get(lock_key) != token.encode():
+                return False
+            pipe.multi()
+            record(pipe, cid, entry(message_id, "bot", text, time.time()), settings)
+            pipe.execute()
+        except WatchError:
+            return False
+    return True
 
 
 def erase(pipe, cid):

@@ -220,11 +220,17 @@ def customer_jids(written):
 
 def forget_customer(redis, instance, written):
     """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number,
-    whichever channel the instance is on (an Evolution instance, a Cloud API phone_number_id, a Twilio number)."""
+    and under the '@lid' JID their phone JID was seen with, whichever channel the instance is on (an Evolution
+    instance, a Cloud API phone_number_id, a Twilio number)."""
     import channels
 
     names = [instance] if isinstance(instance, str) else list(instance)
-    deleted = sum(_erase(redis, buffer.chat_ref(name, jid, channel))
-                  for name in names for jid in customer_jids(written) for channel in channels.MODULES)
+    deleted = 0
+    for name in names:
+        for jid in customer_jids(written):
+            lid = redis.getdel(buffer.lid_key(name, jid))  # the same customer under '@lid' addressing
+            if lid:
+                deleted += 1 + _erase(redis, buffer.chat_ref(name, lid.decode()))
+            deleted += sum(_erase(redis, buffer.chat_ref(name, jid, channel)) for channel in channels.MODULES)
     rewrite_aof(redis)
     return deleted

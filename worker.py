@@ -363,8 +363,9 @@ def deliver(ctx, cid, token, reply):
         buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
-        chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings)  # the panel's log
-        if reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply):
+        logged = chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings,
+                                     buffer.keys(cid)["lock"], token)  # the panel's log
+        if not logged or (reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply)):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 
     said = "\n\n".join(parts[: reply["sent"]])

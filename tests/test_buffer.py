@@ -4,6 +4,7 @@ Times are passed as `now=` so nothing waits; RQ's scheduled jobs are counted in 
 ScheduledJobRegistry (nothing runs them here).
 """
 
+import dataclasses
 import json
 import threading
 
@@ -15,7 +16,7 @@ import memory
 import parser
 import webhook
 from config import load_settings
-from conftest import CUSTOMER, INSTANCE, TOKEN, text_message
+from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, text_message
 
 JID = f"{CUSTOMER}@s.whatsapp.net"
 CID = buffer.chat_ref(INSTANCE, JID)
@@ -282,3 +283,17 @@ def test_trigger_keywords_open_a_session_that_later_messages_stay_in(fake_redis)
     assert post("é para amanhã", "T3") == ["buffered"]  # no trigger word, but the conversation is open
     assert 0 < fake_redis.ttl(f"wa:session:{CID}") <= 30 * 60
     assert fake_redis.llen(f"wa:burst:{CID}") == 2
+
+
+def test_forget_by_phone_also_erases_the_chat_kept_under_its_lid(fake_redis, queue, settings):
+    """2.3.5/2.3.6 send both addresses (payload 04); a later message may carry only the '@lid' (payload 63)."""
+    both = parser.parse_body(load_payload("04_v2_3_5plus_lid_with_remoteJidAlt_long_buffer_quirk.json"))[0]
+    lid_only = dataclasses.replace(both, chat_id=both.lid, reply_to=both.lid, message_id="LIDONLY1")
+    for message in (both, lid_only):
+        buffer.add_message(fake_redis, queue, message, settings, now=T0)
+    lid_chat = buffer.chat_ref(both.instance, both.lid)
+    assert fake_redis.exists(f"wa:burst:{lid_chat}")
+
+    chats.forget_customer(fake_redis, both.instance, both.chat_id.split("@")[0])
+
+    assert [key for key in fake_redis.keys() if lid_chat.encode() in key or b"wa:lid:" in key] == []

@@ -25,9 +25,20 @@ def echo(evolution, i=-1, **key):
     """Evolution's `send.message` event for a message sent through its API (payload 65's shape)."""
     data = copy.deepcopy(evolution.sent_messages()[i])
     data["key"].update(key)
-    return {"event": "send.message", "instance": INSTANCE, "data": data, "sender": "5511999990000@s.whatsapp.net",
+    return {**echo_shape(), "data": data}
+
+
+def echo_shape():
+    return {"event": "send.message", "instance": INSTANCE, "sender": "5511999990000@s.whatsapp.net",
             "server_url": "http://localhost:8080", "date_time": "2026-11-23T12:00:00.000Z",
             "destination": "http://webhook:8000/webhook", "apikey": "FFFFFFFFFFFF-FFFF-FFFF-FFFFFFFFFFFF"}
+
+
+def bot_is_back(stack, evolution, owner_id, customer_id, replies):
+    """`#bot` from the owner, then a customer message gets the bot's answer (the `replies`-th text sent)."""
+    assert stack.post(owner("#bot", owner_id))["results"] == ["resumed"]
+    stack.post(text_message("voltei", customer_id))
+    wait_until(lambda: len(sent(evolution)) == replies, timeout=20, message="the bot answering again")
 
 
 def state(stack, cid=CID):
@@ -88,9 +99,7 @@ def test_stop_while_the_handoff_message_goes_out_lasts_until_bot(stack, gemini, 
     redis = stack.redis.client()
     assert state(stack) == "stopped" and redis.ttl(buffer.keys(CID)["paused"]) == -1  # not the handoff's timed pause
 
-    assert stack.post(owner("#bot", "3EB0STOP00000000000002"))["results"] == ["resumed"]
-    stack.post(text_message("oi de novo", "STOP2"))
-    wait_until(lambda: len(sent(evolution)) == 2, timeout=20, message="the bot answering again")
+    bot_is_back(stack, evolution, "3EB0STOP00000000000002", "STOP2", replies=2)
 
 
 def test_owner_text_equal_to_an_earlier_bot_text_is_the_owners(stack, gemini, evolution):
@@ -119,11 +128,6 @@ def test_own_echo_under_the_phone_jid_of_a_lid_chat_before_the_id_is_known(stack
     lid_chat = buffer.chat_ref(INSTANCE, "10000000000006@lid")
     quiet(1.5)
     assert state(stack, lid_chat) == "idle" and state(stack) == "idle"
-
-
-def echo_shape():
-    return {"event": "send.message", "instance": INSTANCE, "sender": "5511999990000@s.whatsapp.net",
-            "server_url": "http://localhost:8080", "apikey": "FFFFFFFFFFFF-FFFF-FFFF-FFFFFFFFFFFF"}
 
 
 def test_a_part_repeated_on_purpose_is_sent_each_time(start_stack, gemini, evolution):
@@ -190,9 +194,7 @@ def test_optout_says_what_happens_and_bot_from_the_owner_brings_the_bot_back(sta
     quiet()
     assert len(sent(evolution)) == 1 and gemini.requests == []
 
-    assert stack.post(owner("#bot", "3EB0OUT0000000000000001"))["results"] == ["resumed"]
-    stack.post(text_message("voltei", "OUT3"))
-    wait_until(lambda: len(sent(evolution)) == 2, timeout=20, message="the bot answering again")
+    bot_is_back(stack, evolution, "3EB0OUT0000000000000001", "OUT3", replies=2)
 
 
 def test_chatwoot_attendant_answer_is_kept_in_history_for_when_the_bot_resumes(stack, gemini, evolution):
