@@ -8,7 +8,7 @@ import logging
 import re
 
 import buffer
-import sender
+import channels
 from parser import mask
 
 log = logging.getLogger(__name__)
@@ -22,8 +22,10 @@ def owner_numbers(settings):
     return [digits for digits in (re.sub(r"\D", "", number) for number in settings.owner_number) if digits]
 
 
-def notify_owner(session, settings, redis, instance, text, cause=None):
-    """Send `text` to every OWNER_NUMBER through `instance`; with `cause`, at most once an hour per cause.
+def notify_owner(session, settings, redis, instance, text, cause=None, channel="evolution"):
+    """Send `text` to every OWNER_NUMBER through `instance` of `channel`; with `cause`, at most once an hour per cause.
+
+    On the Cloud API and Twilio the owner gets it only within 24 hours of writing to that number (Meta's rule).
 
     Returns how many owners got it. Never raises.
     """
@@ -40,9 +42,8 @@ def notify_owner(session, settings, redis, instance, text, cause=None):
     sent = 0
     for number in numbers:
         try:
-            answer = sender.send_text(session, settings, instance, number, text)
+            message_id, _ = channels.send_text(session, settings, channel, instance, number, text)
             sent += 1
-            message_id = (answer.get("key") or {}).get("id") if isinstance(answer, dict) else None
             if message_id:  # its echo is the bot's, not a person answering in that chat
                 redis.set(buffer.own_send_key(instance, message_id), "alert -", ex=86400)
         except Exception as error:  # noqa: BLE001 - an alert must never break the caller

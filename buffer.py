@@ -31,9 +31,14 @@ DUE = "wa:due"
 JOB = "worker.answer_chat"  # by name, so the webhook never imports the worker's dependencies
 
 
-def chat_ref(instance, chat_id):
-    """A short, stable id for one chat of one instance, safe in Redis keys and RQ job ids."""
-    return hashlib.sha1(f"{instance}\n{chat_id}".encode()).hexdigest()[:20]
+def chat_ref(instance, chat_id, channel="evolution"):
+    """A short, stable id for one chat of one instance, safe in Redis keys and RQ job ids.
+
+    Other channels' chats are keyed with the channel too, so a Cloud API `phone_number_id` or a Twilio number
+    never meets an Evolution instance of the same name (Evolution's keys are unchanged).
+    """
+    scope = instance if channel == "evolution" else f"{channel}\n{instance}"
+    return hashlib.sha1(f"{scope}\n{chat_id}".encode()).hexdigest()[:20]
 
 
 def keys(cid):
@@ -239,6 +244,7 @@ def message_entry(message):
         "timestamp": message.timestamp,
         "kind": message.kind,
         "media": media,
+        "channel": message.channel,
     }, ensure_ascii=False)
 
 
@@ -251,7 +257,7 @@ def add_message(redis, queue, message, settings, trigger=None, now=None, also=No
     The same round trip logs the message for the panel; `also(pipe)` may queue more (counters).
     """
     now = time.time() if now is None else now
-    cid = chat_ref(message.instance, message.chat_id)
+    cid = chat_ref(message.instance, message.chat_id, message.channel)
     k = keys(cid)
     keep = int(settings.debounce_seconds + settings.job_lease_seconds + settings.send_retry_minutes * 60 + 3600)
     trigger_flag = -1 if trigger is None else int(bool(trigger))

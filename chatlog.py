@@ -54,11 +54,13 @@ def record(pipe, cid, item, settings, meta=None):
     pipe.expire(meta_key(cid), ttl)
 
 
-def chat_meta(instance, chat_id, reply_to, name=""):
-    """Who the chat is with and through which instance (the name only when known)."""
+def chat_meta(instance, chat_id, reply_to, name="", channel="evolution"):
+    """Who the chat is with and through which instance (the name only when known) and channel (when not Evolution)."""
     fields = {"instance": instance, "chat_id": chat_id, "reply_to": reply_to}
     if name:
         fields["name"] = name
+    if channel != "evolution":
+        fields["channel"] = channel
     return fields
 
 
@@ -70,7 +72,7 @@ def record_meta(pipe, cid, instance, chat_id, reply_to, name=""):
 def record_message(pipe, cid, message, sender, settings):
     """Queue on `pipe` the log entry and chat details of one parsed WhatsApp message."""
     meta = chat_meta(message.instance, message.chat_id, message.reply_to,
-                     message.push_name if sender == "customer" else "")
+                     message.push_name if sender == "customer" else "", message.channel)
     record(pipe, cid, entry(message.message_id, sender, message.text, message.timestamp, message.kind), settings, meta)
 
 

@@ -98,7 +98,7 @@ def note_from_me(redis, message, settings):
     Returns duplicate, own, resumed, stopped or paused. A person's answer pauses the bot for
     HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and is kept in history.
     """
-    cid = buffer.chat_ref(message.instance, message.chat_id)
+    cid = buffer.chat_ref(message.instance, message.chat_id, message.channel)
     text = message.text.strip()
     action, human_turn = "pause", memory.turn("model", text or f"[{message.kind}]", by="human")
     if settings.resume_keyword and text.lower() == settings.resume_keyword.lower():
@@ -220,7 +220,10 @@ def customer_jids(written):
 
 def forget_customer(redis, instance, written):
     """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number,
-    and under the '@lid' JID their phone JID was seen with."""
+    and under the '@lid' JID their phone JID was seen with, whichever channel the instance is on (an Evolution
+    instance, a Cloud API phone_number_id, a Twilio number)."""
+    import channels
+
     names = [instance] if isinstance(instance, str) else list(instance)
     deleted = 0
     for name in names:
@@ -228,6 +231,6 @@ def forget_customer(redis, instance, written):
             lid = redis.getdel(buffer.lid_key(name, jid))  # the same customer under '@lid' addressing
             if lid:
                 deleted += 1 + _erase(redis, buffer.chat_ref(name, lid.decode()))
-            deleted += _erase(redis, buffer.chat_ref(name, jid))
+            deleted += sum(_erase(redis, buffer.chat_ref(name, jid, channel)) for channel in channels.MODULES)
     rewrite_aof(redis)
     return deleted

@@ -131,6 +131,17 @@ class Settings:
     gemini_max_output_tokens: int = 1024
     gemini_thinking_budget: int = 0  # 0: no thinking (short answers, faster, cheaper); -1: the model's default
 
+    # --- Official channels (issue 11), beside Evolution: a channel with none of its settings is off ---
+    whatsapp_token: str = ""  # Meta WhatsApp Cloud API: a system user's access token
+    whatsapp_app_secret: str = ""  # the Meta app's secret: checks X-Hub-Signature-256 of each delivery
+    whatsapp_verify_token: str = ""  # chosen by you, pasted in the Meta app's webhook setup
+    whatsapp_graph_url: str = "https://graph.facebook.com"
+    whatsapp_api_version: str = "v23.0"
+    twilio_account_sid: str = ""
+    twilio_auth_token: str = ""  # signs Twilio's webhooks and authenticates our calls
+    twilio_webhook_url: str = ""  # the public URL pasted at Twilio, e.g. https://bot.example.com/webhook/twilio
+    twilio_api_url: str = "https://api.twilio.com"
+
     @property
     def history_ttl_seconds(self) -> int:
         return int(self.history_ttl_days * 86400)
@@ -154,7 +165,8 @@ REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_K
 
 # Secrets: none may be a `change-me…` placeholder or only spaces. The shop chooses the ones in
 # CHOSEN_SECRETS (Google issues the Gemini key), so those must also be long enough to resist guessing.
-SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY")
+SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY",
+           "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN")
 CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD")
 MIN_SECRET_CHARS = 16
 
@@ -233,9 +245,13 @@ def _validate(settings, require):
     A process that serves the webhook names WEBHOOK_TOKEN in `require`: then an empty token is
     refused unless ALLOW_UNAUTHENTICATED_WEBHOOK=true (a laptop demo), never silently accepted.
     """
+    official = _validate_channels(settings)
     for name in require:
         if name == "WEBHOOK_TOKEN" and not settings.webhook_token and settings.allow_unauthenticated_webhook:
             continue
+        if name in EVOLUTION_SETTINGS and official and not any(
+                getattr(settings, other.lower()) for other in EVOLUTION_SETTINGS):
+            continue  # a stack that serves only the Cloud API or Twilio needs no Evolution
         if not str(getattr(settings, name.lower())).strip():
             hint = " (or ALLOW_UNAUTHENTICATED_WEBHOOK=true for a local demo)" if name == "WEBHOOK_TOKEN" else ""
             raise SettingsError(f"{name} is required but not set (see .env.example){hint}")
@@ -261,6 +277,32 @@ def _validate(settings, require):
     if settings.max_regenerations < 0:
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
     _validate_owner_week(settings)
+
+
+EVOLUTION_SETTINGS = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY")
+CHANNEL_SETTINGS = {
+    "the WhatsApp Cloud API": ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"),
+    "Twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_URL"),
+}
+
+
+def _validate_channels(settings):
+    """A channel with none of its settings is off; one with some but not all stops start-up naming what is
+    missing. Returns whether any official channel is on."""
+    on = False
+    for channel, names in CHANNEL_SETTINGS.items():
+        missing = [name for name in names if not getattr(settings, name.lower()).strip()]
+        if missing and len(missing) < len(names):
+            raise SettingsError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for {channel} "
+                                f"({', '.join(name for name in names if name not in missing)} set; see .env.example)")
+        on = on or not missing
+    for name in ("WHATSAPP_GRAPH_URL", "TWILIO_API_URL", "TWILIO_WEBHOOK_URL"):
+        value = getattr(settings, name.lower())
+        if value and not re.match(r"^https?://", value):
+            raise SettingsError(f"{name} must start with https:// (or http://), got {value!r}")
+    if not re.fullmatch(r"v\d+\.\d+", settings.whatsapp_api_version.strip()):
+        raise SettingsError(f"WHATSAPP_API_VERSION must look like v23.0, got {settings.whatsapp_api_version!r}")
+    return on
 
 
 def _check_secrets(settings):

@@ -21,6 +21,7 @@ from flask import Blueprint, jsonify, redirect, render_template, request, sessio
 from flask.sessions import SecureCookieSessionInterface
 
 import ai_service
+import channels
 import chatlog
 import chats
 import sender
@@ -29,7 +30,7 @@ from parser import mask
 
 log = logging.getLogger(__name__)
 
-PROMPT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+PROMPT_NAME = re.compile(r"\+?[A-Za-z0-9_-]{1,64}")  # "+5511…": a Twilio number's prompt
 CHAT_ID = re.compile(r"[0-9a-f]{20}")
 FREE_TRIES = 5  # wrong passwords per IP before each next try must wait 1 s, 2 s, 4 s… up to MAX_WAIT
 MAX_WAIT = 900
@@ -337,7 +338,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @bp.post("/api/chats/<cid>/reply")
     @login_required
     def api_reply(cid):
-        """Answer as a person: pause the bot first, send through the chat's own instance, log it as "human"."""
+        """Answer as a person: pause the bot first, send through the chat's own instance and channel, log it as "human"."""
         body = json_body()
         text = body.get("text") if body else None
         if not isinstance(text, str) or not text.strip():
@@ -349,15 +350,14 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
             return jsonify(error="no such chat"), 404
         take_over(cid)
         try:
-            sent = sender.send_text(evolution(), settings, meta.get("instance", ""), meta["reply_to"], text.strip())
-        except sender.EvolutionError as error:
+            message_id, at = channels.send_text(evolution(), settings, meta.get("channel", "evolution"),
+                                                meta.get("instance", ""), meta["reply_to"], text.strip())
+        except channels.Error as error:
             log.warning("panel: reply to chat %s failed: %s", cid, error)
             return jsonify(error=str(error)), 502
-        sent = sent if isinstance(sent, dict) else {}
-        message_id = (sent.get("key") or {}).get("id") or f"panel-{secrets.token_hex(8)}"
+        message_id = message_id or f"panel-{secrets.token_hex(8)}"
         pipe = redis.pipeline(transaction=False)
-        chatlog.record(pipe, cid, chatlog.entry(message_id, "human", text.strip(), sent.get("messageTimestamp")),
-                       settings)
+        chatlog.record(pipe, cid, chatlog.entry(message_id, "human", text.strip(), at), settings)
         pipe.execute()
         log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
         return jsonify(result="sent", id=message_id, **chats.state(redis, cid))

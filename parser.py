@@ -70,6 +70,7 @@ class Message:
     lid: str = ""  # the '@lid' JID when the payload carried one
     own_jid: str = ""  # the instance's own number (the body's `sender`)
     media: dict = field(default_factory=dict)  # mimetype, seconds, fileLength, fileName, base64 (when sent inline)
+    channel: str = "evolution"  # which channel module (channels.py) it came through and the reply goes out by
 
 
 def parse_body(body, event_from_path=""):
@@ -236,11 +237,13 @@ def _media_info(message, kind):
         return {}
     body = message.get(f"{kind}Message")
     body = body if isinstance(body, dict) else {}
+    mimetype = body.get("mimetype") or body.get("mime_type")  # mime_type: a WHATSAPP-BUSINESS instance's Cloud API media
+    file_name = body.get("fileName") or body.get("filename")
     info = {
-        "mimetype": body.get("mimetype") if isinstance(body.get("mimetype"), str) else "",
+        "mimetype": mimetype if isinstance(mimetype, str) else "",
         "file_length": to_int(body.get("fileLength")),
         "seconds": to_int(body.get("seconds")),
-        "file_name": body.get("fileName") if isinstance(body.get("fileName"), str) else "",
+        "file_name": file_name if isinstance(file_name, str) else "",
     }
     if isinstance(message.get("base64"), str):
         info["base64"] = message["base64"]
@@ -328,6 +331,8 @@ def mask(jid):
     Anything that is not a number (an instance called "loja") is returned as it is.
     """
     number, _, domain = str(jid).partition("@")
+    if number.startswith("+") and number[1:].isdigit():  # a Twilio number, +5511…
+        return "+" + mask(number[1:] + ("@" + domain if domain else ""))
     if not number.isdigit():
         return str(jid)
     if len(number) <= 8:

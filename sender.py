@@ -17,15 +17,20 @@ _NUMBER = re.compile(r"\d{10,}")  # phone numbers (and LIDs) in Evolution's erro
 class EvolutionError(Exception):
     """An Evolution call failed; `status` is None when it never answered (refused, timeout)."""
 
-    def __init__(self, action, status, body):
+    def __init__(self, action, status, body, code=None):
         self.status = status
         self.body = body
+        self.code = code  # Meta's error code, when a WHATSAPP-BUSINESS instance passed the Cloud API's error on
         shown = _NUMBER.sub("[number]", str(body))  # logged beside the chat id: never a hint of the number
         super().__init__(f"Evolution {action} failed: {status or 'no answer'} {shown}"[:500])
 
     @property
     def retryable(self):
         """Retry when Evolution did not answer, failed itself, or the phone's connection is down."""
+        if self.code is not None:
+            import cloud  # Meta's codes: rate limits and Meta's own trouble are worth a retry, the rest is not
+
+            return self.code in cloud.RETRYABLE_CODES
         if self.status is None or self.status >= 500 or self.status in (408, 429):
             return True
         return "Connection Closed" in str(self.body)
@@ -85,7 +90,12 @@ def send_text(session, settings, instance, number, text, delay_ms=0):
     payload = {"number": number, "text": text, "linkPreview": settings.link_preview}
     if delay_ms:
         payload["delay"] = int(delay_ms)
-    return _post(session, settings, "message/sendText", instance, payload)
+    answer = _post(session, settings, "message/sendText", instance, payload)
+    if isinstance(answer, dict) and "key" not in answer and ("error_data" in answer or "fbtrace_id" in answer):
+        # A WHATSAPP-BUSINESS instance answers 201 with the Cloud API's error object when Meta refused the message.
+        code = answer.get("code") if isinstance(answer.get("code"), int) else 0
+        raise EvolutionError("message/sendText", 201, answer.get("message") or answer, code=code)
+    return answer
 
 
 def send_presence(session, settings, instance, number, delay_ms):

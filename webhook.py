@@ -21,6 +21,7 @@ from redis.retry import Retry
 from rq import Queue
 
 import buffer
+import channels
 import chatlog
 import chats
 import instances
@@ -137,7 +138,8 @@ def create_app(settings=None, redis=None, direct_context=None):
             outcome = chats.note_from_me(redis, message, settings)
             if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
                 pipe = redis.pipeline(transaction=False)
-                chatlog.record_message(pipe, buffer.chat_ref(message.instance, message.chat_id), message, "human", settings)
+                chatlog.record_message(pipe, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
+                                       "human", settings)
                 pipe.execute()
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
@@ -147,6 +149,8 @@ def create_app(settings=None, redis=None, direct_context=None):
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
+
+    channels.register(app, settings, handle)  # /webhook/cloud and /webhook/twilio: 404 while their channel is off
 
     @app.get("/health")
     def health():

@@ -5,8 +5,6 @@ lives in Redis (see buffer.py), so a worker can die at any line and the next one
 """
 
 import argparse
-import base64
-import binascii
 import json
 import logging
 import random
@@ -25,6 +23,7 @@ import ai_service
 import alerts
 import budget
 import buffer
+import channels
 import chatlog
 import chats
 import doctor
@@ -127,7 +126,8 @@ def compose_reply(ctx, cid, token, entries, tries):
     last_words = (last.get("text") or "").strip().lower()
 
     reply = {"instance": instance, "reply_to": number, "user_text": user_text, "sent": 0, "created": time.time(),
-             "rid": uuid.uuid4().hex[:12], "name": last.get("push_name") or "", "asked_at": last.get("timestamp") or None}
+             "rid": uuid.uuid4().hex[:12], "name": last.get("push_name") or "", "asked_at": last.get("timestamp") or None,
+             "channel": last.get("channel", "evolution")}
     now = datetime.now(timezone.utc)
     if not hours.bot_active(settings, now):
         if hours.closed_notice_due(ctx.redis, cid, settings, now):
@@ -159,7 +159,7 @@ def compose_reply(ctx, cid, token, entries, tries):
         return None
 
     mark_as_read(ctx, instance, entries)
-    show_typing(ctx, instance, number)
+    show_typing(ctx, instance, number, reply["channel"])
     try:
         media, notes = collect_media(ctx, cid, token, instance, supported)
         if notes and not media and not any(e.get("text") for e in entries):  # nothing Gemini could look at
@@ -203,7 +203,7 @@ def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
     stored = _stored(ctx, cid, token, {**reply, "parts": [text or ctx.settings.handoff_message], "hold": hold})
     if stored is not None:
         alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
-        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert)
+        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert, channel=reply.get("channel"))
     return stored
 
 
@@ -212,7 +212,8 @@ def _fallback(ctx, cid, token, reply, reason):
     stored = _stored(ctx, cid, token, {**reply, "parts": [ctx.settings.fallback_message]})
     if stored is not None:
         cause = "fallback:" + re.sub(r"[^a-z0-9]+", "-", reason.lower())[:40]
-        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alerts.fallback_alert(reason), cause)
+        alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alerts.fallback_alert(reason), cause,
+                            channel=reply.get("channel"))
     return stored
 
 
@@ -277,14 +278,13 @@ def _media_bytes(ctx, cid, instance, entry, max_bytes):
     if cached is not None:
         return cached
     try:
-        answer = sender.get_media_base64(ctx.session, ctx.settings, instance, entry["message_id"], max_bytes)
-    except sender.TooLarge:
+        data = channels.get_media(ctx.session, ctx.settings, entry.get("channel"), instance, entry, max_bytes)
+    except channels.TooLarge:
         return None
-    except sender.EvolutionError as error:
+    except channels.Error as error:
         raise MediaError(f"media download failed: {error.status}", retryable=True) from None
-    data = _decode_base64(answer.get("base64"))
     if not data:
-        raise MediaError("Evolution sent no valid base64 for the media", retryable=True)
+        raise MediaError("the channel sent no valid media (Evolution: no valid base64)", retryable=True)
     if len(data) > max_bytes:
         return None
     try:
@@ -298,13 +298,6 @@ def _media_bytes(ctx, cid, instance, entry, max_bytes):
 
 
 MEDIA_CACHE_SECONDS = 600  # covers Gemini's retries (about a minute); erased when the burst is answered
-
-
-def _decode_base64(encoded):
-    try:
-        return base64.b64decode(encoded or "", validate=True)
-    except (binascii.Error, ValueError):
-        return b""
 
 
 def split_reply(text, settings):
@@ -336,6 +329,7 @@ def deliver(ctx, cid, token, reply):
     """
     settings = ctx.settings
     instance, number, parts = reply["instance"], reply["reply_to"], reply["parts"]
+    channel = reply.get("channel", "evolution")  # replies stored before channels existed are Evolution's
     rid = reply.setdefault("rid", "0")  # replies stored before reply ids existed
     if reply.get("kind") == "gemini" and reply["sent"] == 0 and buffer.rejoin(ctx.redis, ctx.queue, cid, token, settings):
         log.info("chat %s: the customer wrote while the reply was made; answering everything together", cid)
@@ -351,13 +345,13 @@ def deliver(ctx, cid, token, reply):
             break
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
             return _lost(cid)
-        type_part(ctx, instance, number, part)
+        type_part(ctx, instance, number, part, channel)
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
             return _lost(cid)
         buffer.note_sending(ctx.redis, instance, cid, rid, part)
         try:
-            sent = sender.send_text(ctx.session, settings, instance, number, part)
-        except sender.EvolutionError as error:
+            message_id, _ = channels.send_text(ctx.session, settings, channel, instance, number, part)
+        except channels.Error as error:
             age = time.time() - reply["created"]
             if error.retryable and age < settings.send_retry_minutes * 60:
                 delay = min(backoff(settings, buffer.count_attempt(ctx.redis, cid)), 120)
@@ -366,7 +360,6 @@ def deliver(ctx, cid, token, reply):
                 return
             log.error("chat %s: %s; reply dropped", cid, error)
             break
-        message_id = (sent.get("key") or {}).get("id") if isinstance(sent, dict) else None
         buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
@@ -388,7 +381,7 @@ def deliver(ctx, cid, token, reply):
                  "" if outcome == "done" else f" ({outcome})")
 
 
-def type_part(ctx, instance, number, part):
+def type_part(ctx, instance, number, part, channel="evolution"):
     """"digitando…" for as long as a person would type this part; Evolution holds the call that long.
 
     Done before sendText (not with its `delay`), so the job checks once more that no person acted
@@ -398,8 +391,8 @@ def type_part(ctx, instance, number, part):
     if not delay:
         return
     try:
-        sender.send_presence(ctx.session, ctx.settings, instance, number, delay)
-    except sender.EvolutionError as error:
+        channels.send_presence(ctx.session, ctx.settings, channel, instance, number, delay)
+    except channels.Error as error:
         log.debug("typing presence failed: %s", error)
 
 
@@ -411,20 +404,20 @@ def mark_as_read(ctx, instance, entries):
     if not keys:
         return
     try:
-        sender.mark_read(ctx.session, ctx.settings, instance, keys)
-    except sender.EvolutionError as error:
+        channels.mark_read(ctx.session, ctx.settings, entries[-1].get("channel"), instance, keys)
+    except channels.Error as error:
         log.debug("mark as read failed: %s", error)
 
 
-def show_typing(ctx, instance, number):
+def show_typing(ctx, instance, number, channel="evolution"):
     """"digitando…" while Gemini thinks (SEND_PRESENCE). Evolution holds the call, so it runs aside."""
     if not ctx.settings.send_presence:
         return
 
     def run():
         try:
-            sender.send_presence(ctx.session, ctx.settings, instance, number, ctx.settings.max_typing_ms)
-        except sender.EvolutionError as error:
+            channels.send_presence(ctx.session, ctx.settings, channel, instance, number, ctx.settings.max_typing_ms)
+        except channels.Error as error:
             log.debug("presence failed: %s", error)
 
     threading.Thread(target=run, daemon=True).start()
@@ -448,7 +441,7 @@ def answer_directly(ctx, message, fixed=None):
         log.error("degraded mode: %s; sending the fallback message", error.reason)
         parts = [settings.fallback_message]
     for part in parts:
-        sender.send_text(ctx.session, settings, message.instance, message.reply_to, part)
+        channels.send_text(ctx.session, settings, message.channel, message.instance, message.reply_to, part)
     log.info("degraded mode: replied to %s in %d message(s)", mask(message.reply_to), len(parts))
 
 

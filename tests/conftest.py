@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from config import load_settings  # noqa: E402
-from fakes import FakeEvolution, FakeGemini  # noqa: E402
+from fakes import FakeEvolution, FakeGemini, FakeGraph, FakeTwilio  # noqa: E402
 
 EVOLUTION_KEY = "test-evolution-key"
 GEMINI_KEY = "test-gemini-key"
@@ -78,6 +78,27 @@ def text_message(text, message_id, number=CUSTOMER, instance=INSTANCE, timestamp
 @pytest.fixture
 def evolution():
     fake = FakeEvolution(api_key=EVOLUTION_KEY, instances={INSTANCE, "Ivo Teste", "loja2"}, time_scale=0)
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+PHONE_NUMBER_ID = "106540352242922"  # the Cloud API's "instance" (Meta's documentation's example id)
+GRAPH_TOKEN = "test-graph-token-0123456789"
+TWILIO_NUMBER = "+5511999990000"
+
+
+@pytest.fixture
+def graph():
+    fake = FakeGraph(token=GRAPH_TOKEN, phone_number_ids=[PHONE_NUMBER_ID])
+    fake.start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def twilio_api():
+    fake = FakeTwilio(auth_token="test-twilio-token-0123456789", senders=[TWILIO_NUMBER])
     fake.start()
     yield fake
     fake.stop()

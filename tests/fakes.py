@@ -9,6 +9,7 @@ the google-genai SDK / Gemini API error bodies.
 from __future__ import annotations
 
 import base64
+import hashlib
 import collections
 import json
 import mimetypes
@@ -23,7 +24,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FakeEvolution", "FakeGemini", "create_jid"]
+__all__ = ["FakeEvolution", "FakeGemini", "FakeGraph", "FakeTwilio", "create_jid"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,9 +161,12 @@ class _FakeHTTPServer:
             except OSError:
                 pass
             return
-        status, body = answer
+        status, body, *extra = answer  # a third item: more headers (Location, Content-Type of bytes)
+        headers = dict(extra[0]) if extra else {}
         record["status"] = status
-        if body is None or body is JSON_NULL or isinstance(body, (dict, list)):  # None: Express's res.json(null)
+        if isinstance(body, bytes):
+            data, ctype = body, headers.pop("Content-Type", "application/octet-stream")
+        elif body is None or body is JSON_NULL or isinstance(body, (dict, list)):  # None: Express's res.json(null)
             data = json.dumps(None if body is JSON_NULL else body).encode()
             ctype = "application/json; charset=utf-8"
         else:
@@ -170,6 +174,8 @@ class _FakeHTTPServer:
         h.send_response(status)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            h.send_header(name, value)
         h.send_header("Connection", "close")
         h.end_headers()
         h.wfile.write(data)
@@ -326,6 +332,9 @@ _EVO_ROUTES = {
 }
 
 
+# What whatsapp.business.service.ts answers with BadRequestException('Method not available on WhatsApp Business API').
+_BUSINESS_UNAVAILABLE = {"sendPresence", "markMessageAsRead"}
+
 # GET routes of the doctor (src/api/routes/instance.router.ts, integrations/event/webhook/webhook.router.ts).
 _EVO_GET_ROUTES = {
     ("instance", "connectionstate"): "connectionState",
@@ -358,6 +367,7 @@ class FakeEvolution(_FakeHTTPServer):
         self.read_keys: list[dict] = []  # the keys markMessageAsRead really marked
         self.states: dict[str, tuple[str, int]] = {name: ("open", 200) for name in tokens}  # see set_state
         self.webhooks: dict[str, dict] = {}  # instance -> Webhook row, see set_webhook
+        self.business: set[str] = set()  # instances on integration WHATSAPP-BUSINESS (the Cloud API), see below
 
     # -- scripting ---------------------------------------------------------------------------
     def fail_next(self, route: str, status=500, times: int = 1, *, message=None, body=None):
@@ -469,7 +479,23 @@ class FakeEvolution(_FakeHTTPServer):
         errors = _schema_errors(body, schema) if schema else []
         if errors:  # BadRequestException(message) wraps the list once more: [[...]]
             return _evo_error(400, [errors])
+        if instance in self.business and route in _BUSINESS_UNAVAILABLE:
+            return _evo_error(400, ["Method not available on WhatsApp Business API"])
+        if instance in self.business and route == "getBase64FromMediaMessage":
+            return self._business_base64(body)
         return getattr(self, "_" + route)(instance, body)
+
+    def _business_base64(self, body: dict):
+        """whatsapp.business.service.ts getBase64FromMediaMessage(): no lookup by key.id; it reads the whole message
+        it is given (`messageType`, `message[messageType]`, `message.base64`), so a key alone is a TypeError → 400."""
+        message = body.get("message") if isinstance(body.get("message"), dict) else {}
+        if not isinstance(message.get("messageType"), str):
+            return _evo_error(400, ["TypeError: Cannot read properties of undefined (reading 'includes')"])
+        kind = message["messageType"] if "Message" in message["messageType"] else message["messageType"] + "Message"
+        content = (message.get("message") or {}).get(kind) or {}
+        return 201, {"mediaType": message["messageType"], "fileName": content.get("fileName"),
+                     "caption": content.get("caption"), "size": {"fileLength": content.get("fileLength")},
+                     "mimetype": content.get("mime_type"), "base64": (message.get("message") or {}).get("base64")}
 
     def _scripted_failure(self, fault: dict):
         status = fault["status"]
@@ -540,6 +566,14 @@ class FakeEvolution(_FakeHTTPServer):
         if not text or not text.strip():
             return _evo_error(400, ["Text is required"])
         jid = create_jid(number)
+        if instance in self.business:  # sendMessageWithTyping(): Graph's answer turned into messageRaw, no check
+            response = {"key": {"fromMe": True, "id": "wamid.HBgN" + secrets.token_hex(16).upper(), "remoteJid": jid},
+                        "message": {"conversation": text}, "messageType": "conversation",
+                        "messageTimestamp": int(time.time()), "instanceId": self.instance_ids[instance],
+                        "status": "PENDING", "source": "unknown"}
+            with self._lock:
+                self._sent.append({"instance": instance, "number": number, "text": text, "response": response})
+            return 201, response
         if not self._is_on_whatsapp(number, jid):
             return _evo_error(400, [{"jid": jid, "exists": False, "number": number}])
         self._typing(body.get("delay"))
@@ -824,3 +858,241 @@ class FakeGemini(_FakeHTTPServer):
                               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]},
             **envelope,
         }
+
+
+# --------------------------------------------------------------------------------------------
+# Meta Graph API (WhatsApp Cloud API)
+# --------------------------------------------------------------------------------------------
+
+def _graph_error(status: int, code: int, message: str, error_type: str = "OAuthException", subcode=None):
+    """Graph API's error body: {"error": {message, type, code, error_subcode, fbtrace_id}}."""
+    error = {"message": message, "type": error_type, "code": code, "fbtrace_id": "A" + secrets.token_hex(10)}
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    return status, {"error": error}
+
+
+# Default Graph errors for a scripted failure, by Meta's code (messages as the Cloud API's error codes page words them).
+_GRAPH_FAILURES = {
+    1: (500, "An unknown error has occurred.", "OAuthException"),
+    2: (503, "Service temporarily unavailable", "OAuthException"),
+    190: (401, "Error validating access token: Session has expired.", "OAuthException"),
+    130429: (400, "(#130429) Rate limit hit", "OAuthException"),
+    131056: (400, "(#131056) (Business Account, Consumer Account) pair rate limit hit", "OAuthException"),
+    131047: (400, "(#131047) Re-engagement message", "OAuthException"),
+    131026: (400, "(#131026) Message undeliverable", "OAuthException"),
+}
+
+
+class FakeGraph(_FakeHTTPServer):
+    """The WhatsApp Cloud API as a bot uses it: `POST /{version}/{phone_number_id}/messages` (text, and read
+    with typing indicator), `GET /{version}/{media_id}` and the media download behind it.
+
+    Every call needs `Authorization: Bearer <token>` (else 401, code 190), as Graph does; bodies are checked
+    for `messaging_product: "whatsapp"` and a text's `to` and `text.body` (else 400, code 100).
+    """
+
+    def __init__(self, token: str = "test-graph-token", phone_number_ids=("106540352242922",), *,
+                 version: str = "v23.0", port: int = 0):
+        super().__init__(port)
+        self.token = token
+        self.phone_number_ids = set(phone_number_ids)
+        self.version = version
+        self._media: dict[str, tuple[str, bytes]] = {}
+        self.sent: list[dict] = []  # accepted text messages: {phone_number_id, to, body, id}
+        self.reads: list[dict] = []  # accepted read receipts: {phone_number_id, message_id, typing}
+
+    def add_media(self, media_id: str, mimetype: str, data: bytes):
+        with self._lock:
+            self._media[media_id] = (mimetype, bytes(data))
+
+    def fail_next(self, route: str, status=None, times: int = 1, *, code: int = 1, message=None, body=None):
+        """Answer the next `times` calls of `route` ("messages", "media", "download") with Meta's error `code`
+        (status and message from the code's usual answer unless given); "drop" closes the connection."""
+        default = _GRAPH_FAILURES.get(code, (400, f"(#{code}) error", "OAuthException"))
+        self._push_fault(route, {"status": status or default[0], "code": code, "message": message or default[1],
+                                 "type": default[2], "body": body}, times)
+
+    def texts(self) -> list[tuple[str, str, str]]:
+        """(phone_number_id, to, body) of every text Meta accepted, in order."""
+        with self._lock:
+            return [(s["phone_number_id"], s["to"], s["body"]) for s in self.sent]
+
+    def calls(self, route: str) -> list[dict]:
+        with self._lock:
+            return [r for r in self.requests if r["route"] == route]
+
+    def _handle(self, record: dict):
+        segments = urlsplit(record["path"]).path.strip("/").split("/")
+        route = None
+        if record["method"] == "POST" and len(segments) == 3 and segments[2] == "messages":
+            route = "messages"
+        elif record["method"] == "GET" and len(segments) == 2 and segments[0] == "download":
+            route = "download"
+        elif record["method"] == "GET" and len(segments) == 2:
+            route = "media"
+        record.update(route=route, json=None)
+        if route == "messages" and record["raw"]:
+            try:
+                record["json"] = json.loads(record["raw"])
+            except ValueError:
+                pass
+        self._record(record)
+        if route is None:
+            return _graph_error(400, 2500, "Unknown path components", "OAuthException")
+        if route != "download" and segments[0] != self.version:
+            return _graph_error(400, 2635, f"Graph API version {segments[0]} is not served here")
+        if record["headers"].get("authorization") != f"Bearer {self.token}":
+            return _graph_error(401, 190, "Invalid OAuth access token - Cannot parse access token")
+        fault = self._pop_fault(route)
+        if fault:
+            if fault["status"] == "drop":
+                return None
+            if fault["body"] is not None:
+                return fault["status"], fault["body"]
+            return _graph_error(fault["status"], fault["code"], fault["message"], fault["type"])
+        return getattr(self, "_route_" + route)(segments, record)
+
+    def _route_messages(self, segments, record):
+        phone_number_id, body = segments[1], record["json"]
+        if phone_number_id not in self.phone_number_ids:
+            return _graph_error(400, 100, f"Unsupported post request. Object with ID '{phone_number_id}' does not "
+                                "exist, cannot be loaded due to missing permissions, or does not support this "
+                                "operation.", "GraphMethodException", 33)
+        if not isinstance(body, dict) or body.get("messaging_product") != "whatsapp":
+            return _graph_error(400, 100, "(#100) The parameter messaging_product is required.")
+        if body.get("status") == "read":
+            if not str(body.get("message_id", "")).startswith("wamid."):
+                return _graph_error(400, 100, "(#100) Invalid parameter")
+            with self._lock:
+                self.reads.append({"phone_number_id": phone_number_id, "message_id": body["message_id"],
+                                   "typing": (body.get("typing_indicator") or {}).get("type")})
+            return 200, {"success": True}
+        to, text = body.get("to"), (body.get("text") or {}).get("body") if isinstance(body.get("text"), dict) else None
+        if body.get("type") != "text" or not isinstance(to, str) or not to:
+            return _graph_error(400, 100, "(#100) The parameter to is required.")
+        if not isinstance(text, str) or not text.strip():
+            return _graph_error(400, 100, "(#100) Param text['body'] is required.")
+        wamid = "wamid.HBgN" + base64.b64encode(secrets.token_bytes(24)).decode()
+        with self._lock:
+            self.sent.append({"phone_number_id": phone_number_id, "to": to, "body": text, "id": wamid})
+        return 200, {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+                     "messages": [{"id": wamid}]}
+
+    def _route_media(self, segments, record):
+        with self._lock:
+            found = self._media.get(segments[1])
+        if found is None:
+            return _graph_error(400, 100, f"Unsupported get request. Object with ID '{segments[1]}' does not exist",
+                                "GraphMethodException", 33)
+        mimetype, data = found
+        return 200, {"messaging_product": "whatsapp", "url": f"{self.url}/download/{segments[1]}",
+                     "mime_type": mimetype, "sha256": hashlib.sha256(data).hexdigest(), "file_size": len(data),
+                     "id": segments[1]}
+
+    def _route_download(self, segments, record):
+        with self._lock:
+            mimetype, data = self._media.get(segments[1], ("", None))
+        if data is None:
+            return 404, b"", {"Content-Type": "text/plain"}
+        return 200, data, {"Content-Type": mimetype}
+
+
+# --------------------------------------------------------------------------------------------
+# Twilio Programmable Messaging (WhatsApp)
+# --------------------------------------------------------------------------------------------
+
+def _twilio_error(status: int, code: int, message: str):
+    """Twilio REST's error body: {code, message, more_info, status}."""
+    return status, {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
+                    "status": status}
+
+
+class FakeTwilio(_FakeHTTPServer):
+    """Twilio's REST API as a WhatsApp bot uses it: `POST /2010-04-01/Accounts/{sid}/Messages.json` (form
+    From/To/Body, HTTP basic auth with the account SID and auth token) and a message's media, which
+    answers 307 to a CDN URL served without credentials, as Twilio does.
+    """
+
+    def __init__(self, account_sid: str = "AC" + "0" * 32, auth_token: str = "test-twilio-token",
+                 senders=("+5511999990000",), *, port: int = 0):
+        super().__init__(port)
+        self.account_sid = account_sid
+        self.auth_token = auth_token
+        self.senders = set(senders)
+        self._media: dict[str, tuple[str, bytes]] = {}
+        self.sent: list[dict] = []
+
+    def media_url(self, media_sid: str = None) -> str:
+        """Where Twilio says a received media is (`MediaUrl0`)."""
+        media_sid = media_sid or "ME" + secrets.token_hex(16)
+        message_sid = "MM" + secrets.token_hex(16)
+        return f"{self.url}/2010-04-01/Accounts/{self.account_sid}/Messages/{message_sid}/Media/{media_sid}"
+
+    def add_media(self, url: str, mimetype: str, data: bytes):
+        with self._lock:
+            self._media[url.rsplit("/", 1)[1]] = (mimetype, bytes(data))
+
+    def fail_next(self, route: str, status=500, times: int = 1, *, code: int = 20500, message="Internal Server Error"):
+        """Answer the next `times` calls of `route` ("messages", "media") with Twilio's error shape; "drop" hangs up."""
+        self._push_fault(route, {"status": status, "code": code, "message": message}, times)
+
+    def texts(self) -> list[tuple[str, str, str]]:
+        """(From, To, Body) of every message Twilio accepted, in order."""
+        with self._lock:
+            return [(s["From"], s["To"], s["Body"]) for s in self.sent]
+
+    def calls(self, route: str) -> list[dict]:
+        with self._lock:
+            return [r for r in self.requests if r["route"] == route]
+
+    def _handle(self, record: dict):
+        path = urlsplit(record["path"]).path
+        route, match = None, None
+        if record["method"] == "POST" and (match := re.fullmatch(r"/2010-04-01/Accounts/([^/]+)/Messages\.json", path)):
+            route = "messages"
+        elif record["method"] == "GET" and (match := re.fullmatch(
+                r"/2010-04-01/Accounts/([^/]+)/Messages/[^/]+/Media/([^/]+)", path)):
+            route = "media"
+        elif record["method"] == "GET" and path.startswith("/cdn/"):
+            route = "cdn"
+        form = {k: v[0] for k, v in parse_qs(record["raw"].decode(errors="replace")).items()}
+        record.update(route=route, form=form)
+        self._record(record)
+        if route == "cdn":  # the redirect target: no credentials needed (nor sent by a client that follows it)
+            with self._lock:
+                mimetype, data = self._media.get(path[5:], ("", None))
+            return (200, data, {"Content-Type": mimetype}) if data is not None else (404, b"")
+        if route is None:
+            return _twilio_error(404, 20404, f"The requested resource {path} was not found")
+        expected = "Basic " + base64.b64encode(f"{self.account_sid}:{self.auth_token}".encode()).decode()
+        if record["headers"].get("authorization") != expected or match.group(1) != self.account_sid:
+            return _twilio_error(401, 20003, "Authenticate")
+        fault = self._pop_fault(route)
+        if fault:
+            return None if fault["status"] == "drop" else _twilio_error(fault["status"], fault["code"], fault["message"])
+        if route == "media":
+            with self._lock:
+                known = match.group(2) in self._media
+            if not known:
+                return _twilio_error(404, 20404, f"The requested resource {path} was not found")
+            return 307, b"", {"Location": f"{self.url}/cdn/{match.group(2)}", "Content-Type": "text/plain"}
+        if "multipart" in record["headers"].get("content-type", "") or "To" not in form:
+            return _twilio_error(400, 21604, "A 'To' phone number is required.")
+        if not form.get("From", "").startswith("whatsapp:") or form["From"][9:] not in self.senders:
+            return _twilio_error(400, 63007, "Twilio could not find a Channel with the specified From address")
+        if not re.fullmatch(r"whatsapp:\+\d{8,15}", form["To"]):
+            return _twilio_error(400, 21211, f"The 'To' number {form['To']} is not a valid phone number.")
+        if not form.get("Body", "").strip():
+            return _twilio_error(400, 21602, "Message body is required.")
+        sid = "SM" + secrets.token_hex(16)
+        with self._lock:
+            self.sent.append({**form, "sid": sid})
+        now = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+        return 201, {"account_sid": self.account_sid, "api_version": "2010-04-01", "body": form["Body"],
+                     "date_created": now, "date_sent": None, "date_updated": now, "direction": "outbound-api",
+                     "error_code": None, "error_message": None, "from": form["From"], "messaging_service_sid": None,
+                     "num_media": "0", "num_segments": "1", "price": None, "price_unit": None, "sid": sid,
+                     "status": "queued", "subresource_uris": {"media": f"/2010-04-01/Accounts/{self.account_sid}"
+                                                                        f"/Messages/{sid}/Media.json"},
+                     "to": form["To"], "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json"}
