@@ -13,6 +13,8 @@ its release) checks that token, and a person acting in the chat deletes the lock
 job that started before a person spoke never sends or writes anything afterwards.
 """
 
+import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -271,6 +273,10 @@ def add_message(redis, queue, message, settings, trigger=None, now=None, also=No
     pipe = redis.pipeline(transaction=False)  # one round trip: the script, the panel's log, counters
     pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
     chatlog.record_message(pipe, cid, message, "customer", settings)
+    inline = inline_media(message, settings)
+    if inline:  # kept aside a few minutes, never in the burst: some instances cannot serve it again
+        pipe.hset(k["media"], message.message_id, inline)
+        pipe.expire(k["media"], int(settings.debounce_seconds + settings.max_wait_seconds) + MEDIA_CACHE_SECONDS)
     if message.lid and message.lid != message.chat_id:  # the customer's '@lid' address too, so forget finds both
         pipe.set(lid_key(message.instance, message.chat_id), message.lid, ex=settings.history_ttl_seconds)
     if also:
@@ -284,6 +290,24 @@ def add_message(redis, queue, message, settings, trigger=None, now=None, also=No
     if result[0] == "scheduled":
         schedule(queue, cid, float(result[1]), settings)
     return result[0]
+
+
+MEDIA_CACHE_SECONDS = 600  # media kept for a burst's retries (Gemini's backoff is about a minute)
+
+
+def inline_media(message, settings):
+    """The bytes of media Evolution sent inline (webhook base64), when valid and within MAX_MEDIA_MB; else None.
+
+    A WHATSAPP-BUSINESS (Cloud API) instance's getBase64FromMediaMessage only echoes what it is given,
+    so for those the webhook's copy is the only one.
+    """
+    encoded = message.media.get("base64")
+    if not isinstance(encoded, str) or len(encoded) * 3 // 4 > settings.max_media_mb * 1024 * 1024:
+        return None
+    try:
+        return base64.b64decode(encoded, validate=True) or None
+    except (binascii.Error, ValueError):
+        return None
 
 
 def job_options(settings):

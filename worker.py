@@ -272,11 +272,11 @@ def collect_media(ctx, cid, token, instance, entries):
 
 
 def _media_bytes(ctx, cid, instance, entry, max_bytes):
-    """The media's bytes (None past `max_bytes`): from the short-lived cache, else downloaded from Evolution."""
+    """The media's bytes (None past `max_bytes`): from the short-lived cache, else downloaded through the channel."""
     cache = buffer.keys(cid)["media"]
     cached = ctx.redis.hget(cache, entry["message_id"])
-    if cached is not None:
-        return cached
+    if cached is not None:  # sent inline by the webhook, or downloaded by an earlier try
+        return cached if len(cached) <= max_bytes else None
     try:
         data = channels.get_media(ctx.session, ctx.settings, entry.get("channel"), instance, entry, max_bytes)
     except channels.TooLarge:
@@ -290,14 +290,12 @@ def _media_bytes(ctx, cid, instance, entry, max_bytes):
     try:
         pipe = ctx.redis.pipeline()
         pipe.hset(cache, entry["message_id"], data)
-        pipe.expire(cache, MEDIA_CACHE_SECONDS)
+        pipe.expire(cache, buffer.MEDIA_CACHE_SECONDS)
         pipe.execute()
     except redis_lib.ResponseError as error:  # e.g. Redis at its maxmemory: the cache is only a saving
         log.warning("media not cached: %s", error)
     return data
 
-
-MEDIA_CACHE_SECONDS = 600  # covers Gemini's retries (about a minute); erased when the burst is answered
 
 
 def split_reply(text, settings):

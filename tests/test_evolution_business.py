@@ -75,3 +75,17 @@ def test_business_meta_rate_limit_in_a_201_is_retried_without_asking_gemini_agai
     stack.post(business_text(message_id="wamid.LIMITED"))
     wait_until(evolution.sent_texts, timeout=30, message="the reply after the retry")
     assert len(evolution.calls("sendText")) == 2 and len(gemini.requests) == 1
+
+
+def test_business_image_reaches_gemini_from_the_webhooks_inline_copy(start_stack, gemini, evolution):
+    """Such an instance's getBase64FromMediaMessage only echoes what it is given: the webhook's copy is the one."""
+    evolution.business.add(BUSINESS)
+    stack = start_stack()
+    body = load_payload("71_v2_3_6_business_image_inline_base64.json")
+    body["instance"] = BUSINESS
+    body["data"]["messageTimestamp"] = int(time.time())
+    gemini.reply_with("Temos sim!")
+    stack.post(body)
+    wait_until(evolution.sent_texts, timeout=20, message="the reply")
+    assert gemini.inline_data(0) == [("image/jpeg", b"\xff\xd8\xff\xe0\x00\x10fake-jpeg-bytes")]
+    assert evolution.calls("getBase64FromMediaMessage") == []

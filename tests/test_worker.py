@@ -599,19 +599,29 @@ def test_voice_note_without_base64_is_downloaded_and_given_to_gemini(bot, gemini
     assert len(evolution.sent_texts()) == 1
 
 
-def test_inline_base64_is_never_kept_in_the_burst_and_the_media_is_fetched_when_needed(bot, gemini, evolution):
+def test_inline_base64_is_never_kept_in_the_burst_only_aside_until_answered(bot, gemini, evolution):
     ctx = bot()
     body = fresh("10_v2_audio_ptt_webhook_base64_placeholder.json")  # Evolution's "webhook base64" on
     body["data"]["key"]["remoteJid"] = JID
     body["data"]["message"]["base64"] = base64.b64encode(VOICE).decode()
-    evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
     cid = arrive(ctx, body)
     assert all(b"base64" not in entry for entry in ctx.redis.lrange(buffer.keys(cid)["burst"], 0, -1))
+    assert 0 < ctx.redis.ttl(buffer.keys(cid)["media"]) <= 1 + 300 + buffer.MEDIA_CACHE_SECONDS
 
     worker.process_chat(ctx, cid)
 
-    assert len(evolution.calls("getBase64FromMediaMessage")) == 1
+    assert evolution.calls("getBase64FromMediaMessage") == []  # the webhook's copy was used
     assert inline_media(gemini) == [("audio/ogg", VOICE)]
+    assert not ctx.redis.exists(buffer.keys(cid)["media"])  # gone once answered
+
+
+def test_inline_base64_over_max_media_mb_is_not_kept(bot, gemini, evolution):
+    ctx = bot(MAX_MEDIA_MB=0.0001)  # 104 bytes
+    body = fresh("10_v2_audio_ptt_webhook_base64_placeholder.json")
+    body["data"]["key"]["remoteJid"] = JID
+    body["data"]["message"]["base64"] = base64.b64encode(VOICE).decode()
+    cid = arrive(ctx, body)
+    assert not ctx.redis.exists(buffer.keys(cid)["media"])
 
 
 def test_image_with_caption_gives_gemini_the_image_and_the_caption(bot, gemini, evolution):
