@@ -17,7 +17,7 @@ def session():
 
 
 def test_alert_goes_to_every_owner_number_on_the_given_instance(make_settings, fake_redis, evolution, session):
-    settings = make_settings(OWNER_NUMBER=f"+55 11 99999-0002, 5511999990003")
+    settings = make_settings(OWNER_NUMBER="+55 11 99999-0002, 5511999990003")
     text = alerts.handoff_alert("Maria", "5511999994321", "pediu um atendente", "quero falar com alguém")
     assert alerts.notify_owner(session, settings, fake_redis, "loja2", text) == 2
     assert evolution.sent_texts() == [("loja2", OWNER, text), ("loja2", "5511999990003", text)]

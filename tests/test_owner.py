@@ -21,7 +21,7 @@ def sent(evolution):
 
 
 def test_the_owner_is_alerted_when_a_customer_asks_for_a_person(start_stack, gemini, evolution):
-    stack = start_stack(owner_number=f"+55 11 99999-0077")
+    stack = start_stack(owner_number="+55 11 99999-0077")
     stack.post(text_message("quero falar com um atendente sobre meu pedido", "ALERT1"))
     wait_until(lambda: len(sent(evolution)) == 2, timeout=20, message="the handoff message and the alert")
     (to_customer, handoff), (to_owner, alert) = sorted(sent(evolution), key=lambda item: item[0] == OWNER)
