@@ -126,8 +126,8 @@ def test_own_echo_under_the_phone_jid_of_a_lid_chat_before_the_id_is_known(stack
     assert stack.post(early_echo)["results"] == ["own"]
     wait_until(lambda: sent(evolution), timeout=10, message="the reply")
     lid_chat = buffer.chat_ref(INSTANCE, "10000000000006@lid")
-    quiet(1.5)
-    assert state(stack, lid_chat) == "idle" and state(stack) == "idle"
+    wait_until(lambda: state(stack, lid_chat) == "idle", timeout=10, message="the lid chat released, not paused")
+    assert state(stack) == "idle"  # and the phone JID's chat was not taken for a person answering
 
 
 def test_a_part_repeated_on_purpose_is_sent_each_time(start_stack, gemini, evolution):
@@ -157,8 +157,10 @@ def test_ordinary_questions_about_a_pessoa_get_answers_and_explicit_requests_han
         [f"Resposta: {q}" for q in questions] + ["Certo! Vou chamar uma pessoa da nossa equipe para falar com você. "
                                                   "Aguarde um instante, por favor."])
     assert len(gemini.requests) == 4
-    assert state(stack, buffer.chat_ref(INSTANCE, "5511988880099@s.whatsapp.net")) == "paused"
-    assert state(stack, buffer.chat_ref(INSTANCE, "5511988880000@s.whatsapp.net")) == "idle"
+    handed = buffer.chat_ref(INSTANCE, "5511988880099@s.whatsapp.net")
+    wait_until(lambda: state(stack, handed) == "paused", timeout=10, message="the chat handed over")
+    wait_until(lambda: state(stack, buffer.chat_ref(INSTANCE, "5511988880000@s.whatsapp.net")) == "idle",
+               timeout=10, message="an ordinary chat released")
 
 
 def transfer_call(reason):
