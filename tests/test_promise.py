@@ -80,7 +80,8 @@ def test_owner_answering_between_parts_stops_the_rest_of_the_reply(start_stack, 
     evolution.delay_next("sendPresence", 0)
     evolution.delay_next("sendPresence", 2)  # "digitando…" of the second part
     stack.post(text_message("me explica tudo", "PARTS1"))
-    wait_until(lambda: sent(evolution), timeout=20, message="the first part")
+    wait_until(lambda: len(evolution.calls("sendPresence")) == 2, timeout=20, message="the second part being typed")
+    assert sent(evolution) == ["Parte um."]
     assert stack.post(owner("Deixa que eu explico", "3EB0PARTS0000000000001"))["results"] == ["paused"]
     quiet(4)
     assert sent(evolution) == ["Parte um."]
