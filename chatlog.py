@@ -64,11 +64,6 @@ def chat_meta(instance, chat_id, reply_to, name="", channel="evolution"):
     return fields
 
 
-def record_meta(pipe, cid, instance, chat_id, reply_to, name=""):
-    """Queue on `pipe` the chat's details alone (`record` takes them too, in the same command)."""
-    pipe.hset(meta_key(cid), mapping=chat_meta(instance, chat_id, reply_to, name))
-
-
 def record_message(pipe, cid, message, sender, settings):
     """Queue on `pipe` the log entry and chat details of one parsed WhatsApp message."""
     meta = chat_meta(message.instance, message.chat_id, message.reply_to,
