@@ -3,10 +3,10 @@
 Per chat the bot keeps a `burst` (messages not yet taken), an `inflight` list (taken by the job
 that is answering them) and, once generated, the `reply` (so a failed send never asks Gemini
 again). The sorted set `wa:due` holds, for every chat that needs work, the time a job should look
-at it next: the debounce deadline, a retry time, or the end of a running job's lease. A chat in
-`wa:due` always has a job coming; if that job is lost (a crash, a Redis restart) `rescue_overdue`
-enqueues a new one. Every step is one Lua script, so several webhook and worker processes can
-race on one chat and still exactly one job answers each burst.
+at it next: the debounce deadline, a retry time, the next part of a reply, or the end of a running
+job's lease. It is the only schedule: the workers' dispatchers (dispatch.py) enqueue a job for each
+chat whose time has come, and again if that job is lost. Every step is one Lua script, so several
+webhook and worker processes can race on one chat and still exactly one job answers each burst.
 
 A job holds the chat through its `lock` token. Every write a job makes (its reply, its history,
 its release) checks that token, and a person acting in the chat deletes the lock (chats.py): so a
@@ -20,7 +20,6 @@ import json
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
 
 from redis.exceptions import NoScriptError
 
@@ -30,11 +29,10 @@ import memory
 log = logging.getLogger(__name__)
 
 DUE = "wa:due"
-JOB = "worker.answer_chat"  # by name, so the webhook never imports the worker's dependencies
 
 
 def chat_ref(instance, chat_id, channel="evolution"):
-    """A short, stable id for one chat of one instance, safe in Redis keys and RQ job ids.
+    """A short, stable id for one chat of one instance, safe in Redis keys.
 
     Other channels' chats are keyed with the channel too, so a Cloud API `phone_number_id` or a Twilio number
     never meets an Evolution instance of the same name (Evolution's keys are unchanged).
@@ -59,7 +57,6 @@ def keys(cid):
         "rate": f"wa:rate:{cid}",
         "session": f"wa:session:{cid}",
         "delivered": f"wa:delivered:{cid}",
-        "rescue": f"wa:rescue:{cid}",
         "media": f"wa:media:{cid}",
         "history": memory.key(cid),
     }
@@ -88,14 +85,14 @@ def text_digest(text):
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock, started, history
+# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock, started, history, reply
 # ARGV: dedupe_ttl, entry, now, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
-#       session_ttl, debounce, max_wait, user turn, history max turns, history ttl
+#       session_ttl, debounce, max_wait, user turn, history args (3)
 ADD_SCRIPT = memory.LUA_HISTORY + """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {'duplicate'} end
 for i, held in ipairs({'paused', 'opted_out'}) do
   if redis.call('EXISTS', KEYS[4 + i]) == 1 then  -- a person (or the customer's opt-out) holds the chat
-    push_turn(KEYS[11], ARGV[12], ARGV[13], ARGV[14])
+    push_turn(KEYS[11], ARGV[12], cap(13))
     return {held}
   end
 end
@@ -119,8 +116,8 @@ local started = tonumber(redis.call('GET', KEYS[10]))
 local deadline = math.min(now + tonumber(ARGV[10]), started + tonumber(ARGV[11]))  -- MAX_WAIT_SECONDS caps it
 redis.call('SET', KEYS[3], tostring(deadline), 'EX', ARGV[5])
 local pending = redis.call('ZSCORE', KEYS[4], ARGV[4])
-if pending and redis.call('EXISTS', KEYS[9]) == 1 and tonumber(pending) > deadline then
-  return {'buffered'}  -- a job is answering: keep its lease end, it schedules this burst when done
+if pending and (redis.call('EXISTS', KEYS[9]) == 1 or redis.call('EXISTS', KEYS[12]) == 1) then
+  return {'buffered'}  -- a job is answering (or its reply going out part by part): it schedules this burst when done
 end
 redis.call('ZADD', KEYS[4], deadline, ARGV[4])
 if pending then return {'buffered'} end
@@ -128,12 +125,12 @@ return {'scheduled', tostring(deadline)}
 """
 
 # KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts, optout, started
-# ARGV: cid, token, now, lease_seconds
+# ARGV: cid, token, now, lease_seconds, ticket (the time the dispatcher set, or '')
 CLAIM_SCRIPT = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not score then return {'idle'} end
 local now = tonumber(ARGV[3])
-if tonumber(score) > now then return {'wait', score} end
+if tonumber(score) > now and tonumber(score) ~= tonumber(ARGV[5]) then return {'wait', score} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[4]) then return {'locked'} end
 if redis.call('EXISTS', KEYS[7]) == 1 or redis.call('EXISTS', KEYS[9]) == 1 then
   redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[8], KEYS[4], KEYS[10], KEYS[2])
@@ -162,7 +159,7 @@ if not has_reply then  -- every try at composing counts, also one killed mid-way
   tries = redis.call('INCR', KEYS[8])
   redis.call('EXPIRE', KEYS[8], 86400)
 end
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]) + 1, ARGV[1])  -- looked at again once the lock has expired
 return {'ready', redis.call('GET', KEYS[6]) or '', tostring(tries), unpack(redis.call('LRANGE', KEYS[5], 0, -1))}
 """
 
@@ -188,11 +185,11 @@ return {'rejoined', tostring(deadline)}
 # KEYS: lock, inflight, reply, attempts, burst, deadline, due, delivered, regenerated, paused, optout, history,
 #       started, media
 # ARGV: token, cid, now, hold ('' | 'handoff' | 'optout'), hold_seconds, user turn, model turn,
-#       history max turns, history ttl
+#       history args (3)
 FINISH_SCRIPT = memory.LUA_HISTORY + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost'} end
-if ARGV[6] ~= '' then push_turn(KEYS[12], ARGV[6], ARGV[8], ARGV[9]) end
-if ARGV[7] ~= '' then push_turn(KEYS[12], ARGV[7], ARGV[8], ARGV[9]) end
+if ARGV[6] ~= '' then push_turn(KEYS[12], ARGV[6], cap(8)) end
+if ARGV[7] ~= '' then push_turn(KEYS[12], ARGV[7], cap(8)) end
 redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[14], KEYS[1])
 if ARGV[4] ~= '' then
   if ARGV[4] == 'optout' then
@@ -200,7 +197,7 @@ if ARGV[4] ~= '' then
   elseif redis.call('GET', KEYS[10]) ~= 'stop' then
     redis.call('SET', KEYS[10], 'handoff', 'EX', ARGV[5])
   end
-  push_entries(KEYS[12], KEYS[5], ARGV[8], ARGV[9])  -- written meanwhile: for the person, not a new burst
+  push_entries(KEYS[12], KEYS[5], cap(8))  -- written meanwhile: for the person, not a new burst
   redis.call('DEL', KEYS[5], KEYS[6], KEYS[13])
   redis.call('ZREM', KEYS[7], ARGV[2])
   return {'done'}
@@ -215,9 +212,10 @@ redis.call('DEL', KEYS[6])
 return {'done'}
 """
 
-# KEYS: lock, due; ARGV: token, cid, retry_at
+# KEYS: lock, due, reply; ARGV: token, cid, retry_at, reply JSON ('' keeps the stored one)
 RETRY_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', 7 * 86400) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('DEL', KEYS[1])
 return 1
@@ -250,11 +248,11 @@ def message_entry(message):
     }, ensure_ascii=False)
 
 
-def add_message(redis, queue, message, settings, trigger=None, now=None, also=None):
-    """Dedupe and buffer one customer message; schedule the chat's job if it has none.
+def add_message(redis, message, settings, trigger=None, now=None, also=None):
+    """Dedupe and buffer one customer message; set the chat's debounce deadline in `wa:due`.
 
-    Returns what happened: duplicate, paused, opted_out, no_trigger, rate_limited, buffered or
-    scheduled. One Redis round trip, plus one to schedule the job when the chat had none pending.
+    Returns what happened: duplicate, paused, opted_out, no_trigger, rate_limited, buffered (a
+    later message of a burst) or scheduled (the first). One Redis round trip.
     While a person holds the chat (paused, opted out) the message goes to history instead.
     The same round trip logs the message for the panel; `also(pipe)` may queue more (counters).
     """
@@ -264,7 +262,7 @@ def add_message(redis, queue, message, settings, trigger=None, now=None, also=No
     keep = int(settings.debounce_seconds + settings.job_lease_seconds + settings.send_retry_minutes * 60 + 3600)
     trigger_flag = -1 if trigger is None else int(bool(trigger))
     script_keys = [seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
-                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"]]
+                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"], k["reply"]]
     script_args = [settings.dedupe_ttl_seconds, message_entry(message), repr(now), cid, keep,
                    settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
                    int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
@@ -286,10 +284,7 @@ def add_message(redis, queue, message, settings, trigger=None, now=None, also=No
         result = script(keys=script_keys, args=script_args)
     elif isinstance(result, Exception):
         raise result
-    result = _decode(result)
-    if result[0] == "scheduled":
-        schedule(queue, cid, float(result[1]), settings)
-    return result[0]
+    return _decode(result)[0]
 
 
 MEDIA_CACHE_SECONDS = 600  # media kept for a burst's retries (Gemini's backoff is about a minute)
@@ -310,34 +305,19 @@ def inline_media(message, settings):
         return None
 
 
-def job_options(settings):
-    """RQ options for a chat job: a timeout that fits its worst case (each slow step renews the lease), no result kept."""
-    return dict(job_timeout=settings.job_timeout_seconds, result_ttl=0, failure_ttl=86400)
-
-
-def schedule(queue, cid, when, settings):
-    """Enqueue the chat's job for `when` (unix time).
-
-    RQ keeps whole seconds and its scheduler looks once a second. Rounding to the nearest second
-    keeps the job's lateness under about 1.4 s; the one in eight that starts early waits out the
-    rest (under half a second) in the job itself.
-    """
-    at = datetime.fromtimestamp(round(when), tz=timezone.utc)
-    queue.enqueue_at(at, JOB, cid, **job_options(settings))
-
-
 def _decode(values):
     if not isinstance(values, list):
         values = [values]
     return [v.decode() if isinstance(v, bytes) else v for v in values]
 
 
-def claim(redis, cid, lease_seconds, now=None):
+def claim(redis, cid, lease_seconds, ticket="", now=None):
     """Try to take a chat's work. Returns (state, token, reply, entries, tries).
 
-    state is idle (nothing due), wait (not yet: `reply` holds the time), locked (another job has
-    it), paused (dropped: a person holds the chat) or ready (we hold the lock; `reply` is a stored
-    reply or "", `entries` the messages to answer, `tries` how many times composing them started).
+    state is idle (nothing due), wait (not yet, or the chat moved on since the dispatcher's
+    `ticket`: `reply` holds the time), locked (another job has it), paused (dropped: a person holds
+    the chat) or ready (we hold the lock; `reply` is a stored reply or "", `entries` the messages
+    to answer, `tries` how many times composing them started).
     """
     now = time.time() if now is None else now
     token = uuid.uuid4().hex
@@ -345,7 +325,7 @@ def claim(redis, cid, lease_seconds, now=None):
     result = _decode(redis.register_script(CLAIM_SCRIPT)(
         keys=[DUE, k["lock"], k["burst"], k["deadline"], k["inflight"], k["reply"], k["paused"], k["attempts"],
               k["optout"], k["started"]],
-        args=[cid, token, repr(now), int(lease_seconds)],
+        args=[cid, token, repr(now), int(lease_seconds), ticket or ""],
     ))
     state = result[0]
     if state == "wait":
@@ -372,7 +352,7 @@ def renew(redis, cid, token, lease_seconds, now=None):
     return bool(redis.register_script(RENEW_SCRIPT)(keys=[k["lock"], DUE], args=[token, cid, lease_seconds, repr(now)]))
 
 
-def rejoin(redis, queue, cid, token, settings, now=None):
+def rejoin(redis, cid, token, settings, now=None):
     """Before a reply goes out: if the customer wrote meanwhile, drop the reply and answer everything at once.
 
     The new messages join the burst being answered; the chat is released until their debounce ends.
@@ -384,13 +364,10 @@ def rejoin(redis, queue, cid, token, settings, now=None):
         keys=[k["lock"], k["burst"], k["deadline"], DUE, k["reply"], k["attempts"], k["regenerated"]],
         args=[token, cid, repr(now), settings.max_regenerations],
     ))
-    if result[0] == "rejoined":
-        schedule(queue, cid, float(result[1]), settings)
-        return True
-    return False
+    return result[0] == "rejoined"
 
 
-def finish(redis, queue, cid, token, settings, user_turn="", model_turn="", hold="", now=None):
+def finish(redis, cid, token, settings, user_turn="", model_turn="", hold="", now=None):
     """Write the exchange to history and release the chat, only while `token` holds it.
 
     `hold` keeps the bot quiet afterwards: "handoff" (paused for HANDOFF_PAUSE_MINUTES, never
@@ -407,18 +384,19 @@ def finish(redis, queue, cid, token, settings, user_turn="", model_turn="", hold
         args=[token, cid, repr(now), hold, max(int(seconds), 1), user_turn, model_turn,
               *memory.history_args(settings)],
     ))
-    if result[0] == "next":
-        schedule(queue, cid, float(result[1]), settings)
     return result[0]
 
 
-def retry_later(redis, queue, cid, token, delay, settings, now=None):
-    """Release the chat and have a job look at it again after `delay` seconds (backoff)."""
+def retry_later(redis, cid, token, delay, reply=None, now=None):
+    """Release the chat and have a job look at it again after `delay` seconds: a backoff, or a part's typing time.
+
+    `reply`, when given, is stored with it (the send progress). False when `token` no longer holds the chat.
+    """
     now = time.time() if now is None else now
     k = keys(cid)
-    retry_at = now + delay
-    if redis.register_script(RETRY_SCRIPT)(keys=[k["lock"], DUE], args=[token, cid, repr(retry_at)]):
-        schedule(queue, cid, retry_at, settings)
+    stored = json.dumps(reply, ensure_ascii=False) if reply is not None else ""
+    return bool(redis.register_script(RETRY_SCRIPT)(keys=[k["lock"], DUE, k["reply"]],
+                                            args=[token, cid, repr(now + delay), stored]))
 
 
 def count_attempt(redis, cid):
@@ -428,25 +406,6 @@ def count_attempt(redis, cid):
     pipe.incr(key)
     pipe.expire(key, 86400)
     return pipe.execute()[0]
-
-
-def rescue_overdue(redis, queue, settings, now=None, limit=200):
-    """Enqueue a job now for every chat overdue by more than SWEEP_SECONDS: its job was lost.
-
-    Runs in every worker's maintenance loop; the `rescue` key keeps several workers from piling
-    up jobs for one chat. Returns the rescued chat refs.
-    """
-    now = time.time() if now is None else now
-    grace_seconds = settings.sweep_seconds
-    overdue = _decode(redis.zrangebyscore(DUE, "-inf", now - grace_seconds, start=0, num=limit))
-    rescued = []
-    for cid in overdue:
-        if redis.set(keys(cid)["rescue"], "1", nx=True, ex=max(int(grace_seconds), 1)):
-            queue.enqueue(JOB, cid, **job_options(settings))
-            rescued.append(cid)
-    if rescued:
-        log.warning("rescued %d chat(s) whose job was lost (worker crash or Redis restart)", len(rescued))
-    return rescued
 
 
 # --- Our own sends, told apart from a person's ----------------------------------------------------

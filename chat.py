@@ -81,7 +81,7 @@ def main(argv):
                 reply_to=CUSTOMER, message_id=uuid.uuid4().hex, text=line.strip(), push_name="Você",
                 from_me=False, is_group=False, timestamp=int(time.time()), kind="text",
             )
-            buffer.add_message(redis, queue, message, settings)
+            buffer.add_message(redis, message, settings)
     time.sleep(args.debounce + 0.5)  # let a burst typed just before Ctrl-D be answered
     while redis.zcard(buffer.DUE):
         time.sleep(0.2)

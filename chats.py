@@ -31,12 +31,12 @@ local function chat_keys(offset)
 end
 -- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds and keep
 -- what was waiting (and what the bot had already sent of its reply) in history for the bot's next turn.
-local function act(K, due, action, pause_seconds, cid, human_turn, max_turns, ttl)
+local function act(K, due, action, pause_seconds, cid, human_turn, limit)
   if action == 'resume' then
     redis.call('DEL', K.paused, K.optout)
     return 'resumed'
   end
-  push_entries(K.history, K.inflight, max_turns, ttl)
+  push_entries(K.history, K.inflight, limit)
   local stored = redis.call('GET', K.reply)
   if stored then
     local reply = cjson.decode(stored)
@@ -44,11 +44,11 @@ local function act(K, due, action, pause_seconds, cid, human_turn, max_turns, tt
     if sent > 0 then
       local said = {}
       for i = 1, sent do said[i] = reply.parts[i] end
-      push_turn(K.history, cjson.encode({role = 'model', text = table.concat(said, '\\n\\n')}), max_turns, ttl)
+      push_turn(K.history, cjson.encode({role = 'model', text = table.concat(said, '\\n\\n')}), limit)
     end
   end
-  push_entries(K.history, K.burst, max_turns, ttl)
-  if human_turn ~= '' then push_turn(K.history, human_turn, max_turns, ttl) end
+  push_entries(K.history, K.burst, limit)
+  if human_turn ~= '' then push_turn(K.history, human_turn, limit) end
   redis.call('DEL', K.lock, K.reply, K.inflight, K.burst, K.deadline, K.started, K.attempts, K.regenerated, K.media)
   redis.call('ZREM', due, cid)
   if action == 'stop' or redis.call('GET', K.paused) == 'stop' then
@@ -60,25 +60,25 @@ local function act(K, due, action, pause_seconds, cid, human_turn, max_turns, tt
 end
 """ % ", ".join(f"'{name}'" for name in CHAT_KEYS)
 
-# KEYS: due, chat keys...; ARGV: action, pause_seconds, cid, history max turns, history ttl
+# KEYS: due, chat keys...; ARGV: action, pause_seconds, cid, history args (3)
 ACT_SCRIPT = _LUA_ACT + """
-return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3], '', ARGV[4], ARGV[5])
+return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3], '', cap(4))
 """
 
 # KEYS: seen, ours, sending, due, chat keys...
-# ARGV: action, pause_seconds, cid, history max turns, history ttl, dedupe_ttl, digest, human turn
+# ARGV: action, pause_seconds, cid, history args (3), dedupe_ttl, digest, human turn
 FROM_ME_SCRIPT = _LUA_ACT + """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[6]) then return 'duplicate' end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then return 'duplicate' end
 local owner = redis.call('GET', KEYS[2])  -- our send, by the id sendText answered
 if not owner then owner = redis.call('LINDEX', KEYS[3], 0) end  -- ...or by its text, before the id is known
 if owner then
   local cid, rid = string.match(owner, '^(%S+) (%S+)$')
   local delivered = 'wa:delivered:' .. cid
-  redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[7], 1)
+  redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[8], 1)
   redis.call('EXPIRE', delivered, 86400)
   return 'own'
 end
-return act(chat_keys(4), KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[8], ARGV[4], ARGV[5])
+return act(chat_keys(4), KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[9], cap(4))
 """
 
 

@@ -48,6 +48,7 @@ class Settings:
     debounce_seconds: float = 120.0
     dedupe_ttl_seconds: int = 24 * 3600
     history_max_turns: int = 20
+    history_max_chars: int = 6000  # stored size cap (UTF-8 bytes): keeps a chat's Redis under 8 KB
     history_ttl_days: float = 7.0
     max_wait_seconds: float = 300.0
     max_regenerations: int = 1
@@ -262,7 +263,7 @@ def _validate(settings, require):
         raise SettingsError(f"REDIS_DOWN must be 'direct' or 'retry', got {settings.redis_down!r}")
     if settings.log_level.upper() not in logging.getLevelNamesMapping():
         raise SettingsError(f"LOG_LEVEL must be a logging level such as INFO, got {settings.log_level!r}")
-    positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_ttl_days",
+    positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_max_chars", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
                 "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
                 "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries")

@@ -9,20 +9,44 @@ buffer.py and chats.py (`LUA_HISTORY` below), only while the writer still holds 
 
 import json
 
-# Lua helpers shared by the scripts that write history. `push_turn` appends one JSON turn;
-# `push_entries` appends the customer's buffered messages (burst entries) as user turns.
+# Lua helpers shared by the scripts that write history. `cap(i)` reads the three history arguments
+# (history_args) from ARGV[i]; `push_turn` appends one JSON turn; `push_entries` appends the
+# customer's buffered messages (burst entries) as user turns.
+#
+# Past HISTORY_MAX_TURNS exchanges or HISTORY_MAX_CHARS (counted as stored, in UTF-8 bytes), the
+# oldest turns go in one block, down to half of the cap, and never so that history starts with the
+# shop's turn: the prompt then starts the same way for several turns and Gemini's implicit context
+# cache can serve it, where trimming one exchange per turn would change it every time.
 LUA_HISTORY = """
-local function push_turn(key, turn, max_turns, ttl)
-  redis.call('RPUSH', key, turn)
-  redis.call('LTRIM', key, -2 * tonumber(max_turns), -1)
-  redis.call('EXPIRE', key, ttl)
+local function cap(i)
+  return {turns = 2 * tonumber(ARGV[i]), chars = tonumber(ARGV[i + 1]), ttl = ARGV[i + 2]}
 end
-local function push_entries(key, list, max_turns, ttl)
+local function push_turn(key, turn, limit)
+  local count = redis.call('RPUSH', key, turn)
+  redis.call('EXPIRE', key, limit.ttl)
+  local turns = redis.call('LRANGE', key, 0, -1)
+  local size = 0
+  for _, t in ipairs(turns) do size = size + #t end
+  if count <= limit.turns and size <= limit.chars then return end
+  local drop = 0
+  while drop < count - 1 and (count - drop > limit.turns / 2 or size > limit.chars / 2) do
+    drop = drop + 1
+    size = size - #turns[drop]
+  end
+  local cut = drop
+  while cut < count and cjson.decode(turns[cut + 1]).role ~= 'user' do cut = cut + 1 end
+  if cut == count then  -- only the shop's turns after the cut: keep the last exchange whole
+    cut = drop
+    while cut > 0 and cjson.decode(turns[cut + 1]).role ~= 'user' do cut = cut - 1 end
+  end
+  redis.call('LTRIM', key, cut, -1)
+end
+local function push_entries(key, list, limit)
   for _, raw in ipairs(redis.call('LRANGE', list, 0, -1)) do
     local entry = cjson.decode(raw)
     local text = entry.text
     if text == nil or text == '' then text = '[' .. tostring(entry.kind) .. ']' end
-    push_turn(key, cjson.encode({role = 'user', text = text}), max_turns, ttl)
+    push_turn(key, cjson.encode({role = 'user', text = text}), limit)
   end
 end
 """
@@ -43,12 +67,6 @@ def turn(role, text, **extra):
 
 
 def history_args(settings):
-    """The cap and expiry the Lua helpers take, in the order they take them."""
-    return [settings.history_max_turns, settings.history_ttl_seconds]
+    """The caps and expiry the Lua helpers take (`cap(i)`), in the order they take them."""
+    return [settings.history_max_turns, settings.history_max_chars, settings.history_ttl_seconds]
 
-
-def append_exchange(pipe, cid, user_text, reply_text, settings):
-    """Queue on `pipe` the user turn and the model turn, trimmed to HISTORY_MAX_TURNS exchanges (bench/ uses it)."""
-    pipe.rpush(key(cid), turn("user", user_text), turn("model", reply_text))
-    pipe.ltrim(key(cid), -2 * settings.history_max_turns, -1)
-    pipe.expire(key(cid), settings.history_ttl_seconds)

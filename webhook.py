@@ -144,7 +144,7 @@ def create_app(settings=None, redis=None, direct_context=None):
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
-        outcome = buffer.add_message(redis, queue, message, settings, trigger,
+        outcome = buffer.add_message(redis, message, settings, trigger,
                                      also=lambda pipe: (stats.count(pipe, "received"), tally.drain(pipe)))
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)

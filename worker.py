@@ -1,7 +1,9 @@
 """The job that answers a chat (merge the burst, ask Gemini, send one reply), and the worker that runs it.
 
-`python worker.py` runs an RQ worker with its scheduler. Everything the job knows between tries
-lives in Redis (see buffer.py), so a worker can die at any line and the next one carries on.
+`python worker.py` runs an RQ worker and, beside it, a dispatcher that enqueues each chat's job when
+its time comes (dispatch.py). Everything the job knows between tries lives in Redis (see buffer.py),
+so a worker can die at any line and the next one carries on. No job ever sleeps: a retry, or the
+typing time before a part of the reply, is a time in `wa:due` for another job.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import buffer
 import channels
 import chatlog
 import chats
+import dispatch
 import doctor
 import hours
 import instances
@@ -71,22 +74,18 @@ def get_context():
     return _context
 
 
-def answer_chat(cid):
-    """RQ entry point: answer chat `cid` if its burst is due."""
-    process_chat(get_context(), cid)
+def answer_chat(cid, ticket=None):
+    """RQ entry point (dispatch.py enqueues it): answer chat `cid` if its time has come."""
+    process_chat(get_context(), cid, ticket)
 
 
-def process_chat(ctx, cid):
-    """Claim the chat, make (or reuse) its reply, deliver it, and release the chat."""
+def process_chat(ctx, cid, ticket=None):
+    """Claim the chat, make (or reuse) its reply, deliver it (or its next part), and release the chat.
+
+    `ticket` is the time the dispatcher gave the chat; without one the chat must already be due.
+    """
     settings = ctx.settings
-    state, token, stored, entries, tries = buffer.claim(ctx.redis, cid, settings.job_lease_seconds)
-    if state == "wait":
-        early = stored - time.time()
-        if early <= 1.5:  # RQ keeps whole seconds, so a job may start up to a second early
-            time.sleep(max(early, 0))
-            return process_chat(ctx, cid)
-        buffer.schedule(ctx.queue, cid, stored, settings)
-        return
+    state, token, stored, entries, tries = buffer.claim(ctx.redis, cid, settings.job_lease_seconds, ticket)
     if state != "ready":
         log.debug("chat %s: %s, nothing to do", cid, state)
         return
@@ -132,7 +131,7 @@ def compose_reply(ctx, cid, token, entries, tries):
     if not hours.bot_active(settings, now):
         if hours.closed_notice_due(ctx.redis, cid, settings, now):
             return _stored(ctx, cid, token, {**reply, "parts": [settings.closed_message]})
-        buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
         log.info("chat %s: outside the bot's hours (BOT_ACTIVE=%s), no reply", cid, settings.bot_active)
         return None
     if last_words and last_words in settings.optout_keywords:
@@ -146,7 +145,7 @@ def compose_reply(ctx, cid, token, entries, tries):
     if not supported:
         if settings.unknown_message:
             return _stored(ctx, cid, token, {**reply, "parts": [settings.unknown_message]})
-        buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
         log.info("chat %s: only unsupported messages, no reply", cid)
         return None
     if tries > settings.gemini_max_attempts:
@@ -155,7 +154,7 @@ def compose_reply(ctx, cid, token, entries, tries):
         log.error("GEMINI_MAX_CALLS_PER_HOUR=%d reached: chat %s not sent to Gemini", settings.gemini_max_calls_per_hour, cid)
         if budget.first_notice(ctx.redis, cid):
             return _fallback(ctx, cid, token, reply, "limite de chamadas ao Gemini por hora atingido")
-        buffer.finish(ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
         return None
 
     mark_as_read(ctx, instance, entries)
@@ -188,7 +187,7 @@ def compose_reply(ctx, cid, token, entries, tries):
             delay = backoff(settings, tries)
             log.warning("chat %s: %s; try %d of %d again in %.0fs", cid, error.reason, tries,
                         settings.gemini_max_attempts, delay)
-            buffer.retry_later(ctx.redis, ctx.queue, cid, token, delay, settings)
+            buffer.retry_later(ctx.redis, cid, token, delay)
             return None
         log.error("chat %s: %s after %d tries; sending the fallback message", cid, error.reason, tries)
         if isinstance(error, MediaError):
@@ -320,16 +319,18 @@ def typing_ms(settings, text):
 
 
 def deliver(ctx, cid, token, reply):
-    """Send the reply's remaining parts in order, then write history and release the chat.
+    """Send the reply's next parts in order, then write history and release the chat.
 
-    Before each part the job checks it still holds the chat, after the typing delay too: a person
-    who acted meanwhile voided the lock, and nothing more is sent.
+    A part that takes typing time is announced ("digitando…") and left to a job that time later, so
+    no worker waits through it; that job claims the chat first, so a person who acted meanwhile
+    voided the reply and nothing more is sent. Progress is stored after each part: a crash resends
+    nothing already sent.
     """
     settings = ctx.settings
     instance, number, parts = reply["instance"], reply["reply_to"], reply["parts"]
     channel = reply.get("channel", "evolution")  # replies stored before channels existed are Evolution's
     rid = reply.setdefault("rid", "0")  # replies stored before reply ids existed
-    if reply.get("kind") == "gemini" and reply["sent"] == 0 and buffer.rejoin(ctx.redis, ctx.queue, cid, token, settings):
+    if reply.get("kind") == "gemini" and reply["sent"] == 0 and buffer.rejoin(ctx.redis, cid, token, settings):
         log.info("chat %s: the customer wrote while the reply was made; answering everything together", cid)
         return
     while reply["sent"] < len(parts):
@@ -341,9 +342,13 @@ def deliver(ctx, cid, token, reply):
         if time.time() - reply["created"] > settings.send_retry_minutes * 60:
             log.error("chat %s: not sent within SEND_RETRY_MINUTES; reply dropped", cid)
             break
-        if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
-            return _lost(cid)
-        type_part(ctx, instance, number, part, channel)
+        delay = typing_ms(settings, part) / 1000
+        if delay and reply.get("typed") != reply["sent"]:
+            reply["typed"] = reply["sent"]
+            if not buffer.retry_later(ctx.redis, cid, token, delay, reply=reply):
+                return _lost(cid)
+            show_typing(ctx, instance, number, channel, delay)
+            return
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
             return _lost(cid)
         buffer.note_sending(ctx.redis, instance, cid, rid, part)
@@ -354,7 +359,7 @@ def deliver(ctx, cid, token, reply):
             if error.retryable and age < settings.send_retry_minutes * 60:
                 delay = min(backoff(settings, buffer.count_attempt(ctx.redis, cid)), 120)
                 log.warning("chat %s: %s; sending again in %.0fs", cid, error, delay)
-                buffer.retry_later(ctx.redis, ctx.queue, cid, token, delay, settings)
+                buffer.retry_later(ctx.redis, cid, token, delay)
                 return
             log.error("chat %s: %s; reply dropped", cid, error)
             break
@@ -369,7 +374,7 @@ def deliver(ctx, cid, token, reply):
     said = "\n\n".join(parts[: reply["sent"]])
     stats.write_reply(ctx.redis, reply, settings)  # the panel's counters, one pipeline per reply
     outcome = buffer.finish(
-        ctx.redis, ctx.queue, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
+        ctx.redis, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
         model_turn=memory.turn("model", said) if said else "", hold=reply.get("hold", ""),
     )
     if outcome == "lost":
@@ -377,21 +382,6 @@ def deliver(ctx, cid, token, reply):
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
-
-
-def type_part(ctx, instance, number, part, channel="evolution"):
-    """"digitando…" for as long as a person would type this part; Evolution holds the call that long.
-
-    Done before sendText (not with its `delay`), so the job checks once more that no person acted
-    during the typing. A failure (or an instance without presence, like the Cloud API's) skips it.
-    """
-    delay = typing_ms(ctx.settings, part)
-    if not delay:
-        return
-    try:
-        channels.send_presence(ctx.session, ctx.settings, channel, instance, number, delay)
-    except channels.Error as error:
-        log.debug("typing presence failed: %s", error)
 
 
 def mark_as_read(ctx, instance, entries):
@@ -407,14 +397,16 @@ def mark_as_read(ctx, instance, entries):
         log.debug("mark as read failed: %s", error)
 
 
-def show_typing(ctx, instance, number, channel="evolution"):
-    """"digitando…" while Gemini thinks (SEND_PRESENCE). Evolution holds the call, so it runs aside."""
-    if not ctx.settings.send_presence:
+def show_typing(ctx, instance, number, channel="evolution", seconds=None):
+    """"digitando…" for `seconds`, or while Gemini thinks (SEND_PRESENCE). Evolution holds the call that
+    long, so it runs aside; a failure (or a channel without presence, like the Cloud API's) skips it."""
+    if seconds is None and not ctx.settings.send_presence:
         return
+    delay = ctx.settings.max_typing_ms if seconds is None else int(seconds * 1000)
 
     def run():
         try:
-            channels.send_presence(ctx.session, ctx.settings, channel, instance, number, ctx.settings.max_typing_ms)
+            channels.send_presence(ctx.session, ctx.settings, channel, instance, number, delay)
         except channels.Error as error:
             log.debug("presence failed: %s", error)
 
@@ -443,24 +435,6 @@ def answer_directly(ctx, message, fixed=None):
     log.info("degraded mode: replied to %s in %d message(s)", mask(message.reply_to), len(parts))
 
 
-class BotWorker(SimpleWorker):
-    """RQ's worker, plus a sweep at each maintenance tick that re-enqueues chats whose job was lost.
-
-    Jobs run in the worker process itself (SimpleWorker), not in a fork per job: forking cost
-    about 120 ms per job against 4 ms (bench/), which is what let 1,000 bursts ending together
-    queue up. A job that crashes the process is recovered like any dead worker (lease + sweep).
-    """
-
-    bot_settings = None
-
-    def run_maintenance_tasks(self):
-        try:
-            buffer.rescue_overdue(self.connection, self.queues[0], self.bot_settings)
-        except redis_lib.RedisError as error:
-            self.log.warning("sweep for lost jobs failed: %s", error)
-        super().run_maintenance_tasks()
-
-
 def wait_for_redis(redis):
     """Start only once Redis answers: RQ gives up at a connection error while it starts (once running, it reconnects)."""
     while True:
@@ -473,21 +447,21 @@ def wait_for_redis(redis):
 
 
 def run_worker(ctx):
-    """Work the queue with the scheduler; maintenance (scheduler restart, sweep) every SWEEP_SECONDS.
+    """Work the queue, with this process's dispatcher beside it (dispatch.py).
 
-    RQ's defaults check only every 10 minutes, which after a crash or a Redis restart would leave
-    customers waiting that long; see README "What happens when…".
+    Jobs run in the worker process itself (SimpleWorker), not in a fork per job: forking cost about
+    120 ms per job against 4 ms (bench/). A job that crashes the process is recovered like any dead
+    worker: its chat comes due again when its lease ends and another worker's dispatcher enqueues it.
     """
     settings = ctx.settings
     wait_for_redis(ctx.redis)
-    worker = BotWorker(
-        [ctx.queue],
-        connection=ctx.redis,
-        maintenance_interval=settings.sweep_seconds,
-        worker_ttl=settings.sweep_seconds + 15,  # RQ waits worker_ttl - 15 s per dequeue, then maintains
-    )
-    worker.bot_settings = settings
-    worker.work(with_scheduler=True, logging_level=settings.log_level.upper())
+    dispatcher = dispatch.Dispatcher(ctx.redis, ctx.queue, settings)
+    dispatcher.start()
+    worker = SimpleWorker([ctx.queue], connection=ctx.redis, worker_ttl=settings.sweep_seconds + 15)
+    try:
+        worker.work(logging_level=settings.log_level.upper())
+    finally:
+        dispatcher.stopped.set()
 
 
 def main(argv):

@@ -1,7 +1,6 @@
-"""The per-chat Redis state machine (buffer.py) on fakeredis: dedupe, debounce, claim, finish, rescue, limits.
+"""The per-chat Redis state machine (buffer.py) on fakeredis: dedupe, debounce, claim, finish, limits.
 
-Times are passed as `now=` so nothing waits; RQ's scheduled jobs are counted in the queue's
-ScheduledJobRegistry (nothing runs them here).
+Times are passed as `now=` so nothing waits; when a chat is due is read from `wa:due`, the only schedule.
 """
 
 import dataclasses
@@ -12,6 +11,7 @@ import pytest
 
 import buffer
 import chats
+import dispatch
 import memory
 import parser
 import webhook
@@ -35,10 +35,6 @@ def burst_texts(redis):
     return [json.loads(entry)["text"] for entry in redis.lrange(f"wa:burst:{CID}", 0, -1)]
 
 
-def scheduled_jobs(queue):
-    return queue.scheduled_job_registry.count
-
-
 def make_settings(**overrides):
     """Settings for the state machine alone: no Gemini or Evolution is reached from buffer.py."""
     env = {"DEBOUNCE_SECONDS": "10", "DEDUPE_TTL_SECONDS": "900", "SWEEP_SECONDS": "15", "WEBHOOK_TOKEN": TOKEN}
@@ -51,11 +47,11 @@ def settings():
 
 
 @pytest.fixture
-def add(fake_redis, queue, settings):
+def add(fake_redis, settings):
     """add(text, id, now=…, settings=…, **text_message kwargs) → add_message's outcome."""
 
     def add_(text, message_id, now=T0, settings=settings, trigger=None, **kwargs):
-        return buffer.add_message(fake_redis, queue, incoming(text, message_id, **kwargs), settings,
+        return buffer.add_message(fake_redis, incoming(text, message_id, **kwargs), settings,
                                   trigger=trigger, now=now)
 
     return add_
@@ -83,10 +79,11 @@ def test_each_message_pushes_the_deadline_to_now_plus_debounce(add, fake_redis):
     assert fake_redis.zscore(buffer.DUE, CID) == T0 + 14
 
 
-def test_only_the_first_message_of_a_burst_schedules_a_job(add, queue):
+def test_a_burst_is_one_entry_in_wa_due_at_its_last_deadline_and_no_rq_job(add, fake_redis, queue):
     outcomes = [add(text, f"B{i}", now=T0 + i) for i, text in enumerate(["oi", "tudo bem?", "quanto custa?"])]
     assert outcomes == ["scheduled", "buffered", "buffered"]
-    assert scheduled_jobs(queue) == 1
+    assert fake_redis.zrange(buffer.DUE, 0, -1, withscores=True) == [(CID.encode(), T0 + 2 + 10)]
+    assert queue.count == 0 and queue.scheduled_job_registry.count == 0  # the webhook writes no RQ job
 
 
 def test_claim_waits_before_the_deadline_and_takes_the_burst_after(add, fake_redis):
@@ -101,7 +98,7 @@ def test_claim_waits_before_the_deadline_and_takes_the_burst_after(add, fake_red
     assert state == "ready" and token and reply == "" and tries == 1
     assert texts(entries) == ["oi", "quanto custa?"]
     assert fake_redis.llen(f"wa:burst:{CID}") == 0
-    assert fake_redis.zscore(buffer.DUE, CID) == T0 + 15 + 90  # the lease: rescued if the job dies
+    assert fake_redis.zscore(buffer.DUE, CID) == T0 + 15 + 90 + 1  # the lease: dispatched again if the job dies
     assert 0 < fake_redis.ttl(f"wa:inflight:{CID}") <= 7 * 86400  # never kept forever
 
 
@@ -122,22 +119,23 @@ def test_two_claims_at_once_give_one_ready(add, fake_redis):
     assert states.count("ready") == 1  # the other sees the running job's lease ("wait")
 
 
-def test_a_message_during_a_running_job_keeps_its_lease_so_the_sweep_leaves_it_alone(add, fake_redis, queue, settings):
+def test_a_message_during_a_running_job_keeps_its_lease_so_no_second_job_is_dispatched(add, fake_redis, queue, settings):
     add("oi", "L2", now=T0)
     assert buffer.claim(fake_redis, CID, 90, now=T0 + 10)[0] == "ready"
     add("mais uma coisa", "L3", now=T0 + 11)  # its own deadline (T0 + 21) is inside the lease
-    assert fake_redis.zscore(buffer.DUE, CID) == T0 + 100  # still the lease end
+    assert fake_redis.zscore(buffer.DUE, CID) == T0 + 101  # still the lease end
     assert buffer.claim(fake_redis, CID, 90, now=T0 + 25)[0] == "wait"
-    assert buffer.rescue_overdue(fake_redis, queue, settings, now=T0 + 25 + settings.sweep_seconds) == []
+    assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 25 + settings.sweep_seconds) == []
     assert burst_texts(fake_redis) == ["mais uma coisa"]
 
 
-def test_claim_with_a_stored_reply_leaves_new_messages_for_the_next_burst(add, fake_redis, queue, settings):
+def test_claim_with_a_stored_reply_leaves_new_messages_for_the_next_burst(add, fake_redis):
     add("oi", "R1", now=T0)
     _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     buffer.store_reply(fake_redis, CID, token, {"parts": ["Olá!"], "sent": 0})
-    buffer.retry_later(fake_redis, queue, CID, token, 5, settings, now=T0 + 11)  # the send failed
+    buffer.retry_later(fake_redis, CID, token, 5, now=T0 + 11)  # the send failed
     add("e o horário?", "R2", now=T0 + 12)
+    assert fake_redis.zscore(buffer.DUE, CID) == T0 + 16  # the reply keeps its time: the new burst waits for it
 
     state, _, stored, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 30)
     assert state == "ready"
@@ -146,72 +144,58 @@ def test_claim_with_a_stored_reply_leaves_new_messages_for_the_next_burst(add, f
     assert burst_texts(fake_redis) == ["e o horário?"]
 
 
-def test_claim_during_a_retry_backoff_waits_then_takes_the_same_burst_again(add, fake_redis, queue, settings):
+def test_claim_during_a_retry_backoff_waits_then_takes_the_same_burst_again(add, fake_redis):
     add("oi", "RB1", now=T0)
     _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
-    buffer.retry_later(fake_redis, queue, CID, token, 5, settings, now=T0 + 11)  # Gemini failed
+    assert buffer.retry_later(fake_redis, CID, token, 5, now=T0 + 11)  # Gemini failed
     assert fake_redis.zscore(buffer.DUE, CID) == T0 + 16
-    assert scheduled_jobs(queue) == 2  # add_message's job and the retry's
+    assert not buffer.retry_later(fake_redis, CID, token, 5, now=T0 + 11)  # released: the token holds nothing
 
     assert buffer.claim(fake_redis, CID, 90, now=T0 + 12)[:3] == ("wait", None, T0 + 16)
     state, _, reply, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 16)
     assert state == "ready" and reply == "" and texts(entries) == ["oi"]
 
 
-def test_finish_with_new_messages_schedules_the_next_job(add, fake_redis, queue, settings):
+def test_finish_with_new_messages_schedules_the_next_burst(add, fake_redis, settings):
     add("oi", "F1", now=T0)
     _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     assert add("mais uma coisa", "F2", now=T0 + 12) == "buffered"  # the running job has the chat
 
-    assert buffer.finish(fake_redis, queue, CID, token, settings, now=T0 + 13) == "next"
+    assert buffer.finish(fake_redis, CID, token, settings, now=T0 + 13) == "next"
     assert fake_redis.zscore(buffer.DUE, CID) == T0 + 22
-    assert scheduled_jobs(queue) == 2
     state, _, _, entries, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 22)
     assert state == "ready" and texts(entries) == ["mais uma coisa"]
 
 
-def test_finish_without_new_messages_releases_the_chat(add, fake_redis, queue, settings):
+def test_finish_without_new_messages_releases_the_chat(add, fake_redis, settings):
     add("oi", "F3", now=T0)
     _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
-    assert buffer.finish(fake_redis, queue, CID, token, settings, now=T0 + 11) == "done"
+    assert buffer.finish(fake_redis, CID, token, settings, now=T0 + 11) == "done"
     assert fake_redis.zscore(buffer.DUE, CID) is None
     assert not fake_redis.exists(f"wa:lock:{CID}", f"wa:inflight:{CID}", f"wa:deadline:{CID}")
     assert buffer.claim(fake_redis, CID, 90, now=T0 + 12)[0] == "idle"
 
 
-def test_finish_by_a_job_whose_lock_was_taken_over_changes_nothing(add, fake_redis, queue, settings):
+def test_finish_by_a_job_whose_lock_was_taken_over_changes_nothing(add, fake_redis, settings):
     add("oi", "F4", now=T0)
     _, stale, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     fake_redis.delete(f"wa:lock:{CID}")  # the lease ran out
     state, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 200)
     assert state == "ready"
-    assert buffer.finish(fake_redis, queue, CID, stale, settings, now=T0 + 201) == "lost"
+    assert buffer.finish(fake_redis, CID, stale, settings, now=T0 + 201) == "lost"
     assert fake_redis.get(f"wa:lock:{CID}").decode() == token
     assert fake_redis.llen(f"wa:inflight:{CID}") == 1
 
 
-# --- lost jobs ---------------------------------------------------------------------------------
-
-def test_rescue_enqueues_one_job_for_a_chat_whose_job_was_lost(add, fake_redis, queue, settings):
-    add("oi", "LOST1", now=T0)  # due at T0 + 10; pretend its scheduled job vanished
-    assert buffer.rescue_overdue(fake_redis, queue, settings, now=T0 + 10 + 14) == []  # not overdue enough
-    assert queue.count == 0
-
-    assert buffer.rescue_overdue(fake_redis, queue, settings, now=T0 + 10 + 16) == [CID]
-    assert buffer.rescue_overdue(fake_redis, queue, settings, now=T0 + 10 + 17) == []  # a second worker's sweep
-    assert queue.count == 1
-    assert queue.jobs[0].func_name == buffer.JOB and queue.jobs[0].args == (CID,)
-
-
 # --- erasure -----------------------------------------------------------------------------------
 
-def test_forget_chat_erases_everything_about_that_chat_only(add, fake_redis, queue, settings):
+def test_forget_chat_erases_everything_about_that_chat_only(add, fake_redis, settings):
     add("oi", "E1", now=T0, trigger=True)
     _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
     buffer.store_reply(fake_redis, CID, token, {"parts": ["Olá!"], "sent": 0})
     buffer.count_attempt(fake_redis, CID)
     buffer.note_sending(fake_redis, INSTANCE, CID, "r1", "Olá!")
-    buffer.finish(fake_redis, queue, CID, token, settings, user_turn=memory.turn("user", "oi"),
+    buffer.finish(fake_redis, CID, token, settings, user_turn=memory.turn("user", "oi"),
                   model_turn=memory.turn("model", "Olá!"), hold="optout", now=T0 + 10)
     add("outra", "E2", now=T0 + 11)
     chats.take_over(fake_redis, CID, settings)
@@ -242,22 +226,20 @@ def test_rate_limit_stops_buffering_after_n_messages_an_hour(add, fake_redis):
     assert 0 < fake_redis.ttl(f"wa:rate:{CID}") <= 3600
 
 
-def test_paused_chat_is_not_buffered(add, fake_redis, queue, settings):
+def test_paused_chat_is_not_buffered(add, fake_redis, settings):
     chats.take_over(fake_redis, CID, settings)
     assert add("oi", "P1") == "paused"
     assert fake_redis.llen(f"wa:burst:{CID}") == 0
     assert fake_redis.zscore(buffer.DUE, CID) is None
-    assert scheduled_jobs(queue) == 0
 
 
-def test_opted_out_chat_is_not_buffered(add, fake_redis, queue, settings):
+def test_opted_out_chat_is_not_buffered(add, fake_redis, settings):
     add("sair", "O0", now=T0)
     _, token, _, _, _ = buffer.claim(fake_redis, CID, 90, now=T0 + 10)
-    buffer.finish(fake_redis, queue, CID, token, settings, hold="optout", now=T0 + 11)
-    queue.scheduled_job_registry.remove(queue.scheduled_job_registry.get_job_ids()[0])
+    buffer.finish(fake_redis, CID, token, settings, hold="optout", now=T0 + 11)
     assert add("oi", "O1") == "opted_out"
     assert fake_redis.llen(f"wa:burst:{CID}") == 0
-    assert scheduled_jobs(queue) == 0
+    assert fake_redis.zscore(buffer.DUE, CID) is None
 
 
 def test_claim_drops_a_burst_when_the_chat_was_paused_meanwhile(add, fake_redis, settings):
@@ -285,12 +267,12 @@ def test_trigger_keywords_open_a_session_that_later_messages_stay_in(fake_redis)
     assert fake_redis.llen(f"wa:burst:{CID}") == 2
 
 
-def test_forget_by_phone_also_erases_the_chat_kept_under_its_lid(fake_redis, queue, settings):
+def test_forget_by_phone_also_erases_the_chat_kept_under_its_lid(fake_redis, settings):
     """2.3.5/2.3.6 send both addresses (payload 04); a later message may carry only the '@lid' (payload 63)."""
     both = parser.parse_body(load_payload("04_v2_3_5plus_lid_with_remoteJidAlt_long_buffer_quirk.json"))[0]
     lid_only = dataclasses.replace(both, chat_id=both.lid, reply_to=both.lid, message_id="LIDONLY1")
     for message in (both, lid_only):
-        buffer.add_message(fake_redis, queue, message, settings, now=T0)
+        buffer.add_message(fake_redis, message, settings, now=T0)
     lid_chat = buffer.chat_ref(both.instance, both.lid)
     assert fake_redis.exists(f"wa:burst:{lid_chat}")
 

@@ -274,7 +274,7 @@ def test_forget_erases_a_cloud_api_customer_too(fake_redis, queue, make_settings
     settings = make_settings()
     [message] = cloud.parse_body(CLOUD["text"])
     message = __import__("dataclasses").replace(message, timestamp=0)
-    assert buffer.add_message(fake_redis, queue, message, settings) == "scheduled"
+    assert buffer.add_message(fake_redis, message, settings) == "scheduled"
     cid = buffer.chat_ref(PNID, message.chat_id, "cloud")
     assert fake_redis.exists(buffer.keys(cid)["burst"])
     assert chats.forget_customer(fake_redis, PNID, "+55 11 99999-4321") > 0

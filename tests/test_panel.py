@@ -470,7 +470,7 @@ def test_chat_state_follows_the_burst_the_job_and_the_pauses(make_settings, fake
     settings = make_settings(DEBOUNCE_SECONDS=20, HANDOFF_PAUSE_MINUTES=10)
     message, = parser.parse_body(text_message("oi", "CS1"))
     assert chats.state(fake_redis, CID) == {"state": "idle", "until": None}
-    buffer.add_message(fake_redis, queue, message, settings, now=1000.0)
+    buffer.add_message(fake_redis, message, settings, now=1000.0)
     assert chats.state(fake_redis, CID, now=1001.0) == {"state": "waiting", "until": 1020.0}
     assert buffer.claim(fake_redis, CID, 60, now=1021.0)[0] == "ready"
     assert chats.state(fake_redis, CID)["state"] == "answering"

@@ -48,12 +48,13 @@ def dead_redis():
 
 
 def scheduled(redis):
-    registry = ScheduledJobRegistry(queue=Queue("whatsapp", connection=redis))
-    return {job_id: registry.get_scheduled_time(job_id).timestamp() for job_id in registry.get_job_ids()}
+    """Chat ref → the time its job is due (`wa:due`, the only schedule)."""
+    return {cid.decode(): at for cid, at in redis.zrange(buffer.DUE, 0, -1, withscores=True)}
 
 
 def jobs(redis):
-    return len(scheduled(redis)) + Queue("whatsapp", connection=redis).count
+    queue = Queue("whatsapp", connection=redis)
+    return len(scheduled(redis)) + queue.count + ScheduledJobRegistry(queue=queue).count
 
 
 @pytest.fixture
@@ -148,16 +149,18 @@ def test_bodies_the_bot_cannot_read_are_not_a_server_error(client, body):
     assert response.status_code < 500
 
 
-# --- customer messages: dedupe and one delayed job per chat ---------------------------------
+# --- customer messages: dedupe and one due time per chat ---------------------------------
 
-def test_customer_text_schedules_one_job_after_the_debounce(client_for, fake_redis):
+def test_customer_text_makes_the_chat_due_after_the_debounce_and_writes_no_rq_job(client_for, fake_redis):
     client = client_for(debounce_seconds=120)
     before = time.time()
     assert post(client, text_message("oi", "DEB1")).json["results"] == ["scheduled"]
+    middle = time.time()
     assert post(client, text_message("tudo bem?", "DEB2")).json["results"] == ["buffered"]
     times = list(scheduled(fake_redis).values())
-    assert len(times) == 1 and before + 119 <= times[0] <= time.time() + 121  # RQ keeps whole seconds, rounded
-    assert Queue("whatsapp", connection=fake_redis).count == 0
+    assert len(times) == 1 and before + 120 < middle + 120 <= times[0] <= time.time() + 120  # from the last message
+    queue = Queue("whatsapp", connection=fake_redis)
+    assert queue.count == 0 and ScheduledJobRegistry(queue=queue).count == 0  # a worker's dispatcher enqueues it
 
 
 def test_each_chat_gets_its_own_job(client, fake_redis):

@@ -1,8 +1,9 @@
 """The job (worker.process_chat) in-process: fakeredis, FakeGemini through the real google-genai SDK, FakeEvolution.
 
 Each test buffers messages with buffer.add_message (or posts them to the webhook's test client) and
-then runs process_chat itself, as the RQ job would. DEBOUNCE_SECONDS=0, so a burst is due at once;
-a retry is due RETRY_BASE_SECONDS (0.1 s here) later, and process_chat waits for that itself.
+then runs the chat's job itself (`run_job`), as a worker does once the dispatcher enqueued it.
+DEBOUNCE_SECONDS=0, so a burst is due at once; a retry is due RETRY_BASE_SECONDS (0.1 s here) later,
+and `run_job` waits for that time as the dispatcher would (the job itself never waits).
 """
 
 import base64
@@ -42,7 +43,7 @@ def bot(make_settings, fake_redis, queue):
 def arrive(ctx, body):
     """Buffer the one message of a webhook body, as the webhook would (not fromMe); returns its chat ref."""
     message, = parser.parse_body(body)
-    assert buffer.add_message(ctx.redis, ctx.queue, message, ctx.settings) in ("scheduled", "buffered")
+    assert buffer.add_message(ctx.redis, message, ctx.settings) in ("scheduled", "buffered")
     return buffer.chat_ref(message.instance, message.chat_id)
 
 
@@ -62,14 +63,16 @@ def due(ctx, cid):
     return ctx.redis.zscore(buffer.DUE, cid)
 
 
+def run_job(ctx, cid):
+    """The chat's job, run when its time in `wa:due` comes (within 2 s), as the dispatcher would enqueue it."""
+    at = due(ctx, cid)
+    if at is not None and 0 < at - time.time() <= 2:
+        time.sleep(at - time.time())
+    worker.process_chat(ctx, cid)
+
+
 def inflight_texts(ctx, cid):
     return [json.loads(entry)["text"] for entry in ctx.redis.lrange(buffer.keys(cid)["inflight"], 0, -1)]
-
-
-def scheduled_at(ctx):
-    """Unix times (whole seconds) of the chat jobs waiting in RQ's scheduled registry."""
-    registry = ctx.queue.scheduled_job_registry
-    return sorted(registry.get_scheduled_time(job_id).timestamp() for job_id in registry.get_job_ids())
 
 
 def sent_bodies(evolution, route="sendText"):
@@ -110,8 +113,8 @@ def test_a_burst_gets_one_gemini_call_and_one_reply(bot, gemini, evolution):
     receive(ctx, "oi", "N1")
     cid = receive(ctx, "quanto custa o bolo?", "N2")
 
-    worker.process_chat(ctx, cid)
-    worker.process_chat(ctx, cid)  # a second job for the same chat finds nothing to do
+    run_job(ctx, cid)
+    run_job(ctx, cid)  # a second job for the same chat finds nothing to do
 
     assert len(gemini.requests) == 1
     assert gemini.user_texts() == ["oi\nquanto custa o bolo?"]
@@ -132,14 +135,13 @@ def test_gemini_fault_is_retried_later_then_answered_once(bot, gemini, evolution
     cid = receive(ctx, "vocês têm bolo de milho?", "GF1")
 
     before = time.time()
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     retry_at = due(ctx, cid)
     assert evolution.sent_texts() == []
     assert before + 0.05 < retry_at < time.time() + 1  # backoff, not the job's 90 s lease
-    assert round(retry_at) in scheduled_at(ctx)
     assert inflight_texts(ctx, cid) == ["vocês têm bolo de milho?"]
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert len(gemini.requests) == 2
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Temos sim!")]
     assert due(ctx, cid) is None and inflight_texts(ctx, cid) == []
@@ -151,7 +153,7 @@ def test_backoff_grows_with_each_failed_try(bot, gemini):
     cid = receive(ctx, "oi", "GB1")
     waits = []
     for _ in range(3):
-        worker.process_chat(ctx, cid)
+        run_job(ctx, cid)
         waits.append(due(ctx, cid) - time.time())
     # 0.2 s doubled after each failed try, ±25 % jitter
     assert 0.1 < waits[0] <= 0.25 and 0.25 < waits[1] <= 0.5 and 0.55 < waits[2] <= 1.0
@@ -164,7 +166,7 @@ def test_gemini_failing_every_try_sends_the_fallback_once_and_keeps_the_burst_in
     cid = receive(ctx, "vocês entregam no centro?", "GX1")
 
     for _ in range(4):  # the last run finds the chat done
-        worker.process_chat(ctx, cid)
+        run_job(ctx, cid)
 
     assert len(gemini.requests) == 3
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, FALLBACK)]
@@ -176,12 +178,11 @@ def test_gemini_rejecting_the_request_sends_the_fallback_at_once(bot, gemini, ev
     ctx = bot(GEMINI_API_KEY="not-the-right-key")  # Gemini answers 400 API_KEY_INVALID
     cid = receive(ctx, "oi", "G400")
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert len(gemini.requests) == 1
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, FALLBACK)]
     assert due(ctx, cid) is None
-    assert len(scheduled_at(ctx)) == 1  # only the job add_message scheduled: no retry
 
 
 @pytest.mark.parametrize("answer", ["blocked", "empty"])
@@ -193,8 +194,8 @@ def test_blocked_or_empty_answer_sends_the_fallback_never_an_empty_message(bot, 
         gemini.empty_next(finish_reason="SAFETY")
     cid = receive(ctx, "uma pergunta", "GBL")
 
-    worker.process_chat(ctx, cid)
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
+    run_job(ctx, cid)
 
     assert len(gemini.requests) == 1
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, FALLBACK)]
@@ -211,12 +212,12 @@ def test_failed_send_is_retried_later_without_asking_gemini_again(bot, gemini, e
     cid = receive(ctx, "que horas abre?", "EF1")
 
     before = time.time()
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert evolution.sent_texts() == []
     assert before < due(ctx, cid) < time.time() + 1
     assert json.loads(ctx.redis.get(buffer.keys(cid)["reply"]))["parts"] == ["Abrimos às 9h."]
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert len(gemini.requests) == 1
     assert len(evolution.calls("sendText")) == 2
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Abrimos às 9h.")]
@@ -229,8 +230,8 @@ def test_number_not_on_whatsapp_is_dropped_not_retried_and_logged(bot, gemini, e
     cid = receive(ctx, "oi", "NOWA")
 
     with caplog.at_level(logging.INFO):
-        worker.process_chat(ctx, cid)
-        worker.process_chat(ctx, cid)
+        run_job(ctx, cid)
+        run_job(ctx, cid)
 
     assert [call["status"] for call in evolution.calls("sendText")] == [400]
     assert due(ctx, cid) is None and not ctx.redis.exists(buffer.keys(cid)["reply"])
@@ -244,7 +245,7 @@ def test_evolution_error_logged_for_a_number_not_on_whatsapp_masks_the_number(bo
     cid = receive(ctx, "oi", "NOWA2")
 
     with caplog.at_level(logging.INFO):
-        worker.process_chat(ctx, cid)
+        run_job(ctx, cid)
 
     assert "reply dropped" in caplog.text
     assert CUSTOMER not in caplog.text  # Evolution's 400 body carries the number, twice
@@ -255,16 +256,16 @@ def test_reply_is_dropped_once_send_retry_minutes_have_passed(bot, gemini, evolu
     evolution.fail_next("sendText", 500, times=10)
     cid = receive(ctx, "oi", "EOLD")
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert due(ctx, cid) is not None  # still young: retried
     time.sleep(0.4)
     with caplog.at_level(logging.ERROR):
-        worker.process_chat(ctx, cid)
+        run_job(ctx, cid)
 
     assert len(evolution.calls("sendText")) == 1 and evolution.sent_texts() == []
     assert due(ctx, cid) is None and not ctx.redis.exists(buffer.keys(cid)["reply"])
     assert "reply dropped" in caplog.text
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert len(evolution.calls("sendText")) == 1
 
 
@@ -273,32 +274,49 @@ def test_reply_is_dropped_once_send_retry_minutes_have_passed(bot, gemini, evolu
 def test_the_second_burst_carries_the_first_exchange_as_history(bot, gemini, evolution):
     ctx = bot()
     cid = receive(ctx, "meu nome é Ana", "H1")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     first_answer = evolution.sent_texts()[0][2]
     receive(ctx, "qual é meu nome?", "H2")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     contents = gemini.requests[1]["body"]["contents"]
     assert [(c["role"], c["parts"][0]["text"]) for c in contents] == [
         ("user", "meu nome é Ana"), ("model", first_answer), ("user", "qual é meu nome?")]
 
 
-def test_history_is_capped_so_the_prompt_stops_growing(bot, gemini, evolution):
+def test_history_is_trimmed_in_blocks_so_the_prompt_keeps_its_start(bot, gemini, evolution):
     ctx = bot(HISTORY_MAX_TURNS=2)
     cid = None
     for i in range(5):
         cid = receive(ctx, f"pergunta {i}", f"HC{i}")
-        worker.process_chat(ctx, cid)
+        run_job(ctx, cid)
 
-    sizes = [len(request["body"]["contents"]) for request in gemini.requests]
-    assert sizes == [1, 3, 5, 5, 5]
-    assert [text for role, text in history_texts(ctx, cid) if role == "user"] == ["pergunta 3", "pergunta 4"]
+    contents = [request["body"]["contents"] for request in gemini.requests]
+    # past 2 exchanges the oldest go at once, down to half: the prompt then grows again from the same start
+    assert [len(c) for c in contents] == [1, 3, 5, 3, 5]
+    assert contents[4][:3] == contents[3] and contents[2][:3] == contents[1]
+    assert [text for role, text in history_texts(ctx, cid) if role == "user"] == ["pergunta 4"]
+
+
+def test_history_is_capped_by_characters(bot, gemini, evolution):
+    ctx = bot(HISTORY_MAX_CHARS=1000)
+    gemini.reply_with("Claro! " + "é " * 100)
+    cid = None
+    sizes = []
+    for i in range(8):
+        cid = receive(ctx, f"pergunta {i}: " + "ção " * 40, f"HCH{i}")
+        run_job(ctx, cid)
+        sizes.append(sum(len(turn) for turn in ctx.redis.lrange(memory.key(cid), 0, -1)))
+
+    assert max(sizes) <= 1000  # stored bytes: an accented letter counts two
+    assert min(sizes[2:]) < 700  # trimmed to half when it passed the cap, then grew again
+    assert history_texts(ctx, cid)[0][0] == "user"  # never starts with the shop's turn
 
 
 def test_history_expires_after_history_ttl_days(bot, gemini, evolution):
     ctx = bot(HISTORY_TTL_DAYS=2)
     cid = receive(ctx, "oi", "HT1")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert 2 * 86400 - 5 < ctx.redis.ttl(buffer.keys(cid)["history"]) <= 2 * 86400
 
 
@@ -312,21 +330,21 @@ def prompt_dir(tmp_path):
 
 def test_system_prompt_is_read_from_system_prompt_file(bot, gemini, prompt_dir):
     ctx = bot(SYSTEM_PROMPT_FILE=prompt_dir / "system.md")
-    worker.process_chat(ctx, receive(ctx, "oi", "SP1"))
+    run_job(ctx, receive(ctx, "oi", "SP1"))
     assert gemini.system_text() == "Você é a Bia, da Doceria Exemplo."
 
 
 def test_system_prompt_setting_overrides_the_file(bot, gemini, prompt_dir):
     ctx = bot(SYSTEM_PROMPT_FILE=prompt_dir / "system.md", SYSTEM_PROMPT="Você é o Caio, da Padaria Teste.")
-    worker.process_chat(ctx, receive(ctx, "oi", "SP2"))
+    run_job(ctx, receive(ctx, "oi", "SP2"))
     assert gemini.system_text() == "Você é o Caio, da Padaria Teste."
 
 
 def test_instance_prompt_file_overrides_for_that_instance_only(bot, gemini, prompt_dir):
     (prompt_dir / "loja2.md").write_text("Você atende a Loja 2.", encoding="utf-8")
     ctx = bot(SYSTEM_PROMPT_FILE=prompt_dir / "system.md", SYSTEM_PROMPT="Prompt geral.")
-    worker.process_chat(ctx, receive(ctx, "oi", "SP3", instance="loja2"))
-    worker.process_chat(ctx, receive(ctx, "oi", "SP4", instance=INSTANCE))
+    run_job(ctx, receive(ctx, "oi", "SP3", instance="loja2"))
+    run_job(ctx, receive(ctx, "oi", "SP4", instance=INSTANCE))
     assert gemini.system_text(0) == "Você atende a Loja 2."
     assert gemini.system_text(1) == "Prompt geral."
 
@@ -337,7 +355,7 @@ def test_max_input_chars_cuts_the_text_sent_to_gemini(bot, gemini):
     ctx = bot(MAX_INPUT_CHARS=20)
     receive(ctx, "a" * 15, "MI1")
     cid = receive(ctx, "b" * 15, "MI2")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert gemini.user_texts() == ["a" * 15 + "\n" + "b" * 4]
 
 
@@ -347,7 +365,7 @@ def test_a_burst_is_ordered_by_message_timestamp_not_arrival(bot, gemini):
     receive(ctx, "e entregam?", "ORD2", timestamp=now - 5)
     receive(ctx, "oi, vocês fazem bolo?", "ORD1", timestamp=now - 20)
     cid = receive(ctx, "obrigada", "ORD3", timestamp=now - 1)
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert gemini.user_texts() == ["oi, vocês fazem bolo?\ne entregam?\nobrigada"]
 
 
@@ -357,13 +375,13 @@ def test_customer_asking_for_an_attendant_gets_the_handoff_message_and_the_bot_p
     ctx = bot(HANDOFF_MESSAGE="Já chamo alguém da equipe!")
     cid = receive(ctx, "quero falar com um atendente", "HO1")
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert gemini.requests == []
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Já chamo alguém da equipe!")]
     assert paused(ctx, cid)
     later = parser.parse_body(text_message("alô?", "HO2"))[0]
-    assert buffer.add_message(ctx.redis, ctx.queue, later, ctx.settings) == "paused"
+    assert buffer.add_message(ctx.redis, later, ctx.settings) == "paused"
 
 
 def owner_message(text, message_id):
@@ -385,7 +403,7 @@ def test_owner_writing_from_the_phone_pauses_the_chat_and_drops_the_pending_burs
 
     assert post(client, owner_message("Oi! Tem sim, acabou de sair.", "3EB0OWNER000000000001")) == ["paused"]
     assert post(client, text_message("que ótimo", "OW2", number=OWNER_CHAT, instance="Ivo Teste")) == ["paused"]
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert gemini.requests == [] and evolution.sent_texts() == []
 
 
@@ -397,7 +415,7 @@ def test_burst_the_owner_answered_stays_dropped_after_a_quick_resume(bot, gemini
     post(client, owner_message("Tem sim!", "3EB0OWNER000000000003"))
     assert post(client, owner_message("#bot", "3EB0OWNER000000000004")) == ["resumed"]
 
-    worker.process_chat(ctx, cid)  # the job of the burst the owner already answered
+    run_job(ctx, cid)  # the job of the burst the owner already answered
 
     assert gemini.requests == [] and evolution.sent_texts() == []
 
@@ -416,7 +434,7 @@ def test_echo_of_our_own_send_does_not_pause_the_chat(bot, gemini, evolution, ec
     client = webhook_client(ctx)
     gemini.reply_with("Temos pão de queijo.")
     cid = receive(ctx, "tem pão?", "EC1", number=OWNER_CHAT, instance="Ivo Teste")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     sent_id = evolution.sent_messages()[0]["key"]["id"]
 
     assert post(client, echo("Temos pão de queijo.", sent_id)) == ["own"]
@@ -448,7 +466,7 @@ def test_resume_keyword_from_the_owner_turns_the_bot_back_on(bot, gemini, evolut
     assert post(client, owner_message("deixa que eu respondo", "3EB0OWNER000000000010")) == ["paused"]
     assert post(client, owner_message("#bot", "3EB0OWNER000000000011")) == ["resumed"]
     assert post(client, text_message("e agora?", "RS1", number=OWNER_CHAT, instance="Ivo Teste")) == ["scheduled"]
-    worker.process_chat(ctx, buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net"))
+    run_job(ctx, buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net"))
     assert len(evolution.sent_texts()) == 1
 
 
@@ -481,11 +499,11 @@ def test_redelivered_owner_command_is_applied_once(bot):
 def test_optout_word_gets_the_optout_message_once_and_later_messages_are_ignored(bot, gemini, evolution):
     ctx = bot(OPTOUT_MESSAGE="Ok, não envio mais mensagens.")
     cid = receive(ctx, "sair", "OPT1")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     later = parser.parse_body(text_message("sair", "OPT2"))[0]
-    assert buffer.add_message(ctx.redis, ctx.queue, later, ctx.settings) == "opted_out"
-    worker.process_chat(ctx, cid)
+    assert buffer.add_message(ctx.redis, later, ctx.settings) == "opted_out"
+    run_job(ctx, cid)
 
     assert gemini.requests == []
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "Ok, não envio mais mensagens.")]
@@ -497,40 +515,51 @@ def test_failed_tries_of_a_dropped_burst_do_not_count_against_the_next_burst(bot
     cid = buffer.chat_ref("Ivo Teste", f"{OWNER_CHAT}@s.whatsapp.net")
     gemini.fail_next(503)
     post(client, text_message("oi", "AT1", number=OWNER_CHAT, instance="Ivo Teste"))
-    worker.process_chat(ctx, cid)  # try 1 of 2 failed; retry scheduled
+    run_job(ctx, cid)  # try 1 of 2 failed; retry scheduled
     post(client, owner_message("pode deixar que eu respondo", "3EB0OWNER000000000040"))  # burst dropped
     post(client, owner_message("#bot", "3EB0OWNER000000000041"))
 
     gemini.fail_next(503)
     gemini.reply_with("Pode perguntar!")
     post(client, text_message("outra pergunta", "AT2", number=OWNER_CHAT, instance="Ivo Teste"))
-    worker.process_chat(ctx, cid)  # a new burst's first try: must be retried, not answered with the fallback
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)  # a new burst's first try: must be retried, not answered with the fallback
+    run_job(ctx, cid)
 
     assert evolution.sent_texts() == [("Ivo Teste", OWNER_CHAT, "Pode perguntar!")]
 
 
 # --- feels like a person -------------------------------------------------------------------------
 
-def test_long_answer_is_split_on_blank_lines_with_typing_delay_per_part(bot, gemini, evolution):
+def test_long_answer_goes_out_part_by_part_each_typed_first_by_a_later_job(bot, gemini, evolution):
     ctx = bot(TIME_PER_CHAR_MS=10, MAX_TYPING_MS=200)
     gemini.reply_with("Oi! Tudo bem?\n\nO bolo de cenoura custa R$ 30.\n\n\n  Quer encomendar?  ")
-    worker.process_chat(ctx, receive(ctx, "quanto é o bolo?", "SPL1"))
+    cid = receive(ctx, "quanto é o bolo?", "SPL1")
 
+    run_job(ctx, cid)  # Gemini answers; "digitando…" for part 1 and the job ends: part 1 is due 130 ms later
+    wait_until(lambda: evolution.calls("sendPresence"), message="part 1 typed")
+    assert evolution.sent_texts() == [] and due(ctx, cid) > time.time()
+    for part in range(1, 4):
+        run_job(ctx, cid)  # sends part `part`, announces the next one and leaves it to the next job
+        assert len(evolution.sent_texts()) == part
+        wait_until(lambda: len(evolution.calls("sendPresence")) == min(part + 1, 3), message="the next part typed")
+
+    assert due(ctx, cid) is None and len(gemini.requests) == 1
     assert [body["delay"] for body in sent_bodies(evolution, "sendPresence")] == [130, 200, 160]  # 300 capped
     assert [(body["text"], body.get("delay"), body["linkPreview"]) for body in sent_bodies(evolution)] == [
-        ("Oi! Tudo bem?", None, False),  # typed first ("digitando…"), then sent: a person may act in between
+        ("Oi! Tudo bem?", None, False),  # typed first ("digitando…"), then sent by a job that checks the chat again
         ("O bolo de cenoura custa R$ 30.", None, False),
         ("Quer encomendar?", None, False),
     ]
     routes = [call["route"] for call in evolution.requests if call["route"] in ("sendPresence", "sendText")]
     assert routes == ["sendPresence", "sendText"] * 3
+    assert history_texts(ctx, cid)[-1] == (
+        "model", "Oi! Tudo bem?\n\nO bolo de cenoura custa R$ 30.\n\nQuer encomendar?")
 
 
 def test_split_messages_off_sends_one_message(bot, gemini, evolution):
     ctx = bot(SPLIT_MESSAGES="false")
     gemini.reply_with("Oi! Tudo bem?\n\nO bolo custa R$ 30.")
-    worker.process_chat(ctx, receive(ctx, "quanto é o bolo?", "SPL2"))
+    run_job(ctx, receive(ctx, "quanto é o bolo?", "SPL2"))
     assert [text for _, _, text in evolution.sent_texts()] == ["Oi! Tudo bem?\n\nO bolo custa R$ 30."]
 
 
@@ -538,7 +567,7 @@ def test_typing_presence_and_read_receipts_for_the_burst(bot, gemini, evolution)
     ctx = bot(SEND_PRESENCE="true", MARK_READ="true")
     receive(ctx, "oi", "RD1")
     cid = receive(ctx, "tudo bem?", "RD2")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     wait_until(lambda: evolution.calls("sendPresence"), message="the presence call")
     presence, = sent_bodies(evolution, "sendPresence")
@@ -550,7 +579,7 @@ def test_typing_presence_and_read_receipts_for_the_burst(bot, gemini, evolution)
 
 def test_typing_presence_and_read_receipts_can_be_switched_off(bot, gemini, evolution):
     ctx = bot(SEND_PRESENCE="false", MARK_READ="false")
-    worker.process_chat(ctx, receive(ctx, "oi", "RD3"))
+    run_job(ctx, receive(ctx, "oi", "RD3"))
     time.sleep(0.2)  # the presence call would run in a thread
     assert len(evolution.sent_texts()) == 1
     assert evolution.calls("sendPresence") == [] and evolution.calls("markMessageAsRead") == []
@@ -560,7 +589,7 @@ def test_typing_presence_and_read_receipts_can_be_switched_off(bot, gemini, evol
 def test_sticker_or_location_only_burst_gets_unknown_message(bot, gemini, evolution, payload):
     ctx = bot(UNKNOWN_MESSAGE="Por enquanto só entendo texto, fotos e áudios.")
     cid = arrive(ctx, fresh(payload))
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert gemini.requests == []
     assert [text for _, _, text in evolution.sent_texts()] == ["Por enquanto só entendo texto, fotos e áudios."]
 
@@ -568,7 +597,7 @@ def test_sticker_or_location_only_burst_gets_unknown_message(bot, gemini, evolut
 def test_sticker_only_burst_gets_nothing_without_unknown_message(bot, gemini, evolution):
     ctx = bot(UNKNOWN_MESSAGE="")
     cid = arrive(ctx, fresh("50_v2_2_stickerMessage.json"))
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert gemini.requests == [] and evolution.calls("sendText") == []
     assert due(ctx, cid) is None
 
@@ -591,7 +620,7 @@ def test_voice_note_without_base64_is_downloaded_and_given_to_gemini(bot, gemini
     evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     download, = sent_bodies(evolution, "getBase64FromMediaMessage")
     assert download["message"]["key"]["id"] == body["data"]["key"]["id"]
@@ -608,7 +637,7 @@ def test_inline_base64_is_never_kept_in_the_burst_only_aside_until_answered(bot,
     assert all(b"base64" not in entry for entry in ctx.redis.lrange(buffer.keys(cid)["burst"], 0, -1))
     assert 0 < ctx.redis.ttl(buffer.keys(cid)["media"]) <= 1 + 300 + buffer.MEDIA_CACHE_SECONDS
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert evolution.calls("getBase64FromMediaMessage") == []  # the webhook's copy was used
     assert inline_media(gemini) == [("audio/ogg", VOICE)]
@@ -630,7 +659,7 @@ def test_image_with_caption_gives_gemini_the_image_and_the_caption(bot, gemini, 
     evolution.add_media(body["data"]["key"]["id"], "image/jpeg", PHOTO, "imageMessage")
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert inline_media(gemini) == [("image/jpeg", PHOTO)]
     assert gemini.user_texts() == ["Esse é o modelo que eu quero\n" + ai_service.MEDIA_NOTE_REQUEST]
@@ -642,7 +671,7 @@ def test_media_over_max_media_mb_alone_is_not_downloaded_and_gets_the_too_large_
     evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert evolution.calls("getBase64FromMediaMessage") == []
     assert gemini.requests == []
@@ -655,7 +684,7 @@ def test_voice_note_longer_than_max_media_seconds_is_not_downloaded(bot, gemini,
     evolution.add_media(body["data"]["key"]["id"], "audio/ogg; codecs=opus", VOICE)
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert evolution.calls("getBase64FromMediaMessage") == []
     assert gemini.requests == []
@@ -668,7 +697,7 @@ def test_media_over_max_media_mb_with_a_caption_is_not_downloaded_and_gemini_is_
     evolution.add_media(body["data"]["key"]["id"], "image/jpeg", PHOTO, "imageMessage")
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert evolution.calls("getBase64FromMediaMessage") == []
     assert inline_media(gemini) == []
@@ -686,9 +715,9 @@ def test_failing_media_download_is_retried(bot, gemini, evolution):
     evolution.fail_next("getBase64FromMediaMessage", 400, message=["Message not found"])
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert gemini.requests == [] and due(ctx, cid) is not None
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert len(evolution.calls("getBase64FromMediaMessage")) == 2
     assert inline_media(gemini) == [("audio/ogg", VOICE)]
@@ -700,7 +729,7 @@ def test_media_that_cannot_be_downloaded_gets_the_media_failed_message(bot, gemi
     cid = arrive(ctx, voice_note())  # Evolution has no such media: 400 every time
 
     for _ in range(3):
-        worker.process_chat(ctx, cid)
+        run_job(ctx, cid)
 
     assert len(evolution.calls("getBase64FromMediaMessage")) == 2
     assert gemini.requests == []
@@ -717,7 +746,7 @@ def test_media_bytes_never_appear_in_logs(bot, gemini, evolution, caplog):
 
     with caplog.at_level(logging.DEBUG):
         for _ in range(3):
-            worker.process_chat(ctx, cid)
+            run_job(ctx, cid)
 
     assert inline_media(gemini) == [("audio/ogg", VOICE)]
     assert "replied in 1 message" in caplog.text
@@ -760,7 +789,7 @@ def test_after_a_crash_between_two_parts_the_next_job_sends_only_the_rest(bot, g
     fake_redis.delete(f"wa:lock:{cid}")  # its lock expired...
     fake_redis.zadd(buffer.DUE, {cid: time.time()})  # ...and so did its lease
     sent_before = len(evolution.sent_texts())
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert evolution.sent_texts()[sent_before:] == [(INSTANCE, CUSTOMER, "Quer que eu separe um?")]
     assert len(gemini.requests) == 1
@@ -776,8 +805,8 @@ def test_the_same_number_on_two_instances_is_two_chats(bot, gemini, evolution):
     loja2 = receive(ctx, "pedido da loja 2", "INS1", instance="loja2")  # same id, other instance
     assert shop != loja2
 
-    worker.process_chat(ctx, shop)
-    worker.process_chat(ctx, loja2)
+    run_job(ctx, shop)
+    run_job(ctx, loja2)
 
     assert evolution.sent_texts() == [(INSTANCE, CUSTOMER, "resposta para: pedido da loja 1"),
                                       ("loja2", CUSTOMER, "resposta para: pedido da loja 2")]
@@ -789,7 +818,7 @@ def test_the_same_number_on_two_instances_is_two_chats(bot, gemini, evolution):
 def test_reply_goes_through_the_instance_the_message_came_on(bot, gemini, evolution):
     ctx = bot(EVOLUTION_INSTANCE=INSTANCE)
     cid = receive(ctx, "oi", "IVO1", instance="Ivo Teste")
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     call, = evolution.calls("sendText")
     assert call["path"] == "/message/sendText/Ivo%20Teste"
     assert evolution.sent_texts()[0][:2] == ("Ivo Teste", CUSTOMER)
@@ -810,8 +839,8 @@ def test_media_downloaded_once_is_not_downloaded_again_when_gemini_is_retried(bo
     gemini.fail_next(503)
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)  # downloaded, Gemini failed: a retry is scheduled
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)  # downloaded, Gemini failed: a retry is scheduled
+    run_job(ctx, cid)
 
     assert len(evolution.calls("getBase64FromMediaMessage")) == 1
     assert len(gemini.requests) == 2 and len(evolution.sent_texts()) == 1
@@ -824,8 +853,8 @@ def test_media_answer_null_is_a_failed_download_retried_then_the_media_failed_me
     evolution.null_next("getBase64FromMediaMessage", times=2)
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
+    run_job(ctx, cid)
 
     assert len(evolution.calls("getBase64FromMediaMessage")) == 2 and gemini.requests == []
     assert [text for _, _, text in evolution.sent_texts()] == ["Não abriu, pode escrever?"]
@@ -837,7 +866,7 @@ def test_a_burst_gets_at_most_max_burst_media_files(bot, gemini, evolution):
         evolution.add_media(f"FOTO{i}", "image/jpeg", PHOTO + bytes([i]), "imageMessage")
         cid = arrive(ctx, photo(f"FOTO{i}"))
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert len(evolution.calls("getBase64FromMediaMessage")) == 2
     assert len(inline_media(gemini)) == 2
@@ -851,7 +880,7 @@ def test_a_download_stops_at_max_media_mb_whatever_the_sender_declared(bot, gemi
     evolution.add_media(body["data"]["key"]["id"], "audio/ogg", b"\x00" * 65536)
     cid = arrive(ctx, body)
 
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
 
     assert gemini.requests == []
     assert [text for _, _, text in evolution.sent_texts()] == ["Grande demais!"]
@@ -861,7 +890,7 @@ def test_read_receipts_go_with_the_phone_jid_of_a_lid_chat(bot, gemini, evolutio
     ctx = bot()
     body = fresh("04_v2_3_5plus_lid_with_remoteJidAlt_long_buffer_quirk.json")
     cid = arrive(ctx, body)
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     phone = body["data"]["key"]["remoteJidAlt"]
     assert [key["remoteJid"] for key in evolution.read_keys] == [phone]
 
@@ -869,7 +898,7 @@ def test_read_receipts_go_with_the_phone_jid_of_a_lid_chat(bot, gemini, evolutio
 def test_a_reply_of_many_paragraphs_is_capped_at_max_reply_parts(bot, gemini, evolution):
     ctx = bot(MAX_REPLY_PARTS=2)
     gemini.reply_with("um\n\ndois\n\ntrês")
-    worker.process_chat(ctx, receive(ctx, "conta", "MANY1"))
+    run_job(ctx, receive(ctx, "conta", "MANY1"))
     assert [text for _, _, text in evolution.sent_texts()] == ["um", "dois\n\ntrês"]
 
 
@@ -877,7 +906,7 @@ def test_a_reply_of_many_paragraphs_is_capped_at_max_reply_parts(bot, gemini, ev
 def test_forget_finds_the_customer_however_the_number_is_written(bot, gemini, evolution, written):
     ctx = bot()
     cid = receive(ctx, "oi", "FGT1", number=OWNER_CHAT, instance="Ivo Teste")  # kept without the ninth digit
-    worker.process_chat(ctx, cid)
+    run_job(ctx, cid)
     assert memory.load_history(ctx.redis, cid)
 
     assert chats.forget_customer(ctx.redis, "Ivo Teste", written) > 0
@@ -903,7 +932,7 @@ def test_forget_on_every_instance_the_bot_knows(bot, gemini, evolution, redis_se
     ctx = worker.make_context(bot().settings, redis, queue=__import__("rq").Queue("whatsapp", connection=redis))
     for instance in ("shop", "loja2"):
         instances.record_state(redis, instance, "open", None, time.time())
-        worker.process_chat(ctx, receive(ctx, "oi", f"ALL-{instance}", instance=instance))
+        run_job(ctx, receive(ctx, "oi", f"ALL-{instance}", instance=instance))
     other = receive(ctx, "oi", "ALL-OTHER", number="5521977772222")
     monkeypatch.setenv("REDIS_URL", redis_server.url)
 
