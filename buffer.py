@@ -25,6 +25,7 @@ from redis.exceptions import NoScriptError
 
 import chatlog
 import memory
+import stats
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,13 @@ def text_digest(text):
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock, started, history, reply
+# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock, started, history, reply,
+#       log keys (3), count keys (2)
 # ARGV: dedupe_ttl, entry, now, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
-#       session_ttl, debounce, max_wait, user turn, history args (3)
-ADD_SCRIPT = memory.LUA_HISTORY + """
+#       session_ttl, debounce, max_wait, user turn, history args (3), log args (7), counts JSON
+ADD_SCRIPT = memory.LUA_HISTORY + chatlog.LUA_LOG + stats.LUA_COUNT + """
+log_entry({KEYS[13], KEYS[14], KEYS[15]}, ARGV[4], 16)  -- the panel's log: a copy of an entry is stored once
+count_all(KEYS[16], KEYS[17], ARGV[23])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {'duplicate'} end
 for i, held in ipairs({'paused', 'opted_out'}) do
   if redis.call('EXISTS', KEYS[4 + i]) == 1 then  -- a person (or the customer's opt-out) holds the chat
@@ -248,37 +252,37 @@ def message_entry(message):
     }, ensure_ascii=False)
 
 
-def add_message(redis, message, settings, trigger=None, now=None, also=None):
+def add_message(redis, message, settings, trigger=None, now=None, counts=None):
     """Dedupe and buffer one customer message; set the chat's debounce deadline in `wa:due`.
 
     Returns what happened: duplicate, paused, opted_out, no_trigger, rate_limited, buffered (a
     later message of a burst) or scheduled (the first). One Redis round trip.
     While a person holds the chat (paused, opted out) the message goes to history instead.
-    The same round trip logs the message for the panel; `also(pipe)` may queue more (counters).
+    The same script logs the message for the panel and adds `counts` ({field: n}) to the counters.
     """
     now = time.time() if now is None else now
     cid = chat_ref(message.instance, message.chat_id, message.channel)
     k = keys(cid)
     keep = int(settings.debounce_seconds + settings.job_lease_seconds + settings.send_retry_minutes * 60 + 3600)
     trigger_flag = -1 if trigger is None else int(bool(trigger))
+    item, meta = chatlog.message_entry(message, "customer")
     script_keys = [seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
-                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"], k["reply"]]
+                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"], k["reply"],
+                   *chatlog.log_keys(cid), *stats.count_keys(now)]
     script_args = [settings.dedupe_ttl_seconds, message_entry(message), repr(now), cid, keep,
                    settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
                    int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
-                   memory.turn("user", message.text or f"[{message.kind}]"), *memory.history_args(settings)]
+                   memory.turn("user", message.text or f"[{message.kind}]"), *memory.history_args(settings),
+                   *chatlog.log_args(item, settings, meta, now), json.dumps(counts or {})]
     script = redis.register_script(ADD_SCRIPT)
-    pipe = redis.pipeline(transaction=False)  # one round trip: the script, the panel's log, counters
+    pipe = redis.pipeline(transaction=False)  # one round trip, and for a text message one command
     pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
-    chatlog.record_message(pipe, cid, message, "customer", settings)
     inline = inline_media(message, settings)
     if inline:  # kept aside a few minutes, never in the burst: some instances cannot serve it again
         pipe.hset(k["media"], message.message_id, inline)
         pipe.expire(k["media"], int(settings.debounce_seconds + settings.max_wait_seconds) + MEDIA_CACHE_SECONDS)
     if message.lid and message.lid != message.chat_id:  # the customer's '@lid' address too, so forget finds both
         pipe.set(lid_key(message.instance, message.chat_id), message.lid, ex=settings.history_ttl_seconds)
-    if also:
-        also(pipe)
     result = pipe.execute(raise_on_error=False)[0]
     if isinstance(result, NoScriptError):  # first call since Redis started: load it
         result = script(keys=script_keys, args=script_args)

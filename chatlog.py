@@ -2,17 +2,41 @@
 
 History (memory.py) keeps only what Gemini needs; this log keeps what a person reads. It lives in
 Redis beside history: capped at LOG_MAX_ENTRIES per chat, expiring after HISTORY_TTL_DAYS, erased
-by forget. Writes only queue commands on a pipeline, so they ride in round trips already made.
+by forget. One Lua function writes an entry: the webhook's own script calls it (a customer's
+message costs no command of its own), and `record` runs it for everyone else.
 """
 
 import json
 import time
 
-from redis.exceptions import WatchError
-
 from parser import to_int
 
 CHATS = "wa:chats"  # sorted set: cid -> last activity (unix time)
+
+# `log_entry(keys, cid, i)`: keys = {log, meta, chats}; ARGV[i..i+6] = log_args().
+LUA_LOG = """
+local function log_entry(keys, cid, i)
+  redis.call('ZADD', keys[1], 'NX', ARGV[i + 1], ARGV[i])  -- NX: a copy of an entry keeps its place
+  redis.call('ZREMRANGEBYRANK', keys[1], 0, -tonumber(ARGV[i + 5]) - 1)
+  redis.call('EXPIRE', keys[1], ARGV[i + 6])
+  redis.call('ZADD', keys[3], 'GT', ARGV[i + 2], cid)
+  redis.call('ZREMRANGEBYSCORE', keys[3], '-inf', ARGV[i + 3])  -- chats whose log has expired leave the index
+  local fields = {}
+  for name, value in pairs(cjson.decode(ARGV[i + 4])) do
+    fields[#fields + 1] = name
+    fields[#fields + 1] = value
+  end
+  redis.call('HSET', keys[2], unpack(fields))
+  redis.call('EXPIRE', keys[2], ARGV[i + 6])
+end
+"""
+
+# KEYS: log, meta, chats[, lock]; ARGV: cid, token, log args (7). With a lock, only while it holds `token`.
+LOG_SCRIPT = LUA_LOG + """
+if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
+log_entry(KEYS, ARGV[1], 3)
+return 1
+"""
 
 
 def log_key(cid):
@@ -33,25 +57,31 @@ def entry(message_id, sender, text, at, kind="text"):
     return {"id": message_id, "from": sender, "text": text or "", "at": at, "kind": kind}
 
 
-def record(pipe, cid, item, settings, meta=None):
-    """Queue on `pipe` the writes for one entry: the log (capped, expiring), the chat index and the last message.
+def log_keys(cid):
+    return [log_key(cid), meta_key(cid), CHATS]
+
+
+def log_args(item, settings, meta=None, now=None):
+    """The arguments `log_entry` takes for one entry: the log (capped, expiring), the chat index and the last message.
 
     The score is the entry's `at`, plus for whole seconds a fraction from the arrival time, so two
     messages of one second keep the order they came in.
     """
+    now = time.time() if now is None else now
     ttl = settings.history_ttl_seconds
-    key = log_key(cid)
     at = item["at"]
-    if isinstance(at, int):  # whole seconds: arrival order breaks ties within the second
-        at += min(max(time.time() - at, 0), 0.999)
-    pipe.zadd(key, {json.dumps(item, sort_keys=True, ensure_ascii=False): at}, nx=True)  # nx: a copy keeps its place
-    pipe.zremrangebyrank(key, 0, -settings.log_max_entries - 1)
-    pipe.expire(key, ttl)
-    pipe.zadd(CHATS, {cid: item["at"]}, gt=True)
-    pipe.zremrangebyscore(CHATS, "-inf", time.time() - ttl)  # chats whose log has expired leave the index
-    fields = {"last_text": item["text"] or f"[{item['kind']}]", "last_at": item["at"], "last_from": item["from"]}
-    pipe.hset(meta_key(cid), mapping={**fields, **(meta or {})})
-    pipe.expire(meta_key(cid), ttl)
+    score = at + min(max(now - at, 0), 0.999) if isinstance(at, int) else at  # whole seconds: arrival order breaks ties
+    fields = {"last_text": item["text"] or f"[{item['kind']}]", "last_at": item["at"], "last_from": item["from"],
+              **(meta or {})}
+    return [json.dumps(item, sort_keys=True, ensure_ascii=False), repr(score), repr(item["at"]), repr(now - ttl),
+            json.dumps({name: str(value) for name, value in fields.items()}, ensure_ascii=False),
+            settings.log_max_entries, ttl]
+
+
+def record(redis, cid, item, settings, meta=None, lock_key=None, token=None):
+    """Write one entry now; with `lock_key`, only while it holds `token`. Returns whether it was written."""
+    keys = log_keys(cid) + ([lock_key] if lock_key else [])
+    return bool(redis.register_script(LOG_SCRIPT)(keys=keys, args=[cid, token or "", *log_args(item, settings, meta)]))
 
 
 def chat_meta(instance, chat_id, reply_to, name="", channel="evolution"):
@@ -64,11 +94,17 @@ def chat_meta(instance, chat_id, reply_to, name="", channel="evolution"):
     return fields
 
 
-def record_message(pipe, cid, message, sender, settings):
-    """Queue on `pipe` the log entry and chat details of one parsed WhatsApp message."""
+def message_entry(message, sender):
+    """The log entry and chat details of one parsed WhatsApp message, as (item, meta)."""
     meta = chat_meta(message.instance, message.chat_id, message.reply_to,
                      message.push_name if sender == "customer" else "", message.channel)
-    record(pipe, cid, entry(message.message_id, sender, message.text, message.timestamp, message.kind), settings, meta)
+    return entry(message.message_id, sender, message.text, message.timestamp, message.kind), meta
+
+
+def record_message(redis, cid, message, sender, settings):
+    """Write the log entry and chat details of one parsed WhatsApp message (a person's, from the phone)."""
+    item, meta = message_entry(message, sender)
+    record(redis, cid, item, settings, meta)
 
 
 def record_sent(redis, cid, message_id, text, settings, lock_key, token):
@@ -77,17 +113,7 @@ def record_sent(redis, cid, message_id, text, settings, lock_key, token):
     Only while the sending job still holds the chat (`lock_key` holds its `token`): a chat erased
     or taken over meanwhile gets nothing written back. Returns whether it was logged.
     """
-    with redis.pipeline() as pipe:
-        try:
-            pipe.watch(lock_key)
-            if pipe.get(lock_key) != token.encode():
-                return False
-            pipe.multi()
-            record(pipe, cid, entry(message_id, "bot", text, time.time()), settings)
-            pipe.execute()
-        except WatchError:
-            return False
-    return True
+    return record(redis, cid, entry(message_id, "bot", text, time.time()), settings, lock_key=lock_key, token=token)
 
 
 def erase(pipe, cid):

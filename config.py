@@ -149,10 +149,9 @@ class Settings:
 
     @property
     def job_timeout_seconds(self) -> int:
-        """The whole job's worst case: Gemini, every media download, every part's typing and send."""
+        """The whole job's worst case: Gemini, every media download, every part's send (typing waits in no job)."""
         evolution = self.evolution_timeout_seconds
-        parts = self.max_reply_parts * (2 * evolution + self.max_typing_ms / 1000)
-        return int(self.gemini_timeout_seconds + self.max_burst_media * evolution + parts + 30)
+        return int(self.gemini_timeout_seconds + (self.max_burst_media + self.max_reply_parts) * evolution + 30)
 
 
 # Names from the original README that still work when the new name is not set.

@@ -356,9 +356,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
             log.warning("panel: reply to chat %s failed: %s", cid, error)
             return jsonify(error=str(error)), 502
         message_id = message_id or f"panel-{secrets.token_hex(8)}"
-        pipe = redis.pipeline(transaction=False)
-        chatlog.record(pipe, cid, chatlog.entry(message_id, "human", text.strip(), at), settings)
-        pipe.execute()
+        chatlog.record(redis, cid, chatlog.entry(message_id, "human", text.strip(), at), settings)
         log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
         return jsonify(result="sent", id=message_id, **chats.state(redis, cid))
 

@@ -44,6 +44,24 @@ def count(pipe, field, n=1, now=None):
     pipe.hincrby(TOTAL, field, n)
 
 
+# `count_all(day_key, total_key, counts)`: what `count` does, for every field of a JSON object, inside
+# the webhook's one script per message (count_keys() gives the two keys).
+LUA_COUNT = """
+local function count_all(day_key, total_key, counts)
+  for field, n in pairs(cjson.decode(counts)) do
+    n = math.floor(n)  -- an integer, whichever Lua decoded the JSON
+    redis.call('HINCRBY', day_key, field, n)
+    redis.call('EXPIRE', day_key, %d)
+    redis.call('HINCRBY', total_key, field, n)
+  end
+end
+""" % DAY_TTL
+
+
+def count_keys(now=None):
+    return [day_key(day(now)), TOTAL]
+
+
 def gemini_call(pipe, seconds, tokens, now=None):
     """Queue on `pipe` one Gemini answer: its latency (histogram) and the tokens it used."""
     count(pipe, "gemini_calls", 1, now)
@@ -105,11 +123,15 @@ class Tally:
             if self.since is None:
                 self.since = time.monotonic()
 
-    def drain(self, pipe, now=None):
-        """Queue every pending count on `pipe` and forget them here."""
+    def take(self):
+        """Every pending count, forgotten here: the caller writes them."""
         with self.lock:
             counts, self.counts, self.since = self.counts, Counter(), None
-        for field, n in counts.items():
+        return counts
+
+    def drain(self, pipe, now=None):
+        """Queue every pending count on `pipe` and forget them here."""
+        for field, n in self.take().items():
             count(pipe, field, n, now)
 
     def flush_if_due(self, redis):

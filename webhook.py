@@ -54,7 +54,7 @@ def create_app(settings=None, redis=None, direct_context=None):
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    tally = stats.Tally()  # counts that wait for the next pipeline: no round trip of their own
+    tally = stats.Tally()  # counts that wait for the next message's script: no round trip of their own
     app.register_blueprint(stats.metrics_blueprint(settings, redis, worker.QUEUE_NAME, authorized))
     if settings.panel_password:
         app.register_blueprint(panel.make_blueprint(settings, redis, queue))
@@ -137,15 +137,12 @@ def create_app(settings=None, redis=None, direct_context=None):
         if message.from_me or message.event != "messages.upsert":
             outcome = chats.note_from_me(redis, message, settings)
             if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
-                pipe = redis.pipeline(transaction=False)
-                chatlog.record_message(pipe, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
+                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
                                        "human", settings)
-                pipe.execute()
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
-        outcome = buffer.add_message(redis, message, settings, trigger,
-                                     also=lambda pipe: (stats.count(pipe, "received"), tally.drain(pipe)))
+        outcome = buffer.add_message(redis, message, settings, trigger, counts=tally.take() + Counter(received=1))
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome

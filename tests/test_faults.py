@@ -57,6 +57,20 @@ def test_worker_killed_during_send_does_not_send_twice_once_the_echo_arrived(sta
     assert len(gemini.requests) == 1  # the stored reply was reused, Gemini not asked again
 
 
+def test_worker_killed_between_parts_resends_nothing_and_the_next_worker_finishes(start_stack, gemini, evolution):
+    stack = start_stack(time_per_char_ms=300)  # "Parte dois." is typed 3.3 s: no worker waits through it
+    gemini.reply_with("Parte um.\n\nParte dois.\n\nParte três.")
+    stack.post(text_message("me conta tudo", "KILLPARTS"))
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="the first part")
+    stack.workers[0].kill(signal.SIGKILL)
+
+    stack.add_worker()
+    wait_until(lambda: len(evolution.sent_texts()) == 3, timeout=30, message="the rest of the reply")
+    time.sleep(SWEEP + 1)
+    assert [text for _, _, text in evolution.sent_texts()] == ["Parte um.", "Parte dois.", "Parte três."]
+    assert len(gemini.requests) == 1
+
+
 def test_sigterm_lets_the_job_in_hand_finish(stack, gemini, evolution):
     gemini.hold()
     stack.post(text_message("tem entrega?", "TERM"))

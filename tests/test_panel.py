@@ -437,18 +437,14 @@ def test_the_log_is_capped_expires_with_history_and_stores_a_message_once(make_s
     settings = make_settings(LOG_MAX_ENTRIES=3, HISTORY_TTL_DAYS=2)
     start = int(time.time()) - 100
     for i in range(5):
-        pipe = fake_redis.pipeline()
-        chatlog.record(pipe, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
-        chatlog.record(pipe, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
-        pipe.execute()
+        chatlog.record(fake_redis, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
+        chatlog.record(fake_redis, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
     assert [e["text"] for e in chatlog.thread(fake_redis, "c1")] == ["m2", "m3", "m4"]
     assert 2 * 86400 - 5 < fake_redis.ttl(chatlog.log_key("c1")) <= 2 * 86400
     assert fake_redis.ttl(chatlog.meta_key("c1")) > 0
     assert chatlog.chats(fake_redis)[0]["last_text"] == "m4"
     fake_redis.zadd(chatlog.CHATS, {"stale": time.time() - 3 * 86400})  # its log expired a day ago
-    pipe = fake_redis.pipeline()
-    chatlog.record(pipe, "c2", chatlog.entry("id9", "customer", "m9", time.time()), settings)
-    pipe.execute()
+    chatlog.record(fake_redis, "c2", chatlog.entry("id9", "customer", "m9", time.time()), settings)
     assert [c.decode() for c in fake_redis.zrange(chatlog.CHATS, 0, -1)] == ["c1", "c2"]
     pipe = fake_redis.pipeline()
     chatlog.erase(pipe, "c1")
