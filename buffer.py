@@ -127,6 +127,7 @@ redis.call('ZADD', KEYS[4], deadline, ARGV[4])
 if pending then return {'buffered'} end
 return {'scheduled', tostring(deadline)}
 """
+ADD_SHA = hashlib.sha1(ADD_SCRIPT.encode()).hexdigest()  # run for every message: hashed once
 
 # KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts, optout, started
 # ARGV: cid, token, now, lease_seconds, ticket (the time the dispatcher set, or '')
@@ -274,9 +275,8 @@ def add_message(redis, message, settings, trigger=None, now=None, counts=None):
                    int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
                    memory.turn("user", message.text or f"[{message.kind}]"), *memory.history_args(settings),
                    *chatlog.log_args(item, settings, meta, now), json.dumps(counts or {})]
-    script = redis.register_script(ADD_SCRIPT)
     pipe = redis.pipeline(transaction=False)  # one round trip, and for a text message one command
-    pipe.evalsha(script.sha, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
+    pipe.evalsha(ADD_SHA, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
     inline = inline_media(message, settings)
     if inline:  # kept aside a few minutes, never in the burst: some instances cannot serve it again
         pipe.hset(k["media"], message.message_id, inline)
@@ -285,7 +285,7 @@ def add_message(redis, message, settings, trigger=None, now=None, counts=None):
         pipe.set(lid_key(message.instance, message.chat_id), message.lid, ex=settings.history_ttl_seconds)
     result = pipe.execute(raise_on_error=False)[0]
     if isinstance(result, NoScriptError):  # first call since Redis started: load it
-        result = script(keys=script_keys, args=script_args)
+        result = redis.register_script(ADD_SCRIPT)(keys=script_keys, args=script_args)
     elif isinstance(result, Exception):
         raise result
     return _decode(result)[0]

@@ -4,7 +4,6 @@ Evolution's payloads differ by version (v1 and v2, '@lid' addressing moved betwe
 every 2.3.x release), so everything that knows those shapes lives here and nowhere else.
 """
 
-import dataclasses
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -94,9 +93,9 @@ def parse_body(body, event_from_path=""):
         data = event.get("data")
         own_jid = _jid(event.get("sender"))
         for item in data if isinstance(data, list) else [data]:
-            message = parse_message(item, name, instance)
+            message = parse_message(item, name, instance, own_jid)
             if message is not None:
-                messages.append(dataclasses.replace(message, own_jid=own_jid))
+                messages.append(message)
     return messages
 
 
@@ -127,7 +126,7 @@ def normalize_event(name):
     return name.strip().lower().replace("_", ".").replace("-", ".")
 
 
-def parse_message(data, event, instance):
+def parse_message(data, event, instance, own_jid=""):
     """One `data` item → Message, or None when it has no key or chat."""
     if not isinstance(data, dict):
         return None
@@ -165,6 +164,7 @@ def parse_message(data, event, instance):
         timestamp=to_int(data.get("messageTimestamp")),
         kind=kind,
         lid=lid,
+        own_jid=own_jid,
         media=_media_info(content, kind),
     )
 

@@ -51,9 +51,9 @@ local function count_all(day_key, total_key, counts)
   for field, n in pairs(cjson.decode(counts)) do
     n = math.floor(n)  -- an integer, whichever Lua decoded the JSON
     redis.call('HINCRBY', day_key, field, n)
-    redis.call('EXPIRE', day_key, %d)
     redis.call('HINCRBY', total_key, field, n)
   end
+  redis.call('EXPIRE', day_key, %d)
 end
 """ % DAY_TTL
 

@@ -1,5 +1,5 @@
 """End to end with real processes: redis-server, `gunicorn webhook:app`, `python worker.py` (RQ worker and
-scheduler), the real google-genai SDK against FakeGemini and requests against FakeEvolution."""
+its dispatcher), the real google-genai SDK against FakeGemini and requests against FakeEvolution."""
 
 import threading
 import time
