@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -119,6 +120,59 @@ FIGURES += [
 current = None
 
 
+class Background(threading.Thread):
+    """Samples, every second, the machine's busy CPU and that of this run's own process tree.
+
+    The difference is other sessions' work (another developer's tests) on the shared 2 cores: the
+    noise next to each script's figures. CPU of processes that end between samples is missed (< 1 s each).
+    """
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.samples, self.stopped = [], threading.Event()
+
+    @staticmethod
+    def _read():
+        tck = os.sysconf("SC_CLK_TCK")
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / tck
+        procs = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        rest = f.read().rsplit(")", 1)[1].split()
+                    procs[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / tck)
+                except (OSError, IndexError, ValueError):
+                    pass
+        return time.monotonic(), busy, procs
+
+    def run(self):
+        me = os.getpid()
+        last = self._read()
+        while not self.stopped.wait(1.0):
+            now = self._read()
+            mine, parents = set(), {pid: ppid for pid, (ppid, _) in now[2].items()}
+            for pid in now[2]:
+                p, seen = pid, 0
+                while p and p != me and seen < 50:
+                    p, seen = parents.get(p, 0), seen + 1
+                if p == me:
+                    mine.add(pid)
+            own = sum(now[2][p][1] - last[2][p][1] for p in mine if p in last[2])
+            wall = now[0] - last[0]
+            self.samples.append((now[0], (now[1] - last[1]) / wall, own / wall))
+            last = now
+
+    def between(self, t0, t1):
+        """Mean machine-busy and other-sessions cores between two monotonic times."""
+        rows = [(busy, max(busy - own, 0)) for t, busy, own in self.samples if t0 < t <= t1]
+        if not rows:
+            return None, None
+        return sum(r[0] for r in rows) / len(rows), sum(r[1] for r in rows) / len(rows)
+
+
 def forward(signum, _frame):
     """Pass Ctrl-C / SIGTERM to the running script's process group; it cleans up after itself."""
     if current is not None and current.poll() is None:
@@ -127,6 +181,10 @@ def forward(signum, _frame):
         except ProcessLookupError:
             pass
     raise KeyboardInterrupt
+
+
+watch = Background()
+background = {}  # script name: mean cores other sessions used while it ran
 
 
 def run(name, args, limit, code):
@@ -142,7 +200,10 @@ def run(name, args, limit, code):
         print(f"{name}: over {limit} s, stopping it", flush=True)
         os.killpg(current.pid, signal.SIGTERM)
         code_ = current.wait(timeout=30)
-    print(f"===== {name}: exit {code_} after {time.monotonic() - started:.0f} s", flush=True)
+    busy, others = watch.between(started, time.monotonic())
+    noise = f"; machine busy {busy:.2f} cores, other sessions {others:.2f} cores" if busy is not None else ""
+    print(f"===== {name}: exit {code_} after {time.monotonic() - started:.0f} s{noise}", flush=True)
+    background[name] = others
     return code_
 
 
@@ -189,6 +250,7 @@ def main(argv):
     signal.signal(signal.SIGTERM, forward)
     since = time.time() - 1
     started = time.monotonic()
+    watch.start()
     codes = {}
     try:
         for name in names:
@@ -206,13 +268,16 @@ def main(argv):
     saved = json.loads(BASELINE.read_text()) if BASELINE.exists() else {"figures": {}}
     if args.save_baseline:
         saved = {"commit": meta.get("commit"), "code": meta.get("code"), "date": meta.get("date"),
+                 "background_cores": {n: round(v, 2) for n, v in background.items() if v is not None},
                  "note": "python bench/run_all.py --code <checkout of this commit> --save-baseline",
                  "figures": {**saved.get("figures", {}), **figures}}
         BASELINE.write_text(json.dumps(saved, indent=2, sort_keys=False) + "\n")
         print(f"\nbaseline written to {BASELINE}")
     out = table(figures, saved.get("figures", {}))
     head = (f"measured: {meta.get('commit')} ({meta.get('code')}), {meta.get('date')}; baseline: "
-            f"{saved.get('commit', '-')}, {saved.get('date', '-')}; run took {time.monotonic() - started:.0f} s")
+            f"{saved.get('commit', '-')}, {saved.get('date', '-')}; run took {time.monotonic() - started:.0f} s\n"
+            "other sessions' CPU while each script ran (cores of 2): "
+            + ", ".join(f"{n} {v:.2f}" for n, v in background.items() if v is not None))
     print("\n" + head + "\n\n" + out)
     (RESULTS / "summary.md").write_text(head + "\n\n" + out + "\n")
     failed = [n for n, c in codes.items() if c != 0]
