@@ -44,8 +44,7 @@ def body():
 
     url, r = c.start_redis()
     evolution, gemini = c.start_fakes(gemini_responder=lambda req: c.sample_text(CHARS, len(req["contents"])))
-    env = c.bot_env(url, evolution.url, gemini.url, debounce_seconds=0.2, time_per_char_ms=0, send_presence="false",
-                    rate_limit_per_hour=100000)
+    env = c.bot_env(url, evolution.url, gemini.url, debounce_seconds=0.2, time_per_char_ms=0, send_presence="false")
     webhook, port = c.start_webhook(env)
     worker = c.start_worker(env)
     c.wait_workers(r, 1)

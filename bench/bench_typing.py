@@ -63,8 +63,7 @@ def body():
     gemini.start()
     c._fakes.extend([evolution, gemini])
     env = c.bot_env(url, evolution.url, gemini.url, debounce_seconds=DEBOUNCE, time_per_char_ms=30,
-                    max_typing_ms=4000, send_presence="true", job_lease_seconds=900, evolution_timeout_seconds=30,
-                    rate_limit_per_hour=100000)
+                    max_typing_ms=4000, send_presence="true", job_lease_seconds=900, evolution_timeout_seconds=30)
     webhook, port = c.start_webhook(env)
     worker = c.start_worker(env)
     c.wait_workers(r, 1)

@@ -37,7 +37,7 @@ def body():
     url, r = c.start_redis()
     redis_pid = c.redis_pid()
     evolution, gemini = c.start_fakes()
-    env = c.bot_env(url, evolution.url, gemini.url, rate_limit_per_hour=1_000_000)
+    env = c.bot_env(url, evolution.url, gemini.url)
     webhook, wport = c.start_webhook(env)
     base, bport = c.start_baseline(url)
     print(f"webhook ({c.CODE}) on :{wport}, floor on :{bport}, redis {url}", flush=True)

@@ -265,6 +265,10 @@ def bot_env(redis_url, evolution_url, gemini_url, **overrides):
         "SYSTEM_PROMPT_FILE": str(CODE / "prompts" / "system.md"),
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # No ceilings a load test would hit: the bot's Gemini calls per hour (600 by default: past it a
+        # chat gets the fallback, not Gemini) and messages per chat per hour.
+        "GEMINI_MAX_CALLS_PER_HOUR": "0",
+        "RATE_LIMIT_PER_HOUR": "1000000",
     }
     env.update({k.upper(): str(v) for k, v in overrides.items()})
     return env
