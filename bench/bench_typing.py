@@ -123,6 +123,10 @@ def body():
                     f"{result['job_ms']:.0f}" if jobs else "-"]],
                   ["chats", "window s", "full replies", "replies per worker-minute", "parts sent", "chats out of order",
                    "parts sent twice", "parts after a 'composing'", "RQ jobs", "mean ms per job"]))
+    base, commit = c.baseline_figure("typing_replies_per_worker_minute")
+    if base:
+        print(f"Replies per worker-minute: {per_worker_minute:.1f}; baseline ({commit}, bench/baseline.json) {base:.1f};"
+              f" target >= 3x baseline = {3 * base:.1f}: {'met' if per_worker_minute >= 3 * base else 'NOT met'}")
     figures = {"typing_replies_per_worker_minute": per_worker_minute, "typing_chats_out_of_order": len(out_of_order),
                "typing_parts_sent_twice": twice,
                "typing_parts_without_composing": parts_checked - parts_typed, "typing_parts_checked": parts_checked,

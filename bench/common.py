@@ -649,5 +649,14 @@ def save(name, data, figures=None):
     return path
 
 
+def baseline_figure(key):
+    """(value, commit) of one figure in bench/baseline.json (the code before issue 14), or (None, None)."""
+    try:
+        data = json.loads((BENCH / "baseline.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    return data.get("figures", {}).get(key), data.get("commit")
+
+
 def median(values):
     return statistics.median(values) if values else None
