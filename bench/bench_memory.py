@@ -1,201 +1,129 @@
-"""Memory: Redis bytes per chat and per waiting burst, RSS of webhook and worker, keys without a TTL.
+"""Redis bytes per chat with a full history, and the RSS of the bot's processes.
 
-    python bench/bench_memory.py          # about 70 s
+    python bench/bench_memory.py [--code DIR] [--chats 5] [--exchanges 30]     # about 60 s
 
-1. A real run: redis-server, `gunicorn webhook:app`, one `python worker.py`, FakeGemini and
-   FakeEvolution; 100 chats send 2 messages each (DEBOUNCE_SECONDS=1) and get their reply. Then
-   the RSS and PSS of every process (PSS shares the pages a fork shares), and every key with no
-   TTL (TTL -1), grouped by pattern.
-2. Redis bytes, on a second redis-server, through the bot's own code in this process:
-   * per chat with a full history: 50 chats x 20 exchanges of 200 characters each way, each one
-     buffered by buffer.add_message and answered by worker.process_chat (FakeGemini answers at
-     once): every key a conversation leaves (history, 24 h dedupe keys, own-echo keys, ...);
-   * history alone: HISTORY_MAX_TURNS=20 exchanges written by memory.append_exchange, 1,000 chats;
-   * per waiting burst: 1,000 chats with one message buffered and its RQ job scheduled.
-   Figures are `MEMORY USAGE` of each key (SAMPLES 0: exact) and used_memory before/after divided
-   by the number of chats (this one includes sorted-set entries and the key table).
-Target: <= 8 KB per chat.
+Real redis-server, `gunicorn webhook:app`, one `python worker.py` (DEBOUNCE_SECONDS=0.2, typing
+off), FakeGemini and FakeEvolution. CHATS chats talk in parallel for EXCHANGES exchanges each:
+the customer writes ~200 characters of Portuguese with accents, FakeGemini answers ~200, and the
+next message waits for the reply. Then, per chat, by `MEMORY USAGE ... SAMPLES 0`:
+
+(a) the history list `wa:history:<cid>`;
+(b) every key that contains the chat's cid, by key prefix: the target applies to the chat's own
+    state (all of them except the panel's conversation log `wa:log:<cid>`, shown apart);
+(c) the 24 h dedupe/echo keys (`wa:seen:*`, `wa:ours:*`) those exchanges left, per chat;
+and the keys that no chat owns (indexes, counters), in all. Target: <= 8 KB per chat.
+Also the RSS (PSS) of the webhook's and the worker's processes, and keys without a TTL.
 """
 
-import os
+import argparse
+import re
+import threading
 import time
 
 import common as c
 
-REAL_CHATS = 100
-CONV_CHATS = 50
-HISTORY_CHATS = 1000
-WAITING = 1000
 CHARS = 200
 
 
-def key_group(key):
-    """`wa:burst:<cid>` -> `wa:burst:*` (as buffer.keys() names them)."""
-    return c.re.sub(r"(wa:(?:seen|ours):[^:]+:).*", r"\1*", c.re.sub(r"[0-9a-f]{20}$", "*", key))
+def prefix(key, cid):
+    """`wa:history:<cid>` -> `wa:history:*`; `wa:seen:shop:ID` -> `wa:seen:*`."""
+    if cid and cid in key:
+        return key.replace(cid, "*")
+    return re.sub(r"^(wa:(?:seen|ours|lid):).*", r"\1*", key)
 
 
-def real_run():
-    url, r = c.start_redis("redis-real")
-    evolution, gemini = c.start_fakes(gemini_responder=lambda _: c.sample_text(CHARS, 3))
-    env = c.bot_env(url, evolution.url, gemini.url, debounce_seconds=1)
+def usage(r, key):
+    return r.memory_usage(key, samples=0) or 0
+
+
+def body():
+    cli = argparse.ArgumentParser()
+    cli.add_argument("--chats", type=int, default=5)
+    cli.add_argument("--exchanges", type=int, default=30)
+    args = cli.parse_args()
+
+    url, r = c.start_redis()
+    evolution, gemini = c.start_fakes(gemini_responder=lambda req: c.sample_text(CHARS, len(req["contents"])))
+    env = c.bot_env(url, evolution.url, gemini.url, debounce_seconds=0.2, time_per_char_ms=0, send_presence="false")
     webhook, port = c.start_webhook(env)
     worker = c.start_worker(env)
     c.wait_workers(r, 1)
-    for k in range(2):
-        for i in range(REAL_CHATS):
-            c.post(port, c.text_message(c.sample_text(CHARS, i + k)[:CHARS], f"M{i}_{k}", number=c.chat_number(i)))
-    c.wait_until(lambda: len(evolution.sent_texts()) >= REAL_CHATS, 120, 0.2, message="replies")
-    time.sleep(2)
-    rows, procs = [], []
-    for pid in c.children(webhook.pid):
-        procs.append(("gunicorn worker (webhook)", pid))
-    procs.insert(0, ("gunicorn master", webhook.pid))
-    procs.append(("python worker.py (RQ Worker)", worker.pid))
-    for pid in c.children(worker.pid):
-        procs.append(("  its scheduler (forked)", pid))
+
+    numbers = [c.chat_number(100_000 + i) for i in range(args.chats)]
+    cids = [c.chat_cid(n) for n in numbers]
+    errors = []
+
+    def talk(i, number):
+        try:
+            for k in range(args.exchanges):
+                text = (f"{k:02d} " + c.sample_text(CHARS, 1000 * i + k))[:CHARS]
+                status, _ = c.post(port, c.text_message(text, f"M{i}_{k}", number=number, instance=c.INSTANCE))
+                assert status == 200, status
+                c.wait_until(lambda: sum(1 for _, n, _ in evolution.sent_texts() if n == number) >= k + 1, 30, 0.05,
+                             message=f"chat {i} reply {k + 1}")
+        except Exception as error:  # noqa: BLE001 (reported below)
+            errors.append(f"chat {i}: {error}")
+
+    t0 = time.time()
+    threads = [threading.Thread(target=talk, args=(i, n), daemon=True) for i, n in enumerate(numbers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(f"{args.chats} chats x {args.exchanges} exchanges in {time.time() - t0:.0f} s; errors: {errors or 'none'}",
+          flush=True)
+    time.sleep(2)  # the last replies' bookkeeping
+
+    procs = [("gunicorn master", webhook.pid)] + [("gunicorn worker (webhook)", p) for p in c.children(webhook.pid)]
+    procs += [("python worker.py", worker.pid)] + [("  its child", p) for p in c.children(worker.pid)]
     mem = []
     for name, pid in procs:
         rss, pss = c.memory_kb(pid)
         mem.append({"process": name, "pid": pid, "rss_mb": rss / 1024, "pss_mb": pss / 1024})
-        rows.append([name, pid, f"{rss / 1024:.1f}", f"{pss / 1024:.1f}"])
-    print(f"Process memory after {REAL_CHATS} chats answered (MB)")
-    print(c.table(rows, ["process", "pid", "RSS", "PSS"]))
-    no_ttl = c.keys_without_ttl(r)
-    print()
-    print("Keys without a TTL after the run (pattern: count)")
-    for pattern, count in no_ttl.items():
-        print(f"    {pattern}: {count}")
-    replies = len(evolution.sent_texts())
-    c.stop(worker)
-    c.stop(webhook)
-    return mem, no_ttl, replies
 
-
-def per_chat_usage(r, cids):
-    """Average MEMORY USAGE per chat of every key that names the chat, by key group."""
-    groups = {}
+    per_chat, shared = {}, {}
     cid_set = set(cids)
-    for key in r.scan_iter(count=2000):
+    for key in r.scan_iter(count=1000):
         name = key.decode()
-        cid = name.rsplit(":", 1)[-1]
-        if cid in cid_set:
-            group = key_group(name)
-        elif name.startswith(("wa:seen:", "wa:ours:")):
-            group = key_group(name)
+        owner = next((cid for cid in cid_set if cid in name), None)
+        group = prefix(name, owner)
+        if owner:
+            per_chat.setdefault(group, []).append(usage(r, key))
         else:
-            continue
-        groups[group] = groups.get(group, 0) + (r.memory_usage(key, samples=0) or 0)
-    return {g: v / len(cids) for g, v in sorted(groups.items())}
+            shared.setdefault(group, []).append(usage(r, key))
+    per_chat_avg = {g: sum(v) / args.chats for g, v in sorted(per_chat.items())}
+    history = per_chat_avg.get("wa:history:*", 0)
+    panel_log = per_chat_avg.get("wa:log:*", 0)
+    own_state = sum(v for g, v in per_chat_avg.items() if g != "wa:log:*")
+    dedupe = {g: sum(v) / args.chats for g, v in shared.items() if g in ("wa:seen:*", "wa:ours:*")}
+    others = {g: {"keys": len(v), "bytes": sum(v)} for g, v in sorted(shared.items()) if g not in dedupe}
+    hist_entries = r.llen(f"wa:history:{cids[0]}")
+    no_ttl = c.keys_without_ttl(r)
 
-
-def redis_bytes():
-    url, r = c.start_redis("redis-bytes")
-    evolution, gemini = c.start_fakes(gemini_responder=lambda _: c.sample_text(CHARS, 5))
-    env = c.bot_env(url, evolution.url, gemini.url)
-    settings = c.settings_for(env)
-    os.environ.update(env)
-
-    import buffer
-    import parser
-    import worker
-
-    ctx = worker.make_context(settings)
-
-    class NoQueue:
-        def enqueue_at(self, *args, **kwargs):
-            pass
-
-    # A whole conversation per chat through add_message + process_chat.
-    r.flushall()
-    base = r.info("memory")["used_memory"]
-    cids = []
-    for i in range(CONV_CHATS):
-        number = c.chat_number(100_000 + i)
-        cids.append(buffer.chat_ref(c.INSTANCE, f"{number}@s.whatsapp.net"))
-    for turn in range(settings.history_max_turns):
-        for i, cid in enumerate(cids):
-            body = c.text_message(c.sample_text(CHARS, turn * 1000 + i), f"C{i}_{turn}",
-                                  number=c.chat_number(100_000 + i))
-            (message,) = parser.parse_body(body)
-            past = time.time() - settings.debounce_seconds - 1
-            buffer.add_message(r, NoQueue(), message, settings, now=past)
-            worker.process_chat(ctx, cid)
-    conv_total = (r.info("memory")["used_memory"] - base) / CONV_CHATS
-    conv_keys = per_chat_usage(r, cids)
-    history_len = r.llen(buffer.keys(cids[0])["history"])
-
-    # History alone.
-    r.flushall()
-    base = r.info("memory")["used_memory"]
-    numbers = [c.chat_number(200_000 + i) for i in range(HISTORY_CHATS)]
-    c.seed_history(r, settings, numbers, chars=CHARS)
-    hist_total = (r.info("memory")["used_memory"] - base) / HISTORY_CHATS
-    one = buffer.keys(buffer.chat_ref(c.INSTANCE, f"{numbers[0]}@s.whatsapp.net"))["history"]
-    hist_key = r.memory_usage(one, samples=0)
-    hist_payload = sum(len(x) for x in r.lrange(one, 0, -1))
-    hist_encoding = r.object("encoding", one)
-
-    # Waiting bursts.
-    r.flushall()
-    base = r.info("memory")["used_memory"]
-    c.seed_waiting(r, settings, WAITING, offset=300_000)
-    wait_total = (r.info("memory")["used_memory"] - base) / WAITING
-    wcids = [buffer.chat_ref(c.INSTANCE, f"{c.chat_number(300_000 + i)}@s.whatsapp.net") for i in range(WAITING)]
-    wait_keys = per_chat_usage(r, wcids)
-    job_bytes = [r.memory_usage(k, samples=0) for k in list(r.scan_iter(match="rq:job:*", count=2000))[:200]]
-    wait_keys["rq:job:*"] = sum(job_bytes) / max(len(job_bytes), 1)
-    waiting_no_ttl = c.keys_without_ttl(r)
-    return {
-        "keys_without_ttl_while_waiting": waiting_no_ttl,
-        "conversation": {"chats": CONV_CHATS, "exchanges": settings.history_max_turns, "used_memory_per_chat": conv_total,
-                         "keys": conv_keys, "history_entries": history_len},
-        "history_only": {"chats": HISTORY_CHATS, "used_memory_per_chat": hist_total, "memory_usage_key": hist_key,
-                         "payload_bytes": hist_payload, "encoding": hist_encoding.decode() if hist_encoding else None},
-        "waiting": {"chats": WAITING, "used_memory_per_burst": wait_total, "keys": wait_keys},
-    }
-
-
-def body():
-    mem, no_ttl, replies = real_run()
-    data = redis_bytes()
-    conv, hist, wait = data["conversation"], data["history_only"], data["waiting"]
     print()
-    print(f"Redis bytes per chat after {conv['exchanges']} exchanges of {CHARS} characters each way "
-          f"({conv['chats']} chats, through add_message + process_chat)")
-    print(c.table([[k, f"{v:,.0f}"] for k, v in conv["keys"].items()] +
-                  [["total MEMORY USAGE", f"{sum(conv['keys'].values()):,.0f}"],
-                   ["used_memory delta / chat", f"{conv['used_memory_per_chat']:,.0f}"]],
-                  ["key (per chat)", "bytes"]))
-    print(f"  history alone ({hist['chats']} chats, {2 * conv['exchanges']} entries): MEMORY USAGE "
-          f"{hist['memory_usage_key']:,} B ({hist['encoding']}), of which JSON payload {hist['payload_bytes']:,} B;"
-          f" used_memory delta {hist['used_memory_per_chat']:,.0f} B per chat")
+    print(f"Redis bytes per chat after {args.exchanges} exchanges of ~{CHARS} characters each way "
+          f"(MEMORY USAGE, mean of {args.chats} chats; the history keeps {hist_entries} entries)")
+    rows = [[g, f"{v:,.0f}"] for g, v in per_chat_avg.items()]
+    rows += [["= the chat's own state (target <= 8 KB: every key above but wa:log:*)", f"{own_state:,.0f}"],
+             ["  of which the history list (a)", f"{history:,.0f}"],
+             ["the panel's conversation log wa:log:* (apart)", f"{panel_log:,.0f}"]]
+    rows += [[f"24 h dedupe/echo keys {g} (c)", f"{v:,.0f}"] for g, v in dedupe.items()]
+    print(c.table(rows, ["key (per chat)", "bytes"]))
     print()
-    print(f"Keys without a TTL while {wait['chats']} bursts wait (pattern: count)")
-    for pattern, count in data["keys_without_ttl_while_waiting"].items():
-        print(f"    {pattern}: {count}")
+    print("Keys no chat owns (all chats together): " + ", ".join(f"{g} {v['keys']} key(s) {v['bytes']:,} B"
+                                                                 for g, v in others.items()))
     print()
-    print(f"Redis bytes per waiting burst (1 message, {wait['chats']} chats)")
-    print(c.table([[k, f"{v:,.0f}"] for k, v in wait["keys"].items()] +
-                  [["total MEMORY USAGE", f"{sum(wait['keys'].values()):,.0f}"],
-                   ["used_memory delta / burst", f"{wait['used_memory_per_burst']:,.0f}"]],
-                  ["key (per burst)", "bytes"]))
-    per_chat = conv["used_memory_per_chat"]
-    webhook_rss = [m for m in mem if m["process"].startswith("gunicorn worker")]
-    worker_rss = [m for m in mem if m["process"].startswith("python worker.py")]
-    summary = [
-        c.summary_row("Redis bytes per chat, full history (20 exchanges x 200 chars each way)", "<= 8 KB",
-                      f"{sum(conv['keys'].values()) / 1024:.1f} KB by MEMORY USAGE incl. 24 h dedupe keys "
-                      f"({per_chat / 1024:.1f} KB of used_memory); history list alone "
-                      f"{hist['memory_usage_key'] / 1024:.1f} KB (JSON payload {hist['payload_bytes'] / 1024:.1f} KB)",
-                      hist["memory_usage_key"] <= 8192, command="python bench/bench_memory.py"),
-        c.summary_row("Redis bytes per waiting burst (1 message + its RQ job)", "",
-                      f"{wait['used_memory_per_burst'] / 1024:.1f} KB", True, command="python bench/bench_memory.py"),
-        c.summary_row("RSS (PSS) of a webhook gunicorn worker / a worker process", "",
-                      f"{webhook_rss[0]['rss_mb']:.0f} ({webhook_rss[0]['pss_mb']:.0f}) MB / "
-                      f"{worker_rss[0]['rss_mb']:.0f} ({worker_rss[0]['pss_mb']:.0f}) MB", True,
-                      command="python bench/bench_memory.py"),
-    ]
-    c.save("memory", {"processes": mem, "keys_without_ttl": no_ttl, "replies": replies, **data, "summary": summary})
+    print(c.table([[m["process"], m["pid"], f"{m['rss_mb']:.1f}", f"{m['pss_mb']:.1f}"] for m in mem],
+                  ["process", "pid", "RSS MB", "PSS MB"]))
+    print()
+    print("Keys without a TTL after the run (pattern: count): " + ", ".join(f"{p}: {n}" for p, n in no_ttl.items()))
+    figures = {"memory_own_state_bytes": own_state, "memory_history_bytes": history, "memory_panel_log_bytes": panel_log,
+               "memory_dedupe_bytes": sum(dedupe.values()), "memory_history_entries": hist_entries,
+               "rss_webhook_worker_mb": next((m["rss_mb"] for m in mem if m["process"].startswith("gunicorn worker")), None),
+               "rss_worker_mb": next((m["rss_mb"] for m in mem if m["process"] == "python worker.py"), None)}
+    c.save("memory", {"per_chat": per_chat_avg, "dedupe": dedupe, "others": others, "processes": mem,
+                      "keys_without_ttl": no_ttl, "errors": errors, "chats": args.chats,
+                      "exchanges": args.exchanges}, figures)
 
 
 if __name__ == "__main__":

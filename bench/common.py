@@ -2,8 +2,13 @@
 
 Every benchmark script starts its own redis-server, `gunicorn webhook:app`, `python worker.py`
 (each in its own process group) and the fake Gemini and Evolution servers from tests/fakes.py,
-drives a bounded load, prints its figures next to a baseline measured in the same run, and stops
-everything on exit, on an error, on Ctrl-C, on SIGTERM and when its time limit (SIGALRM) passes.
+drives a bounded load, prints its figures, and stops everything on exit, on an error, on Ctrl-C,
+on SIGTERM and when its time limit (SIGALRM) passes.
+
+The benches are black-box: the bot's processes run from CODE, another checkout if asked
+(`--code DIR` on any script, or BENCH_CODE=DIR; default: the repo this bench lives in), and are
+observed only over HTTP, through the fakes and in Redis. What this process imports (the fakes,
+tests/conftest.py helpers, buffer.chat_ref/keys) comes from the bench's own repo.
 """
 
 import atexit
@@ -26,6 +31,37 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"  # git-ignored: logs and JSON of the last runs
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def _take_code_option(argv):
+    """Remove `--code DIR` (or `--code=DIR`) from argv, so each script's own argparse never sees it."""
+    for i, arg in enumerate(argv):
+        if arg == "--code" and i + 1 < len(argv):
+            value = argv[i + 1]
+            del argv[i:i + 2]
+            return value
+        if arg.startswith("--code="):
+            del argv[i]
+            return arg.split("=", 1)[1]
+    return None
+
+
+# The checkout whose webhook.py and worker.py the bench runs (see the module docstring).
+CODE = Path(_take_code_option(sys.argv) or os.environ.get("BENCH_CODE") or ROOT).resolve()
+if not (CODE / "webhook.py").exists() or not (CODE / "worker.py").exists():
+    sys.exit(f"--code {CODE}: no webhook.py/worker.py there")
+
+
+def code_commit():
+    """Short commit id of CODE (and '+dirty' if its work tree has changes), for the results."""
+    try:
+        head = subprocess.run(["git", "-C", str(CODE), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(CODE), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 from conftest import free_port, text_message, wait_until  # noqa: E402  (shared with the tests)
 from fakes import FakeEvolution, FakeGemini  # noqa: E402
@@ -226,15 +262,19 @@ def bot_env(redis_url, evolution_url, gemini_url, **overrides):
         "GEMINI_API_KEY": GEMINI_KEY,
         "GEMINI_BASE_URL": gemini_url or "http://127.0.0.1:9",
         "WEBHOOK_TOKEN": TOKEN,
-        "SYSTEM_PROMPT_FILE": str(ROOT / "prompts" / "system.md"),
+        "SYSTEM_PROMPT_FILE": str(CODE / "prompts" / "system.md"),
         "LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
+        # No ceilings a load test would hit: the bot's Gemini calls per hour (600 by default: past it a
+        # chat gets the fallback, not Gemini) and messages per chat per hour.
+        "GEMINI_MAX_CALLS_PER_HOUR": "0",
+        "RATE_LIMIT_PER_HOUR": "1000000",
     }
     env.update({k.upper(): str(v) for k, v in overrides.items()})
     return env
 
 
-def start_gunicorn(name, app, env, cwd=ROOT, flags=GUNICORN_FLAGS):
+def start_gunicorn(name, app, env, cwd=CODE, flags=GUNICORN_FLAGS):
     """`gunicorn <app>` with the compose flags on a free port; returns (proc, port) once /health answers."""
     port = free_port()
     proc = start(name, [PYTHON, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *flags, app], env=env, cwd=cwd)
@@ -261,17 +301,31 @@ def start_baseline(redis_url, name="baseline"):
     return start_gunicorn(name, "baseline_app:app", {"REDIS_URL": redis_url}, cwd=BENCH)
 
 
-def start_worker(env, name="worker", script=None):
-    """`python worker.py` (RQ SimpleWorker with the scheduler), or a variant script of bench/."""
-    args = [PYTHON, "worker.py"] if script is None else [PYTHON, str(BENCH / script)]
-    return start(name, args, env=env)
+def start_worker(env, name="worker"):
+    """`python worker.py` of CODE."""
+    return start(name, [PYTHON, "worker.py"], env=env, cwd=CODE)
+
+
+def rq_worker_stats(client):
+    """Per RQ worker: name, successful and failed job counts and total working time (s), from `rq:worker:<name>`.
+
+    RQ adds each job's duration (started -> ended) to `total_working_time`, so a job that sleeps or
+    waits for Evolution's typing shows up there. Read before the workers stop (their hash then expires).
+    """
+    out = []
+    for name in sorted(client.smembers("rq:workers")):
+        data = {k.decode(): v.decode() for k, v in client.hgetall(name).items()}
+        if not data:
+            continue
+        out.append({"name": name.decode(), "successful": int(data.get("successful_job_count") or 0),
+                    "failed": int(data.get("failed_job_count") or 0),
+                    "working_s": float(data.get("total_working_time") or 0)})
+    return out
 
 
 def wait_workers(client, count, timeout=40):
-    """Until `count` RQ workers have registered (they are ready to take jobs)."""
-    from rq import Worker
-
-    return wait_until(lambda: len(Worker.all(connection=client)) >= count, timeout, 0.1,
+    """Until `count` RQ workers have registered (they are ready to take jobs): members of `rq:workers`."""
+    return wait_until(lambda: client.scard("rq:workers") >= count, timeout, 0.1,
                       message=f"{count} RQ worker(s) to register")
 
 
@@ -464,66 +518,47 @@ def post(port, body, path=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Redis helpers and seeding (in-process, through the bot's own buffer/memory code)
+# Chats and text
 # --------------------------------------------------------------------------------------------
 
-def settings_for(env):
-    from config import load_settings
-
-    return load_settings(env, require=())
-
-
-class _NoSchedule:
-    """A stand-in queue for seeding: add_message's own enqueue_at is done by the caller instead."""
-
-    def enqueue_at(self, *args, **kwargs):
-        pass
-
-
-def seed_waiting(client, settings, count, offset=1_000_000, now=None, schedule=True, batch=500):
-    """`count` chats with a waiting burst (one message) and, with `schedule`, their scheduled RQ job.
-
-    Uses the bot's own buffer.add_message and buffer.job_options, queued on pipelines so that
-    10,000 chats take a second or two; the state is what the webhook leaves for new chats.
-    """
-    import math
-    from datetime import datetime, timezone
-
+def chat_cid(number):
+    """The bot's chat id (buffer.chat_ref, a stable API) of a bench customer's number."""
     import buffer
-    import parser
-    from rq import Queue
 
-    queue = Queue("whatsapp", connection=client)
-    now = time.time() if now is None else now
-    at = datetime.fromtimestamp(math.floor(now + settings.debounce_seconds), tz=timezone.utc)
-    for start_i in range(0, count, batch):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start_i, min(count, start_i + batch)):
-            body = text_message("quero encomendar um bolo", f"SEED{offset + i}", number=chat_number(offset + i),
-                                instance=INSTANCE, timestamp=now)
-            (message,) = parser.parse_body(body)
-            buffer.add_message(pipe, _NoSchedule(), message, settings, now=now)  # queues the Lua script
-            if schedule:
-                cid = buffer.chat_ref(INSTANCE, message.chat_id)
-                queue.enqueue_at(at, buffer.JOB, cid, pipeline=pipe, **buffer.job_options(settings))
-        pipe.execute()
+    return buffer.chat_ref(INSTANCE, f"{number}@s.whatsapp.net")
 
 
-def seed_history(client, settings, numbers, turns=None, chars=200):
-    """A full history (HISTORY_MAX_TURNS exchanges of `chars` characters each way) for each chat number."""
-    import buffer
-    import memory
+def post_many(port, bodies, threads=8):
+    """POST every body to the webhook from `threads` threads; returns {status: count}."""
+    statuses, lock, queue = {}, threading.Lock(), list(reversed(bodies))
 
-    turns = turns or settings.history_max_turns
-    user, model = sample_text(chars, 1), sample_text(chars, 2)
-    pipe = client.pipeline(transaction=False)
-    for n, number in enumerate(numbers):
-        cid = buffer.chat_ref(INSTANCE, f"{number}@s.whatsapp.net")
-        for _ in range(turns):
-            memory.append_exchange(pipe, cid, user, model, settings)
-        if n % 200 == 199:
-            pipe.execute()
-    pipe.execute()
+    def run():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while True:
+            with lock:
+                if not queue:
+                    break
+                body = queue.pop()
+            try:
+                conn.request("POST", f"/webhook?token={TOKEN}", body=json.dumps(body),
+                             headers={"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                status = "error"
+            with lock:
+                statuses[status] = statuses.get(status, 0) + 1
+        conn.close()
+
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return statuses
 
 
 def sample_text(chars, seed=0):
@@ -605,17 +640,22 @@ def fmt(value):
     return str(value)
 
 
-def summary_row(figure, target, measured, ok, baseline="", ratio="", command=""):
-    """One line of the README table; run_all.py prints them all at the end."""
-    return {"figure": figure, "target": target, "measured": measured, "baseline": baseline, "ratio": ratio,
-            "ok": ok, "command": command}
-
-
-def save(name, data):
+def save(name, data, figures=None):
+    """Write bench/results/<name>.json: the script's data, plus `figures` ({key: number}) that run_all.py tabulates."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(data, indent=2, default=str))
+    meta = {"code": str(CODE), "commit": code_commit(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    path.write_text(json.dumps({**meta, "figures": figures or {}, **data}, indent=2, default=str))
     return path
+
+
+def baseline_figure(key):
+    """(value, commit) of one figure in bench/baseline.json (the code before issue 14), or (None, None)."""
+    try:
+        data = json.loads((BENCH / "baseline.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    return data.get("figures", {}).get(key), data.get("commit")
 
 
 def median(values):
