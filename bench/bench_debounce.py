@@ -22,7 +22,6 @@ Target: p99 <= 0.5 s, none early, exactly 1 Gemini call and 1 reply per burst.
 import argparse
 import heapq
 import http.client
-import json
 import random
 import re
 import threading
@@ -83,19 +82,7 @@ def run(shape, chats, workers, spread, seed=1):
                 time.sleep(delay)
             body = c.text_message(f"cliente {chat} mensagem {k}", f"D{chat}_{k}", number=c.chat_number(chat),
                                   instance=c.INSTANCE)
-            status = "error"
-            for _ in range(3):  # gunicorn closes idle keep-alive connections after 2 s: reconnect
-                sent = time.time()
-                try:
-                    conn.request("POST", f"/webhook?token={c.TOKEN}", body=json.dumps(body),
-                                 headers={"Content-Type": "application/json"})
-                    response = conn.getresponse()
-                    response.read()
-                    status = response.status
-                    break
-                except (OSError, http.client.HTTPException):
-                    conn.close()
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            status, conn, sent = c.post_on(conn, port, body, tries=3)
             with plan_lock:
                 statuses[status] = statuses.get(status, 0) + 1
                 if k == last_k[chat]:
@@ -154,8 +141,8 @@ def body():
     for shape in args.shapes.split(","):
         results[shape] = run(shape, args.chats, args.workers, args.spread)
     print()
-    print(f"Debounce lateness (Gemini call - (last message + DEBOUNCE_SECONDS)); target p99 <= 0.5 s, none early,"
-          f" 1 call and 1 reply per chat")
+    print("Debounce lateness (Gemini call - (last message + DEBOUNCE_SECONDS)); target p99 <= 0.5 s, none early,"
+          " 1 call and 1 reply per chat")
     print(c.table([[s["shape"], s["chats"], s["workers"], f"{s['p50_s']:.2f}", f"{s['p99_s']:.2f}", f"{s['max_s']:.2f}",
                     f"{s['min_s']:.2f}", s["early"], f"{s['exactly_one_call']}/{s['chats']}",
                     f"{s['exactly_one_reply']}/{s['chats']}", s["gemini_calls"], s["replies"]] for s in results.values()],

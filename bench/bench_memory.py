@@ -17,7 +17,6 @@ Also the RSS (PSS) of the webhook's and the worker's processes, and keys without
 
 import argparse
 import re
-import threading
 import time
 
 import common as c
@@ -51,25 +50,9 @@ def body():
 
     numbers = [c.chat_number(100_000 + i) for i in range(args.chats)]
     cids = [c.chat_cid(n) for n in numbers]
-    errors = []
-
-    def talk(i, number):
-        try:
-            for k in range(args.exchanges):
-                text = (f"{k:02d} " + c.sample_text(CHARS, 1000 * i + k))[:CHARS]
-                status, _ = c.post(port, c.text_message(text, f"M{i}_{k}", number=number, instance=c.INSTANCE))
-                assert status == 200, status
-                c.wait_until(lambda: sum(1 for _, n, _ in evolution.sent_texts() if n == number) >= k + 1, 30, 0.05,
-                             message=f"chat {i} reply {k + 1}")
-        except Exception as error:  # noqa: BLE001 (reported below)
-            errors.append(f"chat {i}: {error}")
-
     t0 = time.time()
-    threads = [threading.Thread(target=talk, args=(i, n), daemon=True) for i, n in enumerate(numbers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = c.converse(port, evolution, numbers, args.exchanges,
+                        lambda i, k: (f"{k:02d} " + c.sample_text(CHARS, 1000 * i + k))[:CHARS])
     print(f"{args.chats} chats x {args.exchanges} exchanges in {time.time() - t0:.0f} s; errors: {errors or 'none'}",
           flush=True)
     time.sleep(2)  # the last replies' bookkeeping

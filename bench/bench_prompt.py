@@ -17,7 +17,6 @@ median over the last 10 exchanges, and the first exchange that reaches 90 % of t
 
 import argparse
 import re
-import threading
 
 import common as c
 
@@ -42,24 +41,8 @@ def body():
     c.wait_workers(r, 1)
 
     numbers = [c.chat_number(4242 + i) for i in range(args.chats)]
-    errors = []
-
-    def talk(i, number):
-        try:
-            for k in range(args.exchanges):
-                text = (f"cliente {i} vez {k:02d} " + c.sample_text(CHARS, 100 * i + k))[:CHARS]
-                status, _ = c.post(port, c.text_message(text, f"P{i}_{k}", number=number, instance=c.INSTANCE))
-                assert status == 200, status
-                c.wait_until(lambda: sum(1 for _, n, _ in evolution.sent_texts() if n == number) >= k + 1, 30, 0.05,
-                             message=f"chat {i} reply {k + 1}")
-        except Exception as error:  # noqa: BLE001 (reported below)
-            errors.append(f"chat {i}: {error}")
-
-    threads = [threading.Thread(target=talk, args=(i, n), daemon=True) for i, n in enumerate(numbers)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = c.converse(port, evolution, numbers, args.exchanges,
+                        lambda i, k: (f"cliente {i} vez {k:02d} " + c.sample_text(CHARS, 100 * i + k))[:CHARS])
 
     by_chat = {}  # chat -> its requests in order
     for req in list(gemini.requests):

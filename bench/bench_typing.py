@@ -18,7 +18,6 @@ before each part's sendText (after the previous part's, for parts 2 and 3).
 
 import argparse
 import re
-import threading
 import time
 
 import common as c
@@ -65,7 +64,7 @@ def body():
     env = c.bot_env(url, evolution.url, gemini.url, debounce_seconds=DEBOUNCE, time_per_char_ms=30,
                     max_typing_ms=4000, send_presence="true", job_lease_seconds=900, evolution_timeout_seconds=30)
     webhook, port = c.start_webhook(env)
-    worker = c.start_worker(env)
+    c.start_worker(env)
     c.wait_workers(r, 1)
 
     bodies = [c.text_message(f"oi, sou o cliente {chat}, quanto custa o bolo?", f"T{chat}", number=c.chat_number(chat),

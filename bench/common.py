@@ -528,6 +528,26 @@ def chat_cid(number):
     return buffer.chat_ref(INSTANCE, f"{number}@s.whatsapp.net")
 
 
+def post_on(conn, port, body, tries=1):
+    """POST one body on a kept-alive connection, reconnecting when gunicorn closed it (idle 2 s).
+
+    Returns (status or "error", the connection to use next, the time the successful POST started).
+    """
+    status, sent = "error", None
+    for _ in range(tries):
+        sent = time.time()
+        try:
+            conn.request("POST", f"/webhook?token={TOKEN}", body=json.dumps(body),
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            return response.status, conn, sent
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    return status, conn, sent
+
+
 def post_many(port, bodies, threads=8):
     """POST every body to the webhook from `threads` threads; returns {status: count}."""
     statuses, lock, queue = {}, threading.Lock(), list(reversed(bodies))
@@ -539,16 +559,7 @@ def post_many(port, bodies, threads=8):
                 if not queue:
                     break
                 body = queue.pop()
-            try:
-                conn.request("POST", f"/webhook?token={TOKEN}", body=json.dumps(body),
-                             headers={"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-                status = "error"
+            status, conn, _ = post_on(conn, port, body)
             with lock:
                 statuses[status] = statuses.get(status, 0) + 1
         conn.close()
@@ -559,6 +570,29 @@ def post_many(port, bodies, threads=8):
     for t in workers:
         t.join()
     return statuses
+
+
+def converse(port, evolution, numbers, exchanges, text_for):
+    """Each number (one thread each) writes `exchanges` messages, `text_for(i, k)`, waiting for the
+    bot's reply to each before the next, as a customer would; returns the errors met."""
+    errors = []
+
+    def talk(i, number):
+        try:
+            for k in range(exchanges):
+                status, _ = post(port, text_message(text_for(i, k), f"M{i}_{k}", number=number, instance=INSTANCE))
+                assert status == 200, status
+                wait_until(lambda: sum(1 for _, n, _ in evolution.sent_texts() if n == number) >= k + 1, 30, 0.05,
+                           message=f"chat {i} reply {k + 1}")
+        except Exception as error:  # noqa: BLE001 (reported by the caller)
+            errors.append(f"chat {i}: {error}")
+
+    threads = [threading.Thread(target=talk, args=(i, n), daemon=True) for i, n in enumerate(numbers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def sample_text(chars, seed=0):
