@@ -17,7 +17,6 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 import time
 import uuid
 
@@ -27,7 +26,6 @@ import chatlog
 import memory
 import stats
 
-log = logging.getLogger(__name__)
 
 DUE = "wa:due"
 

@@ -4,9 +4,10 @@
 deadline, a retry, the next part of a reply, the end of a running job's lease. Each dispatcher
 looks when the earliest chat is due (at least every POLL_SECONDS), so a burst's job starts within
 milliseconds of its deadline and never before, without RQ's scheduled registry (whole seconds, one
-look a second) and without a job that starts early and sleeps. Dispatching moves the chat's time SWEEP_SECONDS ahead and hands the job that
-new time as its ticket: if the job is lost (a worker killed, Redis restarted) the chat comes due
-again and is dispatched again, and a job whose chat moved on meanwhile finds its ticket stale.
+look a second) and without a job that starts early and sleeps. Dispatching moves the chat's time
+SWEEP_SECONDS ahead and hands the job that new time as its ticket: if the job is lost (a worker
+killed, Redis restarted) the chat comes due again and is dispatched again, and a job whose chat
+moved on meanwhile finds its ticket stale.
 """
 
 import logging

@@ -2,7 +2,7 @@
 
 A hash per day (`wa:stats:YYYY-MM-DD`, kept 40 days) feeds the panel's charts; a running total
 (`wa:stats:total`) feeds /metrics, whose counters must never go down. Counting only queues
-commands on a pipeline the caller runs anyway.
+commands on a pipeline the caller runs anyway, or rides in the webhook's script (`LUA_COUNT`).
 """
 
 import json
@@ -107,7 +107,7 @@ def gemini_error(redis, reason, now=None):
 class Tally:
     """Counts the webhook makes between Redis round trips (ignored messages, outcomes).
 
-    They ride on the next pipeline the webhook runs anyway, or go in one round trip once they are
+    They ride in the next message's script (`take`), or go in one round trip once they are
     `max_age` seconds old, so counting never adds a round trip per message.
     """
 
