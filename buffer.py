@@ -89,9 +89,9 @@ def text_digest(text):
 # ARGV: dedupe_ttl, entry, now, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
 #       session_ttl, debounce, max_wait, user turn, history args (3), log args (7), counts JSON
 ADD_SCRIPT = memory.LUA_HISTORY + chatlog.LUA_LOG + stats.LUA_COUNT + """
-log_entry({KEYS[13], KEYS[14], KEYS[15]}, ARGV[4], 16)  -- the panel's log: a copy of an entry is stored once
 count_all(KEYS[16], KEYS[17], ARGV[23])
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {'duplicate'} end
+log_entry({KEYS[13], KEYS[14], KEYS[15]}, ARGV[4], 16)  -- the panel's log, whatever happens to the message next
 for i, held in ipairs({'paused', 'opted_out'}) do
   if redis.call('EXISTS', KEYS[4 + i]) == 1 then  -- a person (or the customer's opt-out) holds the chat
     push_turn(KEYS[11], ARGV[12], cap(13))
