@@ -103,7 +103,9 @@ class Settings:
     # Feels like a person
     send_presence: bool = True
     mark_read: bool = True
-    split_messages: bool = True
+    split_messages: bool = True  # Evolution; the official channels have their own (each part is a paid message there)
+    split_messages_cloud: bool = False
+    split_messages_twilio: bool = False
     time_per_char_ms: int = 30
     max_typing_ms: int = 4000
     link_preview: bool = False  # Evolution's server would fetch any URL the model repeats

@@ -178,7 +178,7 @@ def compose_reply(ctx, cid, token, entries, tries):
             reply["user_text"] = f"{user_text}\n[{understood}]"
         if not text:
             raise ai_service.ReplyError("the answer held only the media note", retryable=False)
-        parts = split_reply(text, settings)
+        parts = split_reply(text, settings, reply["channel"])
     except ai_service.Handoff as handoff:
         log.info("chat %s: Gemini handed the chat to a person (%s)", cid, handoff.reason)
         return _handoff(ctx, cid, token, reply, handoff.reason)
@@ -298,12 +298,17 @@ def _media_bytes(ctx, cid, instance, entry, max_bytes):
 
 
 
-def split_reply(text, settings):
+SPLIT_SETTINGS = {"cloud": "split_messages_cloud", "twilio": "split_messages_twilio"}
+
+
+def split_reply(text, settings, channel="evolution"):
     """Long answers become several messages, split on blank lines (SPLIT_MESSAGES), like a person types.
 
+    On the Cloud API and Twilio every message is billed, so there the answer stays one message unless
+    SPLIT_MESSAGES_CLOUD / SPLIT_MESSAGES_TWILIO turn splitting on (docs/costs.md).
     At most MAX_REPLY_PARTS: the rest goes into the last part, so one answer never floods the chat.
     """
-    if not settings.split_messages:
+    if not getattr(settings, SPLIT_SETTINGS.get(channel, "split_messages")):
         return [text]
     parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()] or [text]
     keep = settings.max_reply_parts
@@ -425,7 +430,7 @@ def answer_directly(ctx, message, fixed=None):
         parts = parts or split_reply(ai_service.generate_reply(
             ctx.genai, settings, [], message.text[: settings.max_input_chars],
             ai_service.load_system_prompt(settings, message.instance),
-        ), settings)
+        ), settings, message.channel)
     except ai_service.Handoff:
         parts = [settings.handoff_message]
     except ai_service.ReplyError as error:
