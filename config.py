@@ -145,6 +145,12 @@ class Settings:
     twilio_webhook_url: str = ""  # the public URL pasted at Twilio, e.g. https://bot.example.com/webhook/twilio
     twilio_api_url: str = "https://api.twilio.com"
 
+    # --- Beyond answering (issue 24): events out, voice replies, a follow-up after silence; all off by default ---
+    events_url: str = ""  # where JSON events are POSTed (n8n's Webhook node, a CRM); empty: no events
+    events_secret: str = ""  # signs each event (X-Signature-256) and keys the chat id receivers see
+    events_include_number: bool = False  # the customer's number in each event (LGPD: only if the receiver needs it)
+    events_retry_hours: float = 24.0  # a failing event is retried with backoff this long, then dead-lettered
+
     @property
     def history_ttl_seconds(self) -> int:
         return int(self.history_ttl_days * 86400)
@@ -168,8 +174,8 @@ REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_K
 # Secrets: none may be a `change-me…` placeholder or only spaces. The shop chooses the ones in
 # CHOSEN_SECRETS (Google issues the Gemini key), so those must also be long enough to resist guessing.
 SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY",
-           "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN")
-CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD")
+           "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN", "EVENTS_SECRET")
+CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "EVENTS_SECRET")
 MIN_SECRET_CHARS = 16
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -279,6 +285,21 @@ def _validate(settings, require):
     if settings.max_regenerations < 0:
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
     _validate_owner_week(settings)
+    _validate_beyond(settings)
+
+
+def _validate_beyond(settings):
+    """Events, voice replies and the follow-up (issue 24): one Portuguese line naming the setting and a right value."""
+    if settings.events_url:
+        if not re.match(r"^https?://", settings.events_url):
+            raise SettingsError(f"EVENTS_URL precisa começar com https:// (ou http://), por exemplo "
+                                f"EVENTS_URL=https://n8n.exemplo.com.br/webhook/whatsapp; recebido {settings.events_url!r}")
+        if not settings.events_secret:
+            raise SettingsError("EVENTS_SECRET é obrigatório quando EVENTS_URL está definido: use um texto aleatório "
+                                "longo, por exemplo EVENTS_SECRET=$(openssl rand -hex 24)")
+    if settings.events_retry_hours <= 0:
+        raise SettingsError(f"EVENTS_RETRY_HOURS precisa ser maior que zero (em horas), por exemplo EVENTS_RETRY_HOURS=24; "
+                            f"recebido {settings.events_retry_hours!r}")
 
 
 EVOLUTION_SETTINGS = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY")

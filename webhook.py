@@ -25,6 +25,7 @@ import buffer
 import channels
 import chatlog
 import chats
+import events
 import instances
 import panel
 import parser
@@ -140,11 +141,15 @@ def create_app(settings=None, redis=None, direct_context=None):
             if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
                 chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
                                        "human", settings)
+            if outcome == "paused":  # a person's answer (commands stop or resume)
+                events.from_message(redis, settings, "person.replied", message)
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
         outcome = buffer.add_message(redis, message, settings, trigger, counts=tally.take() + Counter(received=1))
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
+        if outcome != "duplicate":
+            events.from_message(redis, settings, "message.received", message)
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
 

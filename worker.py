@@ -31,6 +31,7 @@ import chatlog
 import chats
 import dispatch
 import doctor
+import events
 import hours
 import instances
 import memory
@@ -204,6 +205,8 @@ def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
     if stored is not None:
         alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
         alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert, channel=reply.get("channel"))
+        events.record(ctx.redis, ctx.settings, "optout" if hold == "optout" else "handoff.requested", cid,
+                      reply["instance"], reply["channel"], reply["reply_to"], reply["user_text"], reason=reason)
     return stored
 
 
@@ -385,6 +388,8 @@ def deliver(ctx, cid, token, reply):
     )
     if outcome == "lost":
         return _lost(cid)
+    if said:
+        events.record(ctx.redis, settings, "reply.sent", cid, instance, channel, number, said)
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
@@ -463,6 +468,8 @@ def run_worker(ctx):
     wait_for_redis(ctx.redis)
     dispatcher = dispatch.Dispatcher(ctx.redis, ctx.queue, settings)
     dispatcher.start()
+    if settings.events_url:  # outgoing events: their own small pump (events.py), beside the dispatcher
+        events.Pump(ctx.redis, ctx.queue).start()
     worker = SimpleWorker([ctx.queue], connection=ctx.redis, worker_ttl=settings.sweep_seconds + 15)
     try:
         worker.work(logging_level=settings.log_level.upper())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import collections
 import json
 import mimetypes
@@ -24,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FakeEvolution", "FakeGemini", "FakeGraph", "FakeTwilio", "create_jid"]
+__all__ = ["FakeEvolution", "FakeGemini", "FakeGraph", "FakeReceiver", "FakeTwilio", "create_jid"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1096,3 +1097,46 @@ class FakeTwilio(_FakeHTTPServer):
                      "status": "queued", "subresource_uris": {"media": f"/2010-04-01/Accounts/{self.account_sid}"
                                                                         f"/Messages/{sid}/Media.json"},
                      "to": form["To"], "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json"}
+
+
+# --------------------------------------------------------------------------------------------
+# An events receiver (n8n's Webhook node, a CRM): checks the signature, answers 200, remembers each event
+# --------------------------------------------------------------------------------------------
+
+class FakeReceiver(_FakeHTTPServer):
+    """`POST /<any path>` with a JSON event: 401 unless `X-Signature-256: sha256=<hex HMAC-SHA256 of the raw body
+    with `secret`>` matches (compared in constant time, as the n8n Code node in docs/events.md does), else 200.
+
+    `events` holds each accepted body, in arrival order, with its `X-Event-Id` as `_id` (a copy sent twice is
+    there twice); `fail_next` answers 5xx or drops the connection; `down()` refuses connections.
+    """
+
+    def __init__(self, secret: str, port: int = 0):
+        super().__init__(port)
+        self.secret = secret
+        self.events: list[dict] = []
+
+    def fail_next(self, status=503, times: int = 1):
+        self._push_fault(None, {"status": status}, times)
+
+    def wait_for(self, what, timeout: float = 10.0):
+        predicate = what if callable(what) else (lambda: len(self.events) >= what)
+        return self._wait_until(predicate, timeout, lambda: f"events={[e['event'] for e in self.events]!r}, "
+                                f"requests={[r['status'] for r in self.requests]!r}")
+
+    def _handle(self, record: dict):
+        self._record(record)
+        fault = self._pop_fault(None)
+        if fault:
+            return None if fault["status"] == "drop" else (fault["status"], {"message": "Service Unavailable"})
+        given = record["headers"].get("x-signature-256", "")
+        expected = "sha256=" + hmac.new(self.secret.encode(), record["raw"], hashlib.sha256).hexdigest()
+        if record["method"] != "POST" or not hmac.compare_digest(given.encode(), expected.encode()):
+            return 401, {"message": "Authorization data is wrong!"}
+        try:
+            body = json.loads(record["raw"])
+        except ValueError:
+            return 400, {"message": "body is not JSON"}
+        with self._lock:
+            self.events.append({**body, "_id": record["headers"].get("x-event-id", "")})
+        return 200, {"message": "Workflow was started"}
