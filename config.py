@@ -150,6 +150,10 @@ class Settings:
     events_secret: str = ""  # signs each event (X-Signature-256) and keys the chat id receivers see
     events_include_number: bool = False  # the customer's number in each event (LGPD: only if the receiver needs it)
     events_retry_hours: float = 24.0  # a failing event is retried with backoff this long, then dead-lettered
+    voice_replies: str = "off"  # off · when_customer_sends_audio · always (voice.py; Evolution only)
+    voice_name: str = "Kore"  # one of the TTS models' prebuilt voices
+    voice_max_chars: int = 600  # longer answers go out as text
+    voice_model: str = "gemini-3.8-flash-lite-tts"
 
     @property
     def history_ttl_seconds(self) -> int:
@@ -232,7 +236,7 @@ def load_settings(environ=None, require=("REDIS_URL",)):
             raise SettingsError(f"{name} is only spaces: set a real secret (python3 config.py --init-env) or leave it empty")
         if raw is not None and (raw.strip() or field.type is str):
             values[field.name] = _parse(name, raw, field.type)
-    for name in ("redis_down", "bot_active"):
+    for name in ("redis_down", "bot_active", "voice_replies"):
         if name in values:
             values[name] = values[name].strip().lower()
 
@@ -297,6 +301,17 @@ def _validate_beyond(settings):
         if not settings.events_secret:
             raise SettingsError("EVENTS_SECRET é obrigatório quando EVENTS_URL está definido: use um texto aleatório "
                                 "longo, por exemplo EVENTS_SECRET=$(openssl rand -hex 24)")
+    import voice
+
+    if settings.voice_replies not in voice.MODES:
+        raise SettingsError(f"VOICE_REPLIES precisa ser {', '.join(voice.MODES)}, por exemplo "
+                            f"VOICE_REPLIES=when_customer_sends_audio; recebido {settings.voice_replies!r}")
+    if settings.voice_max_chars <= 0:
+        raise SettingsError(f"VOICE_MAX_CHARS precisa ser maior que zero, por exemplo VOICE_MAX_CHARS=600; "
+                            f"recebido {settings.voice_max_chars!r}")
+    if settings.voice_replies != "off" and not (settings.voice_name.strip() and settings.voice_model.strip()):
+        raise SettingsError("VOICE_NAME e VOICE_MODEL não podem ficar vazios com VOICE_REPLIES ligado, por exemplo "
+                            "VOICE_NAME=Kore e VOICE_MODEL=gemini-3.8-flash-lite-tts")
     if settings.events_retry_hours <= 0:
         raise SettingsError(f"EVENTS_RETRY_HOURS precisa ser maior que zero (em horas), por exemplo EVENTS_RETRY_HOURS=24; "
                             f"recebido {settings.events_retry_hours!r}")

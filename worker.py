@@ -37,6 +37,7 @@ import instances
 import memory
 import sender
 import stats
+import voice
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
 from parser import has_phrase, mask
 
@@ -195,7 +196,8 @@ def compose_reply(ctx, cid, token, entries, tries):
         if isinstance(error, MediaError):
             return _stored(ctx, cid, token, {**reply, "parts": [settings.media_failed_message]})
         return _fallback(ctx, cid, token, reply, error.reason)
-    return _stored(ctx, cid, token, {**reply, "parts": parts, "kind": "gemini"})
+    return _stored(ctx, cid, token, {**reply, "parts": parts, "kind": "gemini",
+                                     "voice": voice.wanted(settings, reply["channel"], entries, text)})
 
 
 def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
@@ -342,6 +344,8 @@ def deliver(ctx, cid, token, reply):
     if reply.get("kind") == "gemini" and reply["sent"] == 0 and buffer.rejoin(ctx.redis, cid, token, settings):
         log.info("chat %s: the customer wrote while the reply was made; answering everything together", cid)
         return
+    if reply.get("voice") and reply["sent"] == 0 and not voice.send(ctx, cid, token, reply):
+        reply["voice"] = False  # VOICE_REPLIES: the text goes out instead, as it would have
     while reply["sent"] < len(parts):
         part = parts[reply["sent"]]
         if buffer.delivered_count(ctx.redis, cid, rid, part) > parts[: reply["sent"]].count(part):

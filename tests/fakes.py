@@ -25,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FakeEvolution", "FakeGemini", "FakeGraph", "FakeReceiver", "FakeTwilio", "create_jid"]
+__all__ = ["FakeEvolution", "FakeGemini", "FakeGraph", "FakeReceiver", "FakeTwilio", "create_jid", "tts_voice_name"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -257,6 +257,16 @@ _SCHEMAS = {
         "required": ["readMessages"],
     },
     "getBase64FromMediaMessage": None,  # Evolution validates nothing here
+    "sendWhatsAppAudio": {  # audioMessageSchema
+        "type": "object",
+        "properties": {
+            "number": _NUMBER,
+            "audio": {"type": "string"},
+            "delay": {"type": "integer", "description": "Enter a value in milliseconds"},
+            "encoding": {"type": "boolean", "enum": [True, False]},
+        },
+        "required": ["number", "audio"],
+    },
 }
 
 _JSON_TYPES = {
@@ -330,6 +340,7 @@ _EVO_ROUTES = {
     ("chat", "sendpresence"): "sendPresence",
     ("chat", "markmessageasread"): "markMessageAsRead",
     ("chat", "getbase64frommediamessage"): "getBase64FromMediaMessage",
+    ("message", "sendwhatsappaudio"): "sendWhatsAppAudio",
 }
 
 
@@ -365,6 +376,7 @@ class FakeEvolution(_FakeHTTPServer):
         self.not_on_whatsapp: set[str] = set()
         self._media: dict[str, dict] = {}
         self._sent: list[dict] = []
+        self.audios: list[dict] = []  # performed sendWhatsAppAudio: {instance, number, audio (bytes as given)}
         self.read_keys: list[dict] = []  # the keys markMessageAsRead really marked
         self.states: dict[str, tuple[str, int]] = {name: ("open", 200) for name in tokens}  # see set_state
         self.webhooks: dict[str, dict] = {}  # instance -> Webhook row, see set_webhook
@@ -599,6 +611,37 @@ class FakeEvolution(_FakeHTTPServer):
             self._sent.append({"instance": instance, "number": number, "text": text, "response": response})
         return 201, response
 
+    def _sendWhatsAppAudio(self, instance: str, body: dict):
+        """sendWhatsAppAudio(): `audio` is a URL or base64; Evolution runs it through ffmpeg into an OGG/Opus voice note
+        (`encoding`, default true) and answers the sent message, like sendText (cf. payload 17)."""
+        number, audio = body["number"], body["audio"]
+        jid = create_jid(number)
+        if not self._is_on_whatsapp(number, jid):
+            return _evo_error(400, [{"jid": jid, "exists": False, "number": number}])
+        if audio.startswith(("http://", "https://")):
+            return _evo_error(400, ["the fake fetches no URLs: send base64"])
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except ValueError:
+            return _evo_error(500, ["Error: ffmpeg exited with code 1: Invalid data found when processing input"],
+                              "Internal Server Error")
+        if not data:
+            return _evo_error(400, ["Owned media must be a url or base64"])
+        self._typing(body.get("delay"))
+        now = int(time.time())
+        response = {
+            "key": {"remoteJid": jid, "fromMe": True, "id": "3EB0" + secrets.token_hex(9).upper()},
+            "pushName": "Você", "status": "PENDING",
+            "message": {"audioMessage": {"url": "https://mmg.whatsapp.net/v/t62.7117-24/fake.enc",
+                                         "mimetype": "audio/ogg; codecs=opus", "fileLength": str(len(data)),
+                                         "seconds": max(1, len(data) // 48000), "ptt": True}},
+            "messageType": "audioMessage", "messageTimestamp": now, "instanceId": self.instance_ids[instance],
+            "source": "unknown",
+        }
+        with self._lock:
+            self.audios.append({"instance": instance, "number": number, "audio": data, "response": response})
+        return 201, response
+
     def _sendPresence(self, instance: str, body: dict):
         number = body["number"]
         if not self._is_on_whatsapp(number, create_jid(number)):
@@ -692,6 +735,28 @@ def _safety_ratings(blocked_category: str = "HARM_CATEGORY_HARASSMENT") -> list:
             else {"category": c, "probability": "NEGLIGIBLE"} for c in categories]
 
 
+# The prebuilt voices of the TTS models (speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName).
+_TTS_VOICES = {"Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe",
+               "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi",
+               "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird", "Zubenelgenubi",
+               "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat"}
+
+
+def tts_voice_name(body) -> str | None:
+    """generationConfig.speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName; Google's JSON parser takes the
+    fields in lowerCamelCase or snake_case alike (google-genai sends speechConfig's insides in snake_case)."""
+    value = (body or {}).get("generationConfig") or {}
+    for camel, snake in (("speechConfig", "speech_config"), ("voiceConfig", "voice_config"),
+                         ("prebuiltVoiceConfig", "prebuilt_voice_config"), ("voiceName", "voice_name")):
+        value = value.get(camel, value.get(snake)) if isinstance(value, dict) else None
+    return value
+
+
+def _wants_audio(body) -> bool:
+    config = body.get("generationConfig") if isinstance(body, dict) else None
+    return isinstance(config, dict) and "AUDIO" in (config.get("responseModalities") or [])
+
+
 class FakeGemini(_FakeHTTPServer):
     """The Gemini API's generateContent for the real google-genai SDK pointed at `url` via HttpOptions(base_url=...).
 
@@ -703,6 +768,7 @@ class FakeGemini(_FakeHTTPServer):
         self.api_key = api_key
         self.models = set(models) if models else None
         self.responder = None  # callable(request_json) -> str (reply text) or dict (whole response JSON)
+        self.speech = b"\x00\x01" * 2400  # PCM a TTS model answers with (0.1 s of 24 kHz 16-bit mono)
         self._replies = 0
         self._gate = threading.Event()
         self._gate.set()
@@ -727,6 +793,18 @@ class FakeGemini(_FakeHTTPServer):
     def empty_next(self, times: int = 1, finish_reason: str = "SAFETY"):
         """Answer the next requests with a candidate that has `finish_reason` and no content."""
         self._push_fault(None, {"empty": finish_reason}, times)
+
+    def speak_with(self, pcm: bytes):
+        """Answer every following text-to-speech request (responseModalities ["AUDIO"]) with this PCM."""
+        self.speech = bytes(pcm)
+
+    def fail_speech_next(self, status=503, times: int = 1):
+        """Answer the next `times` text-to-speech requests with Google's error for `status` (text ones are not touched)."""
+        self._push_fault("speech", {"status": status, "body": None, "retry": 30}, times)
+
+    def speech_requests(self) -> list[dict]:
+        """The recorded text-to-speech requests (generationConfig.responseModalities holds "AUDIO")."""
+        return [r for r in self.requests if _wants_audio(r.get("body"))]
 
     def hold(self):
         """Keep every request waiting (already recorded) until release(): 'Gemini is still answering'."""
@@ -793,7 +871,7 @@ class FakeGemini(_FakeHTTPServer):
         while not self._gate.wait(0.05):  # hold(): wait, but never outlive stop()
             if self._closing.is_set():
                 break
-        fault = self._pop_fault(None)
+        fault = self._pop_fault("speech" if _wants_audio(record["body"]) else None)
         if fault and "delay" in fault:
             self._sleep(fault["delay"])
             fault = None
@@ -829,7 +907,33 @@ class FakeGemini(_FakeHTTPServer):
             if not content.get("parts"):
                 return _google_error(400, f"* GenerateContentRequest.contents[{n}].parts: "
                                           "contents.parts must not be empty.\n")
+        if _wants_audio(body):
+            return self._speech(record)
         return 200, self._success(record, fault)
+
+    def _speech(self, record: dict) -> tuple[int, dict]:
+        """A TTS model's answer: one inlineData part, raw 16-bit little-endian PCM at 24 kHz, base64 (standard
+        alphabet), mimeType audio/L16;codec=pcm;rate=24000. A model without "tts" in its name refuses AUDIO."""
+        config = record["body"].get("generationConfig") or {}
+        if "tts" not in record["model"]:
+            return _google_error(400, "The requested combination of response modalities (AUDIO) is not supported "
+                                      "by the model. models/" + record["model"] + " accepts the following combination "
+                                      "of response modalities:\n* TEXT\n")
+        name = tts_voice_name(record["body"])
+        if name and name not in _TTS_VOICES:
+            return _google_error(400, f"Voice name {name} is not supported. Please use a voice from the supported list.")
+        text_tokens = sum(len(p.get("text", "").split()) for c in record["body"]["contents"] for p in c["parts"]) or 1
+        audio_tokens = max(1, len(self.speech) // 1920)  # 25 tokens per second of 24 kHz 16-bit audio
+        return 200, {
+            "candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "audio/L16;codec=pcm;rate=24000",
+                                                                  "data": base64.b64encode(self.speech).decode()}}],
+                                        "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": text_tokens, "candidatesTokenCount": audio_tokens,
+                              "totalTokenCount": text_tokens + audio_tokens,
+                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": text_tokens}],
+                              "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens}]},
+            "modelVersion": record["model"], "responseId": secrets.token_urlsafe(16),
+        }
 
     def _success(self, record: dict, fault: dict | None) -> dict:
         prompt_tokens = sum(len(t.split()) for c in record["body"]["contents"]
