@@ -18,6 +18,8 @@ PT_HANDOFF = "Certo! Vou chamar uma pessoa da nossa equipe para falar com você.
 PT_OPTOUT = ("Tudo bem! Não vou mais responder automaticamente nesta conversa. "
              "Suas mensagens continuam chegando para a nossa equipe.")
 PT_MEDIA_TOO_LARGE = "Recebi seu arquivo, mas ele é grande demais para eu ver. Pode me contar por texto o que precisa?"
+PT_FOLLOWUP_PROMPT = ("(O cliente não respondeu à sua última mensagem. Escreva uma única mensagem curta e gentil "
+                      "retomando a conversa a partir do que foi falado, sem repetir o que você já disse e sem pressionar.)")
 PT_MEDIA_FAILED = "Não consegui abrir o arquivo que você enviou. Pode me contar por texto o que precisa?"
 
 
@@ -154,6 +156,11 @@ class Settings:
     voice_name: str = "Kore"  # one of the TTS models' prebuilt voices
     voice_max_chars: int = 600  # longer answers go out as text
     voice_model: str = "gemini-3.8-flash-lite-tts"
+    followup_after_minutes: float = 0.0  # a nudge this long after the bot's reply when the customer is silent; 0: off
+    followup_max: int = 1  # follow-ups per silence
+    followup_prompt: str = PT_FOLLOWUP_PROMPT  # what Gemini is told when it writes the nudge
+    followup_message: str = ""  # a fixed nudge instead of Gemini's
+    followup_template: str = ""  # Cloud API, outside the 24 h window: an approved template, "name:language"
 
     @property
     def history_ttl_seconds(self) -> int:
@@ -312,6 +319,18 @@ def _validate_beyond(settings):
     if settings.voice_replies != "off" and not (settings.voice_name.strip() and settings.voice_model.strip()):
         raise SettingsError("VOICE_NAME e VOICE_MODEL não podem ficar vazios com VOICE_REPLIES ligado, por exemplo "
                             "VOICE_NAME=Kore e VOICE_MODEL=gemini-3.8-flash-lite-tts")
+    if settings.followup_after_minutes < 0:
+        raise SettingsError(f"FOLLOWUP_AFTER_MINUTES precisa ser 0 (desligado) ou mais, por exemplo "
+                            f"FOLLOWUP_AFTER_MINUTES=60; recebido {settings.followup_after_minutes!r}")
+    if settings.followup_max < 1:
+        raise SettingsError(f"FOLLOWUP_MAX precisa ser 1 ou mais, por exemplo FOLLOWUP_MAX=1; recebido {settings.followup_max!r}")
+    if settings.followup_after_minutes and not (settings.followup_message.strip() or settings.followup_prompt.strip()):
+        raise SettingsError("FOLLOWUP_MESSAGE ou FOLLOWUP_PROMPT precisa de um texto quando FOLLOWUP_AFTER_MINUTES está "
+                            "ligado, por exemplo FOLLOWUP_MESSAGE=Ainda posso te ajudar com alguma coisa?")
+    if settings.followup_template and not re.fullmatch(r"[a-z0-9_]+:[A-Za-z]{2,3}(_[A-Za-z]{2,4})?",
+                                                       settings.followup_template.strip()):
+        raise SettingsError(f"FOLLOWUP_TEMPLATE precisa ser nome:idioma de um modelo aprovado, por exemplo "
+                            f"FOLLOWUP_TEMPLATE=retomar_conversa:pt_BR; recebido {settings.followup_template!r}")
     if settings.events_retry_hours <= 0:
         raise SettingsError(f"EVENTS_RETRY_HOURS precisa ser maior que zero (em horas), por exemplo EVENTS_RETRY_HOURS=24; "
                             f"recebido {settings.events_retry_hours!r}")

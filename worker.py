@@ -32,6 +32,7 @@ import chats
 import dispatch
 import doctor
 import events
+import followup
 import hours
 import instances
 import memory
@@ -89,6 +90,8 @@ def process_chat(ctx, cid, ticket=None):
     """
     settings = ctx.settings
     state, token, stored, entries, tries = buffer.claim(ctx.redis, cid, settings.job_lease_seconds, ticket)
+    if state == "idle" and settings.followup_after_minutes > 0:  # nothing to answer: maybe a follow-up is due
+        state = followup.run(ctx, cid)
     if state != "ready":
         log.debug("chat %s: %s, nothing to do", cid, state)
         return
@@ -394,6 +397,7 @@ def deliver(ctx, cid, token, reply):
         return _lost(cid)
     if said:
         events.record(ctx.redis, settings, "reply.sent", cid, instance, channel, number, said)
+    followup.after_reply(ctx.redis, cid, reply, outcome, settings)
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")

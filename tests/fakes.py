@@ -1006,6 +1006,8 @@ class FakeGraph(_FakeHTTPServer):
         self._media: dict[str, tuple[str, bytes]] = {}
         self.sent: list[dict] = []  # accepted text messages: {phone_number_id, to, body, id}
         self.reads: list[dict] = []  # accepted read receipts: {phone_number_id, message_id, typing}
+        self.approved: set[tuple[str, str]] = set()  # (template name, language code) Meta approved
+        self.templates: list[dict] = []  # accepted template messages: {phone_number_id, to, name, language, id}
 
     def add_media(self, media_id: str, mimetype: str, data: bytes):
         with self._lock:
@@ -1073,6 +1075,8 @@ class FakeGraph(_FakeHTTPServer):
                 self.reads.append({"phone_number_id": phone_number_id, "message_id": body["message_id"],
                                    "typing": (body.get("typing_indicator") or {}).get("type")})
             return 200, {"success": True}
+        if body.get("type") == "template":
+            return self._template(phone_number_id, body)
         to, text = body.get("to"), (body.get("text") or {}).get("body") if isinstance(body.get("text"), dict) else None
         if body.get("type") != "text" or not isinstance(to, str) or not to:
             return _graph_error(400, 100, "(#100) The parameter to is required.")
@@ -1083,6 +1087,25 @@ class FakeGraph(_FakeHTTPServer):
             self.sent.append({"phone_number_id": phone_number_id, "to": to, "body": text, "id": wamid})
         return 200, {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
                      "messages": [{"id": wamid}]}
+
+    def _template(self, phone_number_id, body):
+        """A template message: `template.name` must be one of `approved` in `template.language.code` (else 404, code 132001)."""
+        template = body.get("template") if isinstance(body.get("template"), dict) else {}
+        to, name = body.get("to"), template.get("name")
+        language = (template.get("language") or {}).get("code") if isinstance(template.get("language"), dict) else None
+        if not isinstance(to, str) or not to:
+            return _graph_error(400, 100, "(#100) The parameter to is required.")
+        if not name or not language:
+            return _graph_error(400, 100, "(#100) The parameter template['name'] is required.")
+        if (name, language) not in self.approved:
+            return _graph_error(404, 132001, f"(#132001) Template name does not exist in the translation",
+                                "OAuthException")
+        wamid = "wamid.HBgN" + base64.b64encode(secrets.token_bytes(24)).decode()
+        with self._lock:
+            self.templates.append({"phone_number_id": phone_number_id, "to": to, "name": name, "language": language,
+                                   "id": wamid})
+        return 200, {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+                     "messages": [{"id": wamid, "message_status": "accepted"}]}
 
     def _route_media(self, segments, record):
         with self._lock:
