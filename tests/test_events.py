@@ -53,6 +53,24 @@ def test_events_arrive_signed_with_a_keyed_chat_id_and_no_number(start_stack, re
     assert received["message.received"]["at"] <= received["reply.sent"]["at"]
 
 
+def test_handoff_person_and_optout_events(start_stack, receiver, gemini, evolution):
+    stack = events_stack(start_stack, receiver)
+    stack.post(text_message("quero falar com um atendente", "EVTH1"))
+    receiver.wait_for(lambda: any(e["event"] == "handoff.requested" for e in receiver.events), timeout=20)
+    stack.post(text_message("Oi, aqui é a Carla!", "EVTH2", from_me=True))
+    receiver.wait_for(lambda: any(e["event"] == "person.replied" for e in receiver.events), timeout=20)
+    other = "5511988887777"
+    stack.post(text_message("parar", "EVTH3", number=other))
+    receiver.wait_for(lambda: any(e["event"] == "optout" for e in receiver.events), timeout=20)
+    by_name = {e["event"]: e for e in receiver.events}
+    assert by_name["handoff.requested"]["text"] == "quero falar com um atendente"
+    assert by_name["handoff.requested"]["reason"] == "o cliente pediu uma pessoa"
+    assert by_name["person.replied"]["text"] == "Oi, aqui é a Carla!"
+    assert by_name["person.replied"]["chat"] == by_name["handoff.requested"]["chat"]
+    assert by_name["optout"]["text"] == "parar" and by_name["optout"]["chat"] != by_name["person.replied"]["chat"]
+    assert gemini.requests == []  # all three without Gemini
+
+
 def test_a_wrong_secret_is_refused_by_the_receiver(start_stack, receiver, gemini, evolution):
     """The receiver's check can fail: signed with another secret, nothing is accepted and the event is retried."""
     stack = start_stack(events_url=receiver.url, events_secret="another-secret-0123456789abcdef")
