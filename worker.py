@@ -476,13 +476,16 @@ def run_worker(ctx):
     wait_for_redis(ctx.redis)
     dispatcher = dispatch.Dispatcher(ctx.redis, ctx.queue, settings)
     dispatcher.start()
-    if settings.events_url:  # outgoing events: their own small pump (events.py), beside the dispatcher
-        events.Pump(ctx.redis, ctx.queue).start()
+    pump = events.Pump(ctx.redis, ctx.queue) if settings.events_url else None  # outgoing events (events.py)
+    if pump:
+        pump.start()
     worker = SimpleWorker([ctx.queue], connection=ctx.redis, worker_ttl=settings.sweep_seconds + 15)
     try:
         worker.work(logging_level=settings.log_level.upper())
     finally:
         dispatcher.stopped.set()
+        if pump:
+            pump.stopped.set()
 
 
 def main(argv):
