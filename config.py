@@ -299,41 +299,44 @@ def _validate(settings, require):
     _validate_beyond(settings)
 
 
+def refuse(name, problem, example):
+    """The SettingsError for `name`: "NAME: problem. Exemplo: NAME=example" (one line, pt-BR)."""
+    return SettingsError(f"{name}: {problem}. Exemplo: {name}={example}")
+
+
 def _validate_beyond(settings):
     """Events, voice replies and the follow-up (issue 24): one Portuguese line naming the setting and a right value."""
-    if settings.events_url:
-        if not re.match(r"^https?://", settings.events_url):
-            raise SettingsError(f"EVENTS_URL precisa começar com https:// (ou http://), por exemplo "
-                                f"EVENTS_URL=https://n8n.exemplo.com.br/webhook/whatsapp; recebido {settings.events_url!r}")
-        if not settings.events_secret:
-            raise SettingsError("EVENTS_SECRET é obrigatório quando EVENTS_URL está definido: use um texto aleatório "
-                                "longo, por exemplo EVENTS_SECRET=$(openssl rand -hex 24)")
     import voice
 
+    if settings.events_url and not re.match(r"^https?://", settings.events_url):
+        raise refuse("EVENTS_URL", f"precisa começar com https:// (ou http://), recebido {settings.events_url!r}",
+                     "https://n8n.exemplo.com.br/webhook/whatsapp")
+    if settings.events_url and not settings.events_secret:
+        raise refuse("EVENTS_SECRET", "é obrigatório com EVENTS_URL: um texto aleatório longo, que o receptor usa para "
+                     "conferir a assinatura", "$(openssl rand -hex 24)")
+    if settings.events_retry_hours <= 0:
+        raise refuse("EVENTS_RETRY_HOURS", f"precisa ser maior que zero (em horas), recebido {settings.events_retry_hours!r}",
+                     "24")
     if settings.voice_replies not in voice.MODES:
-        raise SettingsError(f"VOICE_REPLIES precisa ser {', '.join(voice.MODES)}, por exemplo "
-                            f"VOICE_REPLIES=when_customer_sends_audio; recebido {settings.voice_replies!r}")
+        raise refuse("VOICE_REPLIES", f"precisa ser {', '.join(voice.MODES)}, recebido {settings.voice_replies!r}",
+                     "when_customer_sends_audio")
     if settings.voice_max_chars <= 0:
-        raise SettingsError(f"VOICE_MAX_CHARS precisa ser maior que zero, por exemplo VOICE_MAX_CHARS=600; "
-                            f"recebido {settings.voice_max_chars!r}")
-    if settings.voice_replies != "off" and not (settings.voice_name.strip() and settings.voice_model.strip()):
-        raise SettingsError("VOICE_NAME e VOICE_MODEL não podem ficar vazios com VOICE_REPLIES ligado, por exemplo "
-                            "VOICE_NAME=Kore e VOICE_MODEL=gemini-3.8-flash-lite-tts")
+        raise refuse("VOICE_MAX_CHARS", f"precisa ser maior que zero, recebido {settings.voice_max_chars!r}", "600")
+    for name, example in (("VOICE_NAME", "Kore"), ("VOICE_MODEL", "gemini-3.8-flash-lite-tts")):
+        if settings.voice_replies != "off" and not getattr(settings, name.lower()).strip():
+            raise refuse(name, "não pode ficar vazio com VOICE_REPLIES ligado", example)
     if settings.followup_after_minutes < 0:
-        raise SettingsError(f"FOLLOWUP_AFTER_MINUTES precisa ser 0 (desligado) ou mais, por exemplo "
-                            f"FOLLOWUP_AFTER_MINUTES=60; recebido {settings.followup_after_minutes!r}")
+        raise refuse("FOLLOWUP_AFTER_MINUTES", f"precisa ser 0 (desligado) ou mais, recebido "
+                     f"{settings.followup_after_minutes!r}", "60")
     if settings.followup_max < 1:
-        raise SettingsError(f"FOLLOWUP_MAX precisa ser 1 ou mais, por exemplo FOLLOWUP_MAX=1; recebido {settings.followup_max!r}")
+        raise refuse("FOLLOWUP_MAX", f"precisa ser 1 ou mais, recebido {settings.followup_max!r}", "1")
     if settings.followup_after_minutes and not (settings.followup_message.strip() or settings.followup_prompt.strip()):
-        raise SettingsError("FOLLOWUP_MESSAGE ou FOLLOWUP_PROMPT precisa de um texto quando FOLLOWUP_AFTER_MINUTES está "
-                            "ligado, por exemplo FOLLOWUP_MESSAGE=Ainda posso te ajudar com alguma coisa?")
+        raise refuse("FOLLOWUP_MESSAGE", "precisa de um texto (ou FOLLOWUP_PROMPT) com FOLLOWUP_AFTER_MINUTES ligado",
+                     "Ainda posso te ajudar com alguma coisa?")
     if settings.followup_template and not re.fullmatch(r"[a-z0-9_]+:[A-Za-z]{2,3}(_[A-Za-z]{2,4})?",
                                                        settings.followup_template.strip()):
-        raise SettingsError(f"FOLLOWUP_TEMPLATE precisa ser nome:idioma de um modelo aprovado, por exemplo "
-                            f"FOLLOWUP_TEMPLATE=retomar_conversa:pt_BR; recebido {settings.followup_template!r}")
-    if settings.events_retry_hours <= 0:
-        raise SettingsError(f"EVENTS_RETRY_HOURS precisa ser maior que zero (em horas), por exemplo EVENTS_RETRY_HOURS=24; "
-                            f"recebido {settings.events_retry_hours!r}")
+        raise refuse("FOLLOWUP_TEMPLATE", f"precisa ser nome:idioma de um modelo aprovado pela Meta, recebido "
+                     f"{settings.followup_template!r}", "retomar_conversa:pt_BR")
 
 
 EVOLUTION_SETTINGS = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY")

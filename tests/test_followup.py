@@ -131,10 +131,10 @@ def test_next_opening():
 
 
 @pytest.mark.parametrize("env, named", [
-    ({"FOLLOWUP_AFTER_MINUTES": "-1"}, "FOLLOWUP_AFTER_MINUTES precisa ser 0"),
-    ({"FOLLOWUP_MAX": "0"}, "FOLLOWUP_MAX precisa ser 1 ou mais"),
-    ({"FOLLOWUP_AFTER_MINUTES": "30", "FOLLOWUP_PROMPT": " "}, "FOLLOWUP_MESSAGE ou FOLLOWUP_PROMPT"),
-    ({"FOLLOWUP_TEMPLATE": "retomar conversa"}, "FOLLOWUP_TEMPLATE precisa ser nome:idioma"),
+    ({"FOLLOWUP_AFTER_MINUTES": "-1"}, "FOLLOWUP_AFTER_MINUTES: precisa ser 0.*Exemplo: FOLLOWUP_AFTER_MINUTES=60"),
+    ({"FOLLOWUP_MAX": "0"}, "FOLLOWUP_MAX: precisa ser 1 ou mais.*Exemplo: FOLLOWUP_MAX=1"),
+    ({"FOLLOWUP_AFTER_MINUTES": "30", "FOLLOWUP_PROMPT": " "}, "FOLLOWUP_MESSAGE: precisa de um texto.*Exemplo: FOLLOWUP_MESSAGE="),
+    ({"FOLLOWUP_TEMPLATE": "retomar conversa"}, "FOLLOWUP_TEMPLATE: precisa ser nome:idioma.*Exemplo: FOLLOWUP_TEMPLATE=retomar_conversa:pt_BR"),
 ])
 def test_wrong_follow_up_settings_stop_start_up_in_portuguese(bot_env, env, named):
     with pytest.raises(config.SettingsError, match=named):
