@@ -13,6 +13,7 @@ import hours
 import memory
 from conftest import CUSTOMER, GRAPH_TOKEN, INSTANCE, PHONE_NUMBER_ID, load_payload, text_message, wait_until
 from test_channels_stack import APP_SECRET, VERIFY, cloud_body, post_cloud
+from test_events import PASSWORD, panel_session
 
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
 NUDGE = "Ainda posso te ajudar com alguma coisa?"
@@ -31,7 +32,7 @@ def gemini_answers(gemini):
 
 
 def test_a_follow_up_goes_out_once_after_silence(start_stack, gemini_answers, evolution):
-    stack = start_stack(followup_after_minutes="0.05", followup_message=NUDGE)  # 3 s
+    stack = start_stack(followup_after_minutes="0.05", followup_message=NUDGE, panel_password=PASSWORD)  # 3 s
     stack.post(text_message("Tem o tênis 42?", "FU1"))
     wait_until(lambda: texts(evolution) == [ANSWER], timeout=20, message="the answer")
     answered = time.time()
@@ -44,6 +45,9 @@ def test_a_follow_up_goes_out_once_after_silence(start_stack, gemini_answers, ev
     assert [(m["from"], m["kind"], m["text"]) for m in thread[-1:]] == [("bot", "followup", NUDGE)]
     assert memory.load_history(redis, CID)[-1] == {"role": "model", "text": NUDGE}
     assert redis.zscore(buffer.DUE, CID) is None and not redis.exists(f"wa:followup:{CID}")
+    http, _ = panel_session(stack)
+    page = http.get(f"{stack.url}/panel/chats/{CID}", timeout=10).text
+    assert "[lembrete]" in page and NUDGE in page
 
 
 def test_gemini_writes_the_follow_up_from_the_conversation(start_stack, gemini, evolution):
