@@ -100,4 +100,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
     except SettingsError as error:  # e.g. no GEMINI_API_KEY: one line, not a traceback
-        sys.exit(f"error: {error}")
+        sys.exit(f"erro de configuração: {error}")

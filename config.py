@@ -22,7 +22,16 @@ PT_MEDIA_FAILED = "Não consegui abrir o arquivo que você enviou. Pode me conta
 
 
 class SettingsError(Exception):
-    """A required setting is missing or a setting cannot be parsed; the message names it."""
+    """A required setting is missing or a setting cannot be parsed.
+
+    The message is one pt-BR line for the shop owner: the setting's name first, what is wrong, and
+    an example of a right value (`refuse` builds it).
+    """
+
+
+def refuse(name, problem, example):
+    """The SettingsError for `name`: "NAME: problem. Exemplo: NAME=example" (one line, pt-BR)."""
+    return SettingsError(f"{name}: {problem}. Exemplo: {name}={example}")
 
 
 @dataclass(frozen=True)
@@ -174,7 +183,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _parse(name, text, kind):
+def _parse(name, text, kind, default=None):
     """Turn one environment string into the field's type, or raise SettingsError naming the variable."""
     text = text.strip()
     try:
@@ -191,7 +200,10 @@ def _parse(name, text, kind):
         if kind is tuple:
             return tuple(item.strip().lower() for item in text.split(",") if item.strip())
     except ValueError:
-        raise SettingsError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+        if kind is bool:
+            raise refuse(name, f"use true ou false, veio {text!r}", "true" if default else "false") from None
+        what = "um número inteiro" if kind is int else "um número (decimais com ponto: 2.5)"
+        raise refuse(name, f"precisa ser {what}, veio {text!r}", _number(default)) from None
     return text
 
 
@@ -199,7 +211,8 @@ def _split_send_text_url(url):
     """Read a full sendText URL (the original README's EVOLUTION_API) into (base URL, instance)."""
     match = re.match(r"^(.*?)/message/sendText/([^/?#]+)", url.strip())
     if not match:
-        raise SettingsError(f"EVOLUTION_API must look like http://host:8080/message/sendText/<instance>, got {url!r}")
+        raise refuse("EVOLUTION_API", f"precisa ser o endereço completo do sendText, veio {url!r}",
+                     "http://evolution:8080/message/sendText/loja")
     return match.group(1), unquote(match.group(2))
 
 
@@ -221,9 +234,10 @@ def load_settings(environ=None, require=("REDIS_URL",)):
         if raw is None and name in FALLBACK_NAMES:
             raw = environ.get(FALLBACK_NAMES[name])
         if name in SECRETS and raw and not raw.strip():
-            raise SettingsError(f"{name} is only spaces: set a real secret (python3 config.py --init-env) or leave it empty")
+            raise refuse(name, "só tem espaços; rode python3 config.py --init-env, que põe uma senha longa",
+                         SECRET_EXAMPLE)
         if raw is not None and (raw.strip() or field.type is str):
-            values[field.name] = _parse(name, raw, field.type)
+            values[field.name] = _parse(name, raw, field.type, field.default)
     for name in ("redis_down", "bot_active"):
         if name in values:
             values[name] = values[name].strip().lower()
@@ -253,36 +267,73 @@ def _validate(settings, require):
                 getattr(settings, other.lower()) for other in EVOLUTION_SETTINGS):
             continue  # a stack that serves only the Cloud API or Twilio needs no Evolution
         if not str(getattr(settings, name.lower())).strip():
-            hint = " (or ALLOW_UNAUTHENTICATED_WEBHOOK=true for a local demo)" if name == "WEBHOOK_TOKEN" else ""
-            raise SettingsError(f"{name} is required but not set (see .env.example){hint}")
+            problem = "falta no .env"
+            if name == "WEBHOOK_TOKEN":
+                problem += " (ALLOW_UNAUTHENTICATED_WEBHOOK=true liga sem ele, só para teste no seu computador)"
+            raise refuse(name, problem, REQUIRED_EXAMPLES.get(name, SECRET_EXAMPLE))
     _check_secrets(settings)
     if settings.evolution_api_url and not re.match(r"^https?://", settings.evolution_api_url):
-        raise SettingsError(f"EVOLUTION_API_URL must start with http:// or https://, got {settings.evolution_api_url!r}")
+        raise refuse("EVOLUTION_API_URL", f"precisa começar com http:// ou https://, veio {settings.evolution_api_url!r}",
+                     "http://evolution:8080")
     if settings.redis_down not in ("direct", "retry"):
-        raise SettingsError(f"REDIS_DOWN must be 'direct' or 'retry', got {settings.redis_down!r}")
+        raise refuse("REDIS_DOWN", f"use direct ou retry, veio {settings.redis_down!r}", "direct")
     if settings.log_level.upper() not in logging.getLevelNamesMapping():
-        raise SettingsError(f"LOG_LEVEL must be a logging level such as INFO, got {settings.log_level!r}")
+        raise refuse("LOG_LEVEL", f"use DEBUG, INFO, WARNING ou ERROR, veio {settings.log_level!r}", "INFO")
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_max_chars", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
                 "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
                 "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries")
     for name in positive:
-        if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
-            raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")
+        value = getattr(settings, name)
+        if value < 0 or (name != "debounce_seconds" and value == 0):
+            least = "0 ou mais" if name == "debounce_seconds" else "maior que zero"
+            raise refuse(name.upper(), f"precisa ser {least}, veio {_number(value)}", _number(_default(name)))
     if settings.max_typing_ms / 1000 + 5 > settings.evolution_timeout_seconds:
-        raise SettingsError("EVOLUTION_TIMEOUT_SECONDS must exceed MAX_TYPING_MS by 5 s: Evolution holds sendText while typing")
+        raise refuse("EVOLUTION_TIMEOUT_SECONDS", f"precisa passar MAX_TYPING_MS ({settings.max_typing_ms} ms) em 5 "
+                     "segundos, porque o Evolution segura o envio enquanto mostra digitando",
+                     _number(settings.max_typing_ms / 1000 + 10))
     # Each slow step (Gemini, a download, a part's typing and send) renews the lease first, so the lease must outlast the longest.
-    if settings.gemini_timeout_seconds + settings.evolution_timeout_seconds >= settings.job_lease_seconds:
-        raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
+    slowest = settings.gemini_timeout_seconds + settings.evolution_timeout_seconds
+    if slowest >= settings.job_lease_seconds:
+        raise refuse("JOB_LEASE_SECONDS", f"precisa ser maior que GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS "
+                     f"({_number(slowest)} segundos)", _number(max(_default("job_lease_seconds"), slowest + 30)))
     if settings.max_regenerations < 0:
-        raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
+        raise refuse("MAX_REGENERATIONS", f"precisa ser 0 ou mais, veio {settings.max_regenerations}", "1")
     _validate_owner_week(settings)
 
 
+def _default(name):
+    """A field's default, for the example of a right value."""
+    return Settings.__dataclass_fields__[name].default
+
+
+def _number(value):
+    """120.0 → "120", 2.5 → "2.5": how the owner would write it in .env."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# Examples of right values in the refusals (pt-BR, one line each).
+SECRET_EXAMPLE = "9f2c4e7a1b8d3f60c5e2a7b9d4f1c8e3 (o python3 config.py --init-env cria)"
+REQUIRED_EXAMPLES = {
+    "REDIS_URL": "redis://localhost:6379/0",
+    "EVOLUTION_API_URL": "http://evolution:8080",
+    "GEMINI_API_KEY": "AIzaSy... (crie a chave em https://aistudio.google.com/apikey)",
+}
+
 EVOLUTION_SETTINGS = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY")
 CHANNEL_SETTINGS = {
-    "the WhatsApp Cloud API": ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"),
-    "Twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_URL"),
+    "a API oficial da Meta (Cloud API)": ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"),
+    "a Twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_URL"),
+}
+CHANNEL_EXAMPLES = {
+    "WHATSAPP_TOKEN": "EAAG... (token permanente de um usuário do sistema, na Meta)",
+    "WHATSAPP_APP_SECRET": "1a2b3c4d5e6f... (a chave secreta do app, na Meta: Configurações do app, Básico)",
+    "WHATSAPP_VERIFY_TOKEN": "um-texto-longo-que-voce-escolhe",
+    "TWILIO_ACCOUNT_SID": "AC... (Twilio: Account info)",
+    "TWILIO_AUTH_TOKEN": "9f8e7d6c5b4a... (o Auth Token, na Twilio: Account info)",
+    "TWILIO_WEBHOOK_URL": "https://bot.minhaloja.com.br/webhook/twilio",
+    "WHATSAPP_GRAPH_URL": "https://graph.facebook.com",
+    "TWILIO_API_URL": "https://api.twilio.com",
 }
 
 
@@ -293,28 +344,31 @@ def _validate_channels(settings):
     for channel, names in CHANNEL_SETTINGS.items():
         missing = [name for name in names if not getattr(settings, name.lower()).strip()]
         if missing and len(missing) < len(names):
-            raise SettingsError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for {channel} "
-                                f"({', '.join(name for name in names if name not in missing)} set; see .env.example)")
+            given = ", ".join(name for name in names if name not in missing)
+            raise SettingsError(f"{', '.join(missing)}: {'falta' if len(missing) == 1 else 'faltam'} para usar {channel} "
+                                f"({given} já no .env). Exemplo: {missing[0]}={CHANNEL_EXAMPLES[missing[0]]}")
         on = on or not missing
     for name in ("WHATSAPP_GRAPH_URL", "TWILIO_API_URL", "TWILIO_WEBHOOK_URL"):
         value = getattr(settings, name.lower())
         if value and not re.match(r"^https?://", value):
-            raise SettingsError(f"{name} must start with https:// (or http://), got {value!r}")
+            raise refuse(name, f"precisa começar com https:// (ou http://), veio {value!r}", CHANNEL_EXAMPLES[name])
     if not re.fullmatch(r"v\d+\.\d+", settings.whatsapp_api_version.strip()):
-        raise SettingsError(f"WHATSAPP_API_VERSION must look like v23.0, got {settings.whatsapp_api_version!r}")
+        raise refuse("WHATSAPP_API_VERSION", f"precisa ser como v23.0, veio {settings.whatsapp_api_version!r}", "v23.0")
     return on
 
 
 def _check_secrets(settings):
     """Refuse placeholder secrets and short ones the shop chose; empty ones are left to `require`."""
     checks = [(name, getattr(settings, name.lower()), name in CHOSEN_SECRETS) for name in SECRETS]
-    checks.append(("REDIS_URL's password (REDIS_PASSWORD in .env)", redis_password(settings.redis_url), True))
+    checks.append(("REDIS_PASSWORD", redis_password(settings.redis_url), True))
     for name, value, chosen in checks:
+        where = " (a senha dentro de REDIS_URL)" if name == "REDIS_PASSWORD" else ""
         if value and value.lower().startswith("change-me"):
-            raise SettingsError(f"{name} is still the placeholder from .env.example: run python3 config.py --init-env")
+            raise SettingsError(f"{name}{where}: ainda é o valor de exemplo do .env.example; rode python3 config.py "
+                                f"--init-env, que põe uma senha longa. Exemplo: {name}={SECRET_EXAMPLE}")
         if value and chosen and len(value) < MIN_SECRET_CHARS:
-            raise SettingsError(f"{name} is shorter than {MIN_SECRET_CHARS} characters: use a long random one "
-                                "(python3 config.py --init-env)")
+            raise SettingsError(f"{name}{where}: curta demais (menos de {MIN_SECRET_CHARS} letras e números); rode "
+                                f"python3 config.py --init-env, que põe uma longa. Exemplo: {name}={SECRET_EXAMPLE}")
 
 
 def redis_password(url):
@@ -331,20 +385,25 @@ def _validate_owner_week(settings):
     try:
         hours.parse_business_hours(settings.business_hours)
     except ValueError as error:
-        raise SettingsError(f"BUSINESS_HOURS: {error}") from None
+        raise refuse("BUSINESS_HOURS", str(error), HOURS_EXAMPLE) from None
     try:
         hours.timezone(settings.business_timezone)
     except ValueError as error:
-        raise SettingsError(f"BUSINESS_TIMEZONE: {error}") from None
+        raise refuse("BUSINESS_TIMEZONE", str(error), "America/Sao_Paulo") from None
     if settings.bot_active not in hours.BOT_ACTIVE_CHOICES:
-        raise SettingsError(f"BOT_ACTIVE must be one of {', '.join(hours.BOT_ACTIVE_CHOICES)}, got {settings.bot_active!r}")
+        raise refuse("BOT_ACTIVE", f"use {', '.join(hours.BOT_ACTIVE_CHOICES[:-1])} ou {hours.BOT_ACTIVE_CHOICES[-1]}, "
+                     f"veio {settings.bot_active!r}", "outside_business_hours")
     if settings.bot_active != "always" and not settings.business_hours.strip():
-        raise SettingsError(f"BUSINESS_HOURS is required when BOT_ACTIVE={settings.bot_active}")
+        raise refuse("BUSINESS_HOURS", f"precisa ser preenchido quando BOT_ACTIVE={settings.bot_active}", HOURS_EXAMPLE)
     if settings.gemini_max_output_tokens <= 0:
-        raise SettingsError(f"GEMINI_MAX_OUTPUT_TOKENS must be positive, got {settings.gemini_max_output_tokens!r}")
+        raise refuse("GEMINI_MAX_OUTPUT_TOKENS", f"precisa ser maior que zero, veio {settings.gemini_max_output_tokens}",
+                     "1024")
     if settings.gemini_thinking_budget < -1:
-        raise SettingsError(f"GEMINI_THINKING_BUDGET must be -1 (model default), 0 (off) or a number of tokens, "
-                            f"got {settings.gemini_thinking_budget!r}")
+        raise refuse("GEMINI_THINKING_BUDGET", "use -1 (o padrão do modelo), 0 (sem pensar) ou um número de tokens, "
+                     f"veio {settings.gemini_thinking_budget}", "0")
+
+
+HOURS_EXAMPLE = "seg-sex 08:00-18:00, sab 08:00-12:00"
 
 
 def setup_logging(settings):

@@ -295,7 +295,7 @@ def __getattr__(name):
         try:
             app = create_app()
         except SettingsError as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
+            print(f"erro de configuração: {error}", file=sys.stderr, flush=True)
             sys.exit(3)  # gunicorn's WORKER_BOOT_ERROR: the arbiter stops instead of restarting workers forever
         globals()["app"] = app
         gc.freeze()  # the modules' ~100,000 objects (google-genai, Flask) leave the collector's scans: measured in bench/

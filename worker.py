@@ -505,4 +505,4 @@ if __name__ == "__main__":
     try:
         sys.exit(worker.main(sys.argv[1:]))
     except SettingsError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"erro de configuração: {error}")
