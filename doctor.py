@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATE_MARKER = "[PREENCHA"  # every blank of the shipped prompts/system.md starts with it
 OK, FAIL, UNKNOWN = "✓", "✗", "?"
+CONNECT_PAGE = "Conectar WhatsApp (http://localhost:8000/panel/connect)"  # the panel's page that links a number
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,8 @@ def check_redis(settings):
 def check_gemini_key(settings):
     if settings.gemini_api_key.strip():
         return Check(OK, "Gemini", "chave configurada (o teste completo: python worker.py check)")
-    return Check(FAIL, "Gemini", "GEMINI_API_KEY está vazia. Crie uma chave em https://aistudio.google.com/apikey e coloque no .env")
+    return Check(FAIL, "Gemini", "GEMINI_API_KEY está vazia. Crie uma chave em https://aistudio.google.com/apikey e "
+                 "coloque no .env (GEMINI_API_KEY=AIzaSy…); depois: docker compose up -d")
 
 
 def check_gemini(settings):
@@ -139,10 +141,10 @@ def check_evolution(settings, session, timeout):
     names = [row.get("name") for row in body if isinstance(row, dict) and isinstance(row.get("name"), str)]
     if settings.evolution_instance and settings.evolution_instance not in names:
         return Check(FAIL, "Evolution", f"a instância {settings.evolution_instance!r} (EVOLUTION_INSTANCE) não existe. "
-                     f"Crie no gerenciador do Evolution (existem: {', '.join(names) or 'nenhuma'})"), names
+                     f"Crie no painel, em {CONNECT_PAGE} (existem: {', '.join(names) or 'nenhuma'})"), names
     if not names:
-        return Check(FAIL, "Evolution", "nenhuma instância criada. Abra o gerenciador (http://localhost:8080/manager), "
-                     "crie uma e leia o QR code"), []
+        return Check(FAIL, "Evolution", f"nenhuma instância criada. Abra o painel em {CONNECT_PAGE}, crie uma "
+                     "e leia o QR code"), []
     return Check(OK, "Evolution", f"respondendo, com a chave certa; instâncias: {', '.join(names)}"), names
 
 
@@ -156,10 +158,10 @@ def check_connection(settings, session, timeout, name):
     if status is None or status != 200:
         return Check(FAIL, label, f"não consegui ver o estado ({status or body})")
     if state == "connecting":
-        return Check(FAIL, label, "conectando ainda. Se não passar disso, leia o QR code de novo no gerenciador; se "
-                     "o QR code não aparece ou falha, veja CONFIG_SESSION_PHONE_VERSION no guia README.pt-BR.md")
-    return Check(FAIL, label, f"desconectado (estado {state or 'desconhecido'}). Abra o gerenciador, conecte a "
-                 "instância e leia o QR code em WhatsApp → Aparelhos conectados")
+        return Check(FAIL, label, f"conectando ainda. Se não passar disso, leia o QR code de novo no painel, em "
+                     f"{CONNECT_PAGE}; se o QR code não aparece, veja \"O QR code não aparece\" no README.pt-BR.md")
+    return Check(FAIL, label, f"desconectado (estado {state or 'desconhecido'}). Abra o painel em {CONNECT_PAGE} "
+                 "e leia o QR code em WhatsApp → Aparelhos conectados")
 
 
 def check_webhook(settings, session, timeout, name, seen):

@@ -93,6 +93,8 @@ def test_a_closed_instance_fails_and_names_it(check, evolution, gemini):
     assert "✗ WhatsApp de 'loja2': desconectado (estado close)." in "\n".join(lines)
     assert "✗ WhatsApp de 'Ivo Teste': conectando ainda." in "\n".join(lines)
     assert "✓ WhatsApp de 'shop': conectado" in lines
+    for line in failed(lines):  # the fix is the panel's page; Evolution 2.3.7 ignores CONFIG_SESSION_PHONE_VERSION
+        assert "/panel/connect" in line and "CONFIG_SESSION_PHONE_VERSION" not in line and "gerenciador" not in line
 
 
 def test_a_missing_instance_an_unreachable_redis_and_a_webhook_without_the_token_fail(check, evolution, gemini):
