@@ -420,29 +420,50 @@ def setup_logging(settings):
 
 # Filled by --init-env. REDIS_PASSWORD and EVOLUTION_DB_PASSWORD are read by docker-compose.yml only.
 GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD")
+GEMINI_KEY_PAGE = "https://aistudio.google.com/apikey"
 
 
-def init_env(env_path=".env", example_path=".env.example"):
+def _env_line(name):
+    return re.compile(rf"^\s*(export\s+)?{name}\s*=(.*)$")
+
+
+def _unset(value):
+    value = value.strip().strip("'\"").strip()
+    return not value or value.lower().startswith("change-me")
+
+
+def env_value(env_path, name):
+    """The value `.env` gives `name` ("" when the file or the line is missing)."""
+    env_path = Path(env_path)
+    for line in env_path.read_text().splitlines() if env_path.exists() else ():
+        match = _env_line(name).match(line)
+        if match:
+            return match.group(2).strip().strip("'\"").strip()
+    return ""
+
+
+def init_env(env_path=".env", example_path=".env.example", gemini_key=""):
     """Write a strong random value for each empty or `change-me…` secret in `.env`; returns the names filled.
 
-    `.env` is made from `.env.example` when missing. Values already chosen are kept. Hex values: safe
-    in URLs (WEBHOOK_TOKEN, REDIS_PASSWORD), connection URIs and command lines.
+    `.env` is made from `.env.example` when missing. Values already chosen are kept; `gemini_key`, when
+    given, is written as GEMINI_API_KEY (the owner pasted it just now). Hex values: safe in URLs
+    (WEBHOOK_TOKEN, REDIS_PASSWORD), connection URIs and command lines.
     """
     env_path, example_path = Path(env_path), Path(example_path)
     text = env_path.read_text() if env_path.exists() else example_path.read_text()
     lines = text.splitlines()
+    wanted = {name: secrets.token_hex(24) for name in GENERATED_SECRETS}
+    if gemini_key:
+        wanted["GEMINI_API_KEY"] = gemini_key
     filled = []
-    for name in GENERATED_SECRETS:
-        pattern = re.compile(rf"^\s*(export\s+)?{name}\s*=(.*)$")
-        value = secrets.token_hex(24)
+    for name, value in wanted.items():
         found = False
         for index, line in enumerate(lines):
-            match = pattern.match(line)
+            match = _env_line(name).match(line)
             if not match:
                 continue
             found = True
-            current = match.group(2).strip().strip("'\"").strip()
-            if not current or current.lower().startswith("change-me"):
+            if _unset(match.group(2)) or (name == "GEMINI_API_KEY" and match.group(2).strip() != value):
                 lines[index] = f"{name}={value}"
                 filled.append(name)
         if not found:
@@ -458,20 +479,57 @@ def init_env(env_path=".env", example_path=".env.example"):
     return list(dict.fromkeys(filled))
 
 
+def ask_gemini_key(stdin=sys.stdin):
+    """The key the owner pastes: asked on a terminal, else the first line of standard input ("" when none)."""
+    if stdin.isatty():
+        print(f"Cole a chave do Gemini (crie em {GEMINI_KEY_PAGE}) e tecle Enter; vazio para pular:")
+        try:
+            return input("GEMINI_API_KEY = ").strip()
+        except EOFError:
+            return ""
+    return stdin.readline().strip()
+
+
 def main(argv):
-    """`python3 config.py --init-env [path]`: fill the secrets of `.env` (next to this file by default)."""
-    if not argv or argv[0] != "--init-env" or len(argv) > 2:
-        print("usage: python3 config.py --init-env [path/to/.env]", file=sys.stderr)
+    """`python3 config.py --init-env [--gemini-key KEY] [path]`: fill `.env`'s secrets and the Gemini key."""
+    args = list(argv)
+    gemini_key = None
+    if "--gemini-key" in args:
+        at = args.index("--gemini-key")
+        if at + 1 >= len(args):
+            args = []  # --gemini-key without its value: print the usage
+        else:
+            gemini_key = args.pop(at + 1).strip()
+            args.pop(at)
+    if not args or args[0] != "--init-env" or len(args) > 2:
+        print("uso: python3 config.py --init-env [--gemini-key SUA_CHAVE] [caminho/do/.env]", file=sys.stderr)
         return 2
     here = Path(__file__).resolve().parent
-    env_path = Path(argv[1]) if len(argv) > 1 else here / ".env"
-    filled = init_env(env_path, here / ".env.example")
-    if filled:
-        print(f"{env_path}: wrote random values for {', '.join(filled)}.")
+    env_path = Path(args[1]) if len(args) > 1 else here / ".env"
+    if gemini_key is None and _unset(env_value(env_path, "GEMINI_API_KEY")):
+        gemini_key = ask_gemini_key()
+    if gemini_key and not re.fullmatch(r"[A-Za-z0-9_-]{20,}", gemini_key):
+        print("erro: GEMINI_API_KEY: essa chave não parece uma chave do Google (só letras, números, - e _, como "
+              f"AIzaSy…). Copie de novo em {GEMINI_KEY_PAGE}; nada foi mudado.", file=sys.stderr)
+        return 2
+    filled = init_env(env_path, here / ".env.example", gemini_key or "")
+    generated = [name for name in filled if name != "GEMINI_API_KEY"]
+    if generated:
+        print(f"{env_path}: criei senhas aleatórias para {', '.join(generated)}.")
     else:
-        print(f"{env_path}: every secret already has a value; nothing changed.")
-    print("The values are in that file (readable by you only). The Evolution manager login is EVOLUTION_API_KEY;"
-          " the panel login is PANEL_PASSWORD. Set GEMINI_API_KEY there yourself.")
+        print(f"{env_path}: as senhas já estavam preenchidas; não mudei nenhuma.")
+    print(f"Elas ficam nesse arquivo, que só você pode ler. A senha do painel é PANEL_PASSWORD (veja com: "
+          f"grep PANEL_PASSWORD {env_path}).")
+    if "GEMINI_API_KEY" in filled:
+        print("A chave do Gemini foi salva em GEMINI_API_KEY.")
+    if _unset(env_value(env_path, "GEMINI_API_KEY")):
+        print(f"Falta a chave do Gemini: crie em {GEMINI_KEY_PAGE} e rode de novo: "
+              "python3 config.py --init-env --gemini-key SUA_CHAVE")
+        return 1  # `--init-env && docker compose up` stops here, not at compose's refusal
+    print("Próximos passos:")
+    print("  1. docker compose up -d --build   (liga tudo; a primeira vez leva alguns minutos)")
+    print("  2. docker compose ps   (todos devem estar running ou healthy)")
+    print("  3. Abra http://localhost:8000/panel, entre com a PANEL_PASSWORD e vá em Conectar WhatsApp para ler o QR code.")
     return 0
 
 
