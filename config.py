@@ -136,6 +136,7 @@ class Settings:
     business_hours: str = ""  # e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" (seg…dom too); see hours.py
     business_timezone: str = "America/Sao_Paulo"
     bot_active: str = "always"  # always · outside_business_hours · during_business_hours
+    bot_paused: bool = False  # the owner's switch (panel's Configurações): no customer answered, messages still kept
     closed_message: str = ""  # sent once per chat per day while the bot is off; empty: stay silent
     owner_number: tuple = ()  # numbers that get WhatsApp alerts (handoff, fallback, a number unlinked)
     gemini_max_output_tokens: int = 1024
