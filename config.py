@@ -254,6 +254,22 @@ def load_settings(environ=None, require=("REDIS_URL",)):
     return settings
 
 
+def with_values(settings, strings):
+    """`settings` with some fields given as environment strings ({"debounce_seconds": "30"}), checked as at start-up.
+
+    The panel's settings (shop_settings.py) go through here, so they meet the same validators as `.env`;
+    raises SettingsError naming the first wrong one.
+    """
+    fields = {field.name: field for field in dataclasses.fields(Settings)}
+    values = {name: _parse(name.upper(), text, fields[name].type, fields[name].default) for name, text in strings.items()}
+    for name in ("redis_down", "bot_active"):
+        if name in values:
+            values[name] = values[name].strip().lower()
+    changed = dataclasses.replace(settings, **values)
+    _validate(changed, require=())
+    return changed
+
+
 def _validate(settings, require):
     """Stop start-up with one line naming the first setting that is missing or out of range.
 
@@ -283,11 +299,13 @@ def _validate(settings, require):
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_max_chars", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
                 "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
-                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries")
+                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries",
+                "handoff_pause_minutes")
+    zero_ok = ("debounce_seconds", "handoff_pause_minutes")
     for name in positive:
         value = getattr(settings, name)
-        if value < 0 or (name != "debounce_seconds" and value == 0):
-            least = "0 ou mais" if name == "debounce_seconds" else "maior que zero"
+        if value < 0 or (name not in zero_ok and value == 0):
+            least = "0 ou mais" if name in zero_ok else "maior que zero"
             raise refuse(name.upper(), f"precisa ser {least}, veio {_number(value)}", _number(_default(name)))
     if settings.max_typing_ms / 1000 + 5 > settings.evolution_timeout_seconds:
         raise refuse("EVOLUTION_TIMEOUT_SECONDS", f"precisa passar MAX_TYPING_MS ({settings.max_typing_ms} ms) em 5 "
@@ -396,6 +414,10 @@ def _validate_owner_week(settings):
                      f"veio {settings.bot_active!r}", "outside_business_hours")
     if settings.bot_active != "always" and not settings.business_hours.strip():
         raise refuse("BUSINESS_HOURS", f"precisa ser preenchido quando BOT_ACTIVE={settings.bot_active}", HOURS_EXAMPLE)
+    for number in settings.owner_number:
+        if not 10 <= len(re.sub(r"[\s()+-]", "", number)) <= 15 or not re.fullmatch(r"[\d\s()+-]+", number):
+            raise refuse("OWNER_NUMBER", f"{number!r} não é um número de WhatsApp com DDI e DDD",
+                         "5511999998888 (vários: separe com vírgula)")
     if settings.gemini_max_output_tokens <= 0:
         raise refuse("GEMINI_MAX_OUTPUT_TOKENS", f"precisa ser maior que zero, veio {settings.gemini_max_output_tokens}",
                      "1024")

@@ -47,6 +47,8 @@ CASES = [
     ({"BUSINESS_TIMEZONE": "Brasil/Fortaleza"}, (), "BUSINESS_TIMEZONE"),
     ({"BOT_ACTIVE": "sometimes"}, (), "BOT_ACTIVE"),
     ({"BOT_ACTIVE": "outside_business_hours"}, (), "BUSINESS_HOURS"),
+    ({"OWNER_NUMBER": "5511999998888, meu celular"}, (), "OWNER_NUMBER"),
+    ({"HANDOFF_PAUSE_MINUTES": "-1"}, (), "HANDOFF_PAUSE_MINUTES"),
     ({"GEMINI_MAX_OUTPUT_TOKENS": "0"}, (), "GEMINI_MAX_OUTPUT_TOKENS"),
     ({"GEMINI_THINKING_BUDGET": "-2"}, (), "GEMINI_THINKING_BUDGET"),
 ]
