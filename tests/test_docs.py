@@ -109,3 +109,14 @@ def test_no_guide_asks_for_a_restart_after_editing_a_prompt():
 
 def test_the_guide_never_sends_the_owner_to_config_session_phone_version():
     assert "ignora essa variável" in GUIDE.split("CONFIG_SESSION_PHONE_VERSION", 1)[1][:60]
+
+
+def test_ci_run_installs_into_the_repositorys_venv_never_the_systems_python():
+    """What the README promises of `bash .ci/run`: pip only ever runs from .venv, and the tests run there."""
+    script = (ROOT / ".ci" / "run").read_text()
+    commands = [line.strip() for line in script.splitlines() if not line.strip().startswith("#")]
+    pip = [line for line in commands if "pip install" in line]
+    assert pip and all(line.startswith('"$VENV/bin/python" -m pip install') for line in pip), pip
+    assert "VENV=.venv" in commands and '"$PYTHON" -m venv "$VENV"' in script
+    assert "--break-system-packages" not in script and "sudo pip" not in script
+    assert commands[-1].startswith('exec "$VENV/bin/python" -m pytest')
