@@ -120,3 +120,11 @@ def test_ci_run_installs_into_the_repositorys_venv_never_the_systems_python():
     assert "VENV=.venv" in commands and '"$PYTHON" -m venv "$VENV"' in script
     assert "--break-system-packages" not in script and "sudo pip" not in script
     assert commands[-1].startswith('exec "$VENV/bin/python" -m pytest')
+
+
+def test_the_settings_marked_panel_are_the_ones_the_panel_changes():
+    import shop_settings
+
+    marked = set(re.findall(r"^\| `([A-Z_]+)` \| [^|]* \| \*\*Panel\.\*\*", SETTINGS_DOC, re.MULTILINE))
+    assert marked == {name.upper() for name in shop_settings.FIELDS}
+    assert OWNER_SETTINGS - {"GEMINI_API_KEY", "PANEL_PASSWORD"} == marked
