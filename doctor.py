@@ -73,7 +73,8 @@ def check_redis(settings):
         return Check(OK, "Redis", "respondendo")
     except redis_lib.RedisError as error:
         return Check(FAIL, "Redis", f"não responde em {_hide_password(settings.redis_url)} ({type(error).__name__}). "
-                     "Confira REDIS_URL no .env e se o serviço está rodando: docker compose ps redis")
+                     "Confira se o serviço está rodando (docker compose ps redis) e REDIS_URL no .env (no docker "
+                     "compose ele vem pronto; fora dele, por exemplo: REDIS_URL=redis://localhost:6379/0)")
 
 
 def check_gemini_key(settings):
@@ -97,7 +98,7 @@ def check_gemini(settings):
                          "thinking, ponha GEMINI_THINKING_BUDGET=-1 no .env")
         if error.code in (400, 401, 403):
             return Check(FAIL, "Gemini", f"a chave foi recusada ({error.code} {error.status}). Confira GEMINI_API_KEY no "
-                         ".env (copie de novo em https://aistudio.google.com/apikey, sem espaços)")
+                         ".env (copie de novo em https://aistudio.google.com/apikey, sem espaços: GEMINI_API_KEY=AIzaSy…)")
         if error.code == 404:
             return Check(FAIL, "Gemini", f"o modelo {settings.gemini_model!r} não existe mais. Ponha "
                          "GEMINI_MODEL=gemini-flash-latest no .env")
@@ -131,7 +132,8 @@ def check_evolution(settings, session, timeout):
     status, body = _get(settings, session, timeout, "/instance/fetchInstances")
     if status is None:
         return Check(FAIL, "Evolution", f"não responde em {settings.evolution_api_url} ({body}). Confira se está "
-                     "rodando (docker compose ps evolution) e EVOLUTION_API_URL no .env"), []
+                     "rodando (docker compose ps evolution) e EVOLUTION_API_URL no .env (no docker compose: "
+                     "EVOLUTION_API_URL=http://evolution:8080)"), []
     if status in (401, 403):
         return Check(FAIL, "Evolution", "a chave foi recusada (401). EVOLUTION_API_KEY no .env deve ser igual à "
                      "AUTHENTICATION_API_KEY do Evolution; depois: docker compose up -d"), []
