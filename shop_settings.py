@@ -3,13 +3,15 @@
 `.env` gives the defaults (config.py); what the owner saves in the panel's Configurações is a Redis hash
 of environment-style strings, checked by the same validators as start-up (`config.with_values`).
 `effective` returns the frozen Settings with them applied: the worker calls it at the start of each
-job, and the webhook keeps a copy at most `Live.SECONDS` old, fetched again at once in the process
-that saved (the panel lives in the webhook), so a change counts from the next reply or message.
+job, and the webhook keeps a copy (`Live`) at most two seconds old, replaced at once in the process
+that saved, so a change counts from the next reply or message.
 """
 
 import logging
+import os
 import threading
 import time
+import weakref
 
 import redis as redis_lib
 
@@ -23,7 +25,6 @@ FIELDS = {  # the settings the panel changes, and the JSON type each is shown an
     "owner_number": list, "debounce_seconds": float, "handoff_pause_minutes": float,
 }
 MAX_TEXT = 2000  # characters of a message or the hours: WhatsApp texts, not documents
-_saved = {"at": 0.0}  # when this process last saved: its Live copies fetch again
 
 
 def effective(redis, base):
@@ -68,7 +69,9 @@ def save(redis, base, changes):
         if strings:
             pipe.hset(KEY, mapping=strings)
         pipe.execute()
-    _saved["at"] = time.monotonic()
+    for live in list(_live):  # this process's webhook uses them from its next message
+        if live.base == base:
+            live.settings = settings
     log.info("owner's settings saved: %s", ", ".join(sorted(changes)))
     return settings
 
@@ -100,18 +103,38 @@ def _text(value):
 
 
 class Live:
-    """The webhook's copy of the effective settings: read again after SECONDS, or at once after a save here."""
+    """The webhook's copy of the effective settings: read at start-up, then every SECONDS by a daemon thread, and
+    replaced at once by a save in this process (the panel lives in the webhook). No request waits on Redis for
+    it: a stalled Redis must not delay the answer that says so."""
 
     SECONDS = 2.0
 
     def __init__(self, redis, base):
         self.redis, self.base = redis, base
-        self.settings, self.at = base, None
+        self.settings = effective(redis, base)
+        self.pid = None  # the process whose refresher runs (gunicorn builds the app in each worker)
         self.lock = threading.Lock()
+        _live.add(self)
 
     def get(self):
-        now = time.monotonic()
-        with self.lock:
-            if self.at is None or now - self.at >= self.SECONDS or _saved["at"] >= self.at:
-                self.settings, self.at = effective(self.redis, self.base), now
-            return self.settings
+        if self.pid != os.getpid():
+            with self.lock:
+                if self.pid != os.getpid():
+                    self.pid = os.getpid()
+                    threading.Thread(target=_refresh, args=(weakref.ref(self),), daemon=True,
+                                     name="shop-settings").start()
+        return self.settings
+
+
+_live = weakref.WeakSet()  # this process's Live copies, updated by save()
+
+
+def _refresh(ref):
+    """Read the settings every Live.SECONDS while the Live copy exists (a test's app goes away; so does this)."""
+    while True:
+        time.sleep(Live.SECONDS)
+        live = ref()
+        if live is None:
+            return
+        live.settings = effective(live.redis, live.base)
+        del live

@@ -135,3 +135,14 @@ def test_the_settings_page_speaks_plainly(owner):
                   "Mensagem ao chamar uma pessoa", "Seu número para avisos", "Tempo de espera (segundos)"):
         assert label in page
     assert "Fechado &lt;agora&gt;" in page  # the saved value, escaped
+
+
+def test_another_process_save_reaches_the_webhook_copy_within_its_refresh(make_settings, fake_redis, monkeypatch):
+    monkeypatch.setattr(shop_settings.Live, "SECONDS", 0.05)
+    live = shop_settings.Live(fake_redis, make_settings())
+    assert live.get().debounce_seconds == 1  # the tests' .env
+    fake_redis.hset(shop_settings.KEY, "debounce_seconds", "33")  # saved by another webhook process's panel
+    deadline = time.time() + 5
+    while live.get().debounce_seconds != 33 and time.time() < deadline:
+        time.sleep(0.02)
+    assert live.get().debounce_seconds == 33
