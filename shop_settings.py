@@ -32,7 +32,7 @@ def effective(redis, base):
     try:
         stored = redis.hgetall(KEY)
     except redis_lib.RedisError as error:
-        log.warning("owner's settings not read (%s): using .env's", error)
+        log.debug("owner's settings not read (%s): using .env's", error)  # the outage is logged loudly elsewhere
         return base
     strings = {_text(name): _text(value) for name, value in stored.items() if _text(name) in FIELDS}
     if not strings:
