@@ -7,6 +7,7 @@ job, and the webhook keeps a copy (`Live`) at most two seconds old, replaced at 
 that saved, so a change counts from the next reply or message.
 """
 
+import functools
 import logging
 import os
 import threading
@@ -38,10 +39,16 @@ def effective(redis, base):
     if not strings:
         return base
     try:
-        return config.with_values(base, strings)
+        return _applied(base, tuple(sorted(strings.items())))
     except config.SettingsError as error:  # e.g. .env changed under a saved value: .env wins until it is fixed
         log.error("owner's settings ignored, using .env's: %s", error)
         return base
+
+
+@functools.lru_cache(maxsize=8)
+def _applied(base, items):
+    """The validators run once per saved change, not once per job (about 0.15 ms each)."""
+    return config.with_values(base, dict(items))
 
 
 def shown(settings):
