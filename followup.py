@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import ai_service
@@ -26,6 +27,7 @@ import cloud
 import events
 import hours
 import memory
+import shop_settings
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ def run(ctx, cid, now=None):
     Returns what happened: none, wait, cancelled, locked, held (closed: waits for the opening),
     closed_window, sent, template, later (a send to retry) or dropped.
     """
+    ctx = replace(ctx, settings=shop_settings.effective(ctx.redis, ctx.settings))  # the panel's hours, over .env's
     settings = ctx.settings
     now = time.time() if now is None else now
     k = buffer.keys(cid)
@@ -137,6 +140,10 @@ def run(ctx, cid, now=None):
             log.info("chat %s: follow-up cancelled (the customer wrote, or a person holds the chat)", cid)
         return result[0]
     fu = dict(zip(result[1::2], result[2::2]))
+    if settings.bot_paused:  # the owner's switch: nobody is nudged either
+        _done(ctx, cid, token, now, "drop", "")
+        log.info("chat %s: no follow-up: the bot is paused (BOT_PAUSED)", cid)
+        return "dropped"
     sent = int(fu.get("sent") or 0)
     channel = fu.get("channel") or "evolution"
     in_window = now - float(fu["customer_at"]) < WINDOW_SECONDS
