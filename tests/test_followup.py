@@ -11,6 +11,7 @@ import chatlog
 import config
 import hours
 import memory
+import shop_settings
 from conftest import CUSTOMER, GRAPH_TOKEN, INSTANCE, PHONE_NUMBER_ID, load_payload, text_message, wait_until
 from test_channels_stack import APP_SECRET, VERIFY, cloud_body, post_cloud
 from test_events import PASSWORD, panel_session
@@ -81,6 +82,16 @@ def test_no_follow_up_when_a_person_answered(start_stack, gemini_answers, evolut
     wait_until(lambda: texts(evolution) == [ANSWER], timeout=20, message="the answer")
     assert stack.post(text_message("Oi! Aqui é a Carla, separei um pra você.", "FU4P", from_me=True))["results"] == [
         "paused"]
+    time.sleep(6)
+    assert texts(evolution) == [ANSWER]
+    assert not stack.redis.client().exists(f"wa:followup:{CID}")
+
+
+def test_no_follow_up_while_the_owner_paused_the_bot(start_stack, gemini_answers, evolution):
+    stack = start_stack(followup_after_minutes="0.05", followup_message=NUDGE)
+    stack.post(text_message("Tem o tênis 42?", "FU4B"))
+    wait_until(lambda: texts(evolution) == [ANSWER], timeout=20, message="the answer")
+    stack.redis.client().hset(shop_settings.KEY, "bot_paused", "true")  # the panel's Configurações switch
     time.sleep(6)
     assert texts(evolution) == [ANSWER]
     assert not stack.redis.client().exists(f"wa:followup:{CID}")
