@@ -224,6 +224,18 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+# KEYS: lock, due, reply, sending; ARGV: token, cid, lease_seconds, now, reply JSON, sending entry
+ATTEMPT_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local score = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[2]) or '0')
+redis.call('ZADD', KEYS[2], math.max(score, tonumber(ARGV[4]) + tonumber(ARGV[3])), ARGV[2])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', 7 * 86400)
+redis.call('RPUSH', KEYS[4], ARGV[6])
+redis.call('EXPIRE', KEYS[4], 3600)
+return 1
+"""
+
 # KEYS: lock, due; ARGV: token, cid, lease_seconds, now
 RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -352,6 +364,23 @@ def renew(redis, cid, token, lease_seconds, now=None):
     now = time.time() if now is None else now
     k = keys(cid)
     return bool(redis.register_script(RENEW_SCRIPT)(keys=[k["lock"], DUE], args=[token, cid, lease_seconds, repr(now)]))
+
+
+def attempt(redis, instance, cid, token, reply, text, lease_seconds, now=None):
+    """Just before a part goes out: renew the lease, and store that part `reply["sent"]` is being sent.
+
+    If the job then stops before it records the outcome (killed, Redis gone), the next job finds the
+    attempt and counts the part as sent: the customer may have it, and must never get it twice. The
+    part's text is remembered too, for an echo that comes before sendText answers (`note_sending`).
+    False when the lock was lost: nothing may be sent.
+    """
+    now = time.time() if now is None else now
+    k = keys(cid)
+    reply["attempt"] = reply["sent"]
+    return bool(redis.register_script(ATTEMPT_SCRIPT)(
+        keys=[k["lock"], DUE, k["reply"], sending_key(instance, text)],
+        args=[token, cid, lease_seconds, repr(now), json.dumps(reply, ensure_ascii=False), f"{cid} {reply['rid']}"],
+    ))
 
 
 def rejoin(redis, cid, token, settings, now=None):

@@ -99,6 +99,8 @@ def create_app(settings=None, redis=None, direct_context=None):
             outcomes += [direct.submit(message) for message in messages[len(outcomes):]]
             if "busy" in outcomes:
                 return jsonify(error="too many direct answers waiting, retry later"), 503
+            if "unrecorded" in outcomes:
+                return jsonify(error="Redis unavailable: a message sent from the shop's number waits for it"), 503
         else:
             if direct is not None:
                 direct.recovered()
@@ -241,10 +243,14 @@ class DirectReplies:
             key = (message.instance, message.message_id)
             if key in self.seen:
                 return "duplicate"
-            if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
-                    message, settings, time.time()):
-                return "ignored"
             chat = (message.instance, message.chat_id)
+            if message.from_me or message.event != "messages.upsert":
+                # A person's message (the pause) or our echo (a part delivered) must reach Redis: refused
+                # (503), so Evolution delivers it again; meanwhile that chat gets no direct answer.
+                self.held.add(chat)
+                return "unrecorded"
+            if parser.reason_to_ignore(message, settings, time.time()):
+                return "ignored"
             if chat not in self.held and self.pending >= settings.direct_queue_max:
                 log.error("DEGRADED: %d direct answers waiting; refusing more (503) until they are sent", self.pending)
                 return "busy"
