@@ -7,6 +7,7 @@ the person acted. What the customer wrote and what the person answered go into t
 so the bot does not contradict the person when it resumes.
 """
 
+import json
 import logging
 import re
 import time
@@ -179,18 +180,34 @@ def state(redis, cid, now=None):
 
 
 def forget(redis, cid):
-    """Erase everything kept about one chat (LGPD), also from the disk. Returns how many keys were deleted.
+    """Erase the customer of chat `cid` (the panel's "Apagar cliente"): the same erasure as `worker.py forget`,
+    under every form of their number and their '@lid' JID, also from the disk. Returns how many keys were deleted.
 
     A job sending to that chat at this moment loses its lock with the rest, so it sends and writes nothing more.
     """
-    deleted = _erase(redis, cid)
+    meta = chatlog.details(redis, cid) or {}
+    deleted = _erase(redis, cid, meta.get("instance"))
+    if meta.get("instance"):
+        written = {meta.get("chat_id"), meta.get("reply_to")} - {None, ""}
+        deleted += sum(_forget(redis, [meta["instance"]], number) for number in written)
     rewrite_aof(redis)
     return deleted
 
 
-def _erase(redis, cid):
+def _erase(redis, cid, instance=None):
+    """Delete one chat's keys, its panel log, and the ids of our sends to it (each names the chat)."""
+    k = buffer.keys(cid)
+    pipe = redis.pipeline(transaction=False)
+    pipe.hget(chatlog.meta_key(cid), "instance")
+    pipe.zrange(chatlog.log_key(cid), 0, -1)
+    pipe.get(k["reply"])
+    known, logged, stored = pipe.execute()
+    instance = known.decode() if known else instance
+    ids = {json.loads(item).get("id") for item in logged}
+    ids.update(json.loads(stored).get("ids") or [] if stored else [])
+    ours = [buffer.own_send_key(instance, message_id) for message_id in ids if message_id and instance]
     pipe = redis.pipeline()
-    pipe.delete(*buffer.keys(cid).values())
+    pipe.delete(*k.values(), *ours)
     pipe.zrem(buffer.DUE, cid)
     chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
     return pipe.execute()[0]
@@ -222,15 +239,20 @@ def forget_customer(redis, instance, written):
     """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number,
     and under the '@lid' JID their phone JID was seen with, whichever channel the instance is on (an Evolution
     instance, a Cloud API phone_number_id, a Twilio number)."""
+    names = [instance] if isinstance(instance, str) else list(instance)
+    deleted = _forget(redis, names, written)
+    rewrite_aof(redis)
+    return deleted
+
+
+def _forget(redis, names, written):
     import channels
 
-    names = [instance] if isinstance(instance, str) else list(instance)
     deleted = 0
     for name in names:
         for jid in customer_jids(written):
             lid = redis.getdel(buffer.lid_key(name, jid))  # the same customer under '@lid' addressing
             if lid:
-                deleted += 1 + _erase(redis, buffer.chat_ref(name, lid.decode()))
-            deleted += sum(_erase(redis, buffer.chat_ref(name, jid, channel)) for channel in channels.MODULES)
-    rewrite_aof(redis)
+                deleted += 1 + _erase(redis, buffer.chat_ref(name, lid.decode()), name)
+            deleted += sum(_erase(redis, buffer.chat_ref(name, jid, channel), name) for channel in channels.MODULES)
     return deleted

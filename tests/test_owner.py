@@ -2,6 +2,7 @@
 own chat, a Gemini budget nobody else can spend, degraded mode kept bounded, and erasure."""
 
 import glob
+import re
 import threading
 import time
 
@@ -10,7 +11,7 @@ import requests
 import buffer
 import chats
 import memory
-from conftest import CUSTOMER, INSTANCE, TOKEN, text_message, wait_until
+from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, text_message, wait_until
 
 OWNER = "5511999990077"
 SHOP = "5511999990000"  # the instance's own number: `sender` of text_message()
@@ -136,3 +137,34 @@ def test_forget_during_a_send_writes_nothing_back_and_the_aof_loses_the_text(sta
     for path in glob.glob(f"{stack.redis.directory}/**/*.aof", recursive=True):
         with open(path, "rb") as aof:
             assert "pedido secreto".encode() not in aof.read(), path
+
+
+def panel_session(stack, password):
+    """A logged-in session on the running webhook's panel, with its CSRF header set."""
+    session = requests.Session()
+    page = session.get(f"{stack.url}/panel/login", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert session.post(f"{stack.url}/panel/login", data={"password": password, "csrf_token": token},
+                        allow_redirects=False, timeout=10).status_code == 302
+    session.headers["X-CSRF-Token"] = session.get(f"{stack.url}/panel/api/session", timeout=10).json()["csrf_token"]
+    return session
+
+
+def test_the_panels_erase_is_the_same_erasure_as_worker_forget(start_stack, gemini, evolution):
+    stack = start_stack(panel_password="senha-do-painel-teste")
+    redis = stack.redis.client()
+    body = load_payload("58_v2_3_0_lid_remoteJid_with_senderPn.json")  # a phone JID seen with its '@lid' JID
+    body["instance"], body["data"]["messageTimestamp"] = INSTANCE, int(time.time())
+    phone = "5511999999901"
+    gemini.reply_with("Claro! Anotei seu pedido.")
+    stack.post(body)
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="the reply")
+    cid = buffer.chat_ref(INSTANCE, f"{phone}@s.whatsapp.net")
+    wait_until(lambda: chats.state(redis, cid)["state"] == "idle", timeout=10, message="the chat released")
+    assert redis.exists(buffer.lid_key(INSTANCE, f"{phone}@s.whatsapp.net"))
+    assert redis.keys("wa:ours:*")  # our send's id, naming the chat
+
+    response = panel_session(stack, "senha-do-painel-teste").post(f"{stack.url}/panel/api/chats/{cid}/forget", timeout=10)
+    assert response.status_code == 200 and response.json()["result"] == "forgotten"
+    left = [key.decode() for key in redis.keys() if cid.encode() in key or phone.encode() in key or key.startswith(b"wa:ours:")]
+    assert left == []
