@@ -139,19 +139,74 @@ def stop(redis, cid, settings):
 
 
 def owner_command(redis, message, settings):
-    """`#parar 5511…`, `#pausar 5511…` or `#bot 5511…` in the shop's own "message yourself" chat: act on
-    that customer's chat (every form of the number), which never sees the command. Applied once per message id."""
+    """`#parar 11 98765-0702`, `#pausar …` or `#bot …` in the shop's own "message yourself" chat: act on that
+    customer's chat (every form of the number), which never sees the command. Applied once per message id.
+
+    Returns (outcome, notice): the one line in Portuguese that confirms it in the self-chat (None when there is
+    nothing to say), and "not_found" when the number names no customer the bot knows, or more than one.
+    """
     words = message.text.split()
     actions = {settings.resume_keyword.lower(): "resume", settings.stop_keyword.lower(): "stop",
                settings.pause_keyword.lower(): "pause"}
     action = actions.get(words[0].lower()) if len(words) > 1 else None
     if action is None:
-        return "ignored"
+        return "ignored", None
     if not redis.set(buffer.seen_key(message.instance, message.message_id), 1, nx=True, ex=settings.dedupe_ttl_seconds):
-        return "duplicate"
-    outcomes = {_act(redis, buffer.chat_ref(message.instance, jid), action, settings)
-                for jid in customer_jids(" ".join(words[1:]))}
-    return outcomes.pop() if len(outcomes) == 1 else "stopped" if "stopped" in outcomes else "paused"
+        return "duplicate", None
+    written = " ".join(words[1:])
+    jids, known = find_customer(redis, message.instance, written)
+    if not jids:
+        return "not_found", (f"❓ Não encontrei esse cliente ({written}): nenhum ou mais de um cliente tem esse "
+                             f"número. Escreva com o DDD, como em {words[0]} 11 91234-5678.")
+    outcomes = {_act(redis, buffer.chat_ref(message.instance, jid), action, settings) for jid in jids}
+    outcome = outcomes.pop() if len(outcomes) == 1 else "stopped" if "stopped" in outcomes else "paused"
+    who = shown_number(max(jids, key=len))
+    notice = {"resumed": f"✅ O bot voltou a responder {who}.",
+              "stopped": f"✅ O bot parou de responder {who} até você escrever {settings.resume_keyword} {who}.",
+              "paused": f"✅ O bot pausou {who} por {settings.handoff_pause_minutes:g} min."}[outcome]
+    if not known:
+        notice += " Não encontrei esse cliente nas conversas: vale quando ele escrever."
+    return outcome, notice
+
+
+def find_customer(redis, instance, written):
+    """The JIDs of the customer a number names on `instance`, written the way Brazilians write it: with or without
+    +55, the area code, the ninth digit, spaces and dashes. Returns (jids, known).
+
+    A number with its area code names one customer even before they write (known is then False when the bot has
+    no chat with them); a number without it must match exactly one customer the bot knows. ([], False) otherwise.
+    """
+    if "@" in written:
+        return [written.strip()], True
+    digits = re.sub(r"\D", "", written).lstrip("0")  # "0 11 …": the long-distance prefix
+    if len(digits) in (10, 11):
+        digits = "55" + digits
+    if len(digits) in (12, 13) and digits.startswith("55"):
+        jids = customer_jids(digits)
+        pipe = redis.pipeline(transaction=False)
+        for jid in jids:
+            pipe.exists(chatlog.meta_key(buffer.chat_ref(instance, jid)))
+        return jids, any(pipe.execute())
+    if len(digits) not in (8, 9):
+        return [], False
+    local = digits[-8:]  # the ninth digit aside, the last eight identify the line within an area code
+    found = set()
+    for chat in chatlog.chats(redis, limit=100_000):
+        number = re.sub(r"\D", "", chat.get("reply_to", ""))
+        if chat.get("instance") == instance and number.startswith("55") and len(number) in (12, 13) \
+                and number[-8:] == local and (len(digits) == 8 or len(number) == 12 or number[-9] == digits[0]):
+            found.add(number[:4] + number[-8:])  # one customer, with or without the ninth digit
+    if len(found) != 1:
+        return [], False
+    return customer_jids(found.pop()), True
+
+
+def shown_number(jid):
+    """A JID's number as a person writes it: +55 11 98765-0702."""
+    d = jid.split("@")[0]
+    if not (d.startswith("55") and len(d) in (12, 13)):
+        return d
+    return f"+{d[:2]} {d[2:4]} {d[4:-4]}-{d[-4:]}"
 
 
 def state(redis, cid, now=None):

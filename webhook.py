@@ -119,6 +119,12 @@ def create_app(settings=None, redis=None, direct_context=None):
                 log.warning("connection.update not recorded: Redis unavailable (%s)", error)
         return bool(updates)
 
+    def confirm(message, notice):
+        try:
+            channels.send_text(alert_session, settings, message.channel, message.instance, message.reply_to, notice)
+        except channels.Error as error:
+            log.warning("owner command: the confirmation could not be sent: %s", error)
+
     own_numbers = set()  # every instance's own JID seen so far, to never answer another instance of this bot
 
     def handle(message):
@@ -127,8 +133,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         if message.own_jid:
             own_numbers.add(message.own_jid)
         if message.from_me and message.chat_id == message.own_jid:  # the shop's own "message yourself" chat
-            outcome = chats.owner_command(redis, message, settings)
+            outcome, notice = chats.owner_command(redis, message, settings)
             log.info("owner command in the self-chat: %s", outcome)
+            if notice:  # the one-line confirmation, in that same chat, without holding this answer
+                threading.Thread(target=confirm, args=(message, notice), daemon=True).start()
             return outcome
         reason = parser.reason_to_ignore(message, settings, time.time())
         if not reason and message.chat_id in own_numbers:

@@ -62,12 +62,17 @@ def test_an_owner_command_in_the_self_chat_pauses_a_customer_who_never_sees_it(s
     assert stack.post(self_chat("#pausar +55 11 99999-4321", "3EB0SELF0000000000001"))["results"] == ["paused"]
     assert stack.post(text_message("oi, tudo bem?", "SELF1"))["results"] == ["paused"]
     time.sleep(3)
-    assert sent(evolution) == [] and chats.state(stack.redis.client(), cid)["state"] == "paused"
+    assert customers(evolution) == [] and chats.state(stack.redis.client(), cid)["state"] == "paused"
 
     assert stack.post(self_chat("#bot 5511999994321", "3EB0SELF0000000000002"))["results"] == ["resumed"]
     stack.post(text_message("e agora?", "SELF2"))
-    wait_until(lambda: sent(evolution), timeout=20, message="the bot answering again")
-    assert [number for number, _ in sent(evolution)] == [CUSTOMER]  # nothing went to the shop's own chat
+    wait_until(lambda: customers(evolution), timeout=20, message="the bot answering again")
+    assert [number for number, _ in customers(evolution)] == [CUSTOMER]  # the command never reached the customer
+    wait_until(lambda: len(notices(evolution)) == 2, timeout=10, message="both commands confirmed")
+
+
+def customers(evolution):
+    return [(number, text) for number, text in sent(evolution) if number != SHOP]
 
 
 def test_a_flood_from_many_numbers_cannot_spend_more_than_the_hours_budget(start_stack, gemini, evolution):
@@ -168,3 +173,40 @@ def test_the_panels_erase_is_the_same_erasure_as_worker_forget(start_stack, gemi
     assert response.status_code == 200 and response.json()["result"] == "forgotten"
     left = [key.decode() for key in redis.keys() if cid.encode() in key or phone.encode() in key or key.startswith(b"wa:ours:")]
     assert left == []
+
+
+def notices(evolution):
+    """What the bot wrote in the shop's own chat (the owner commands' confirmations)."""
+    return [text for number, text in sent(evolution) if number == SHOP]
+
+
+def test_owner_commands_with_local_numbers_act_on_the_known_customer_and_are_confirmed(stack, gemini, evolution):
+    redis = stack.redis.client()
+    gemini.reply_with("Olá! Em que posso ajudar?")
+    for i, number in enumerate(("5511987650702", "5521987650702", "551133330702")):  # known customers
+        stack.post(text_message("oi", f"LOCAL{i}", number=number))
+    wait_until(lambda: len(sent(evolution)) == 3, timeout=20, message="three replies")
+    sao_paulo = buffer.chat_ref(INSTANCE, "5511987650702@s.whatsapp.net")
+
+    assert stack.post(self_chat("#parar 11 98765-0702", "3EB0LOCAL000000000001"))["results"] == ["stopped"]
+    assert chats.state(redis, sao_paulo)["state"] == "stopped"
+    wait_until(lambda: notices(evolution), timeout=10, message="the confirmation in the self-chat")
+    assert notices(evolution)[-1].startswith("✅ O bot parou de responder +55 11 98765-0702")
+    assert stack.post(text_message("alô?", "LOCAL9", number="5511987650702"))["results"] == ["paused"]
+
+    # Without the ninth digit, with +55 and brackets: the same customer.
+    assert stack.post(self_chat("#bot +55 (11) 8765-0702", "3EB0LOCAL000000000002"))["results"] == ["resumed"]
+    assert chats.state(redis, sao_paulo)["state"] == "idle"
+    wait_until(lambda: len(notices(evolution)) == 2, timeout=10, message="the second confirmation")
+    assert notices(evolution)[-1] == "✅ O bot voltou a responder +55 11 98765-0702."
+
+    # Without the area code the line matches two customers: nothing happens, and the owner is told.
+    assert stack.post(self_chat("#pausar 98765-0702", "3EB0LOCAL000000000003"))["results"] == ["not_found"]
+    wait_until(lambda: len(notices(evolution)) == 3, timeout=10, message="the answer to an ambiguous number")
+    assert "Não encontrei esse cliente" in notices(evolution)[-1]
+    assert stack.post(self_chat("#pausar 3333-0702", "3EB0LOCAL000000000004"))["results"] == ["paused"]  # only one
+    assert chats.state(redis, buffer.chat_ref(INSTANCE, "551133330702@s.whatsapp.net"))["state"] == "paused"
+    assert stack.post(self_chat("#pausar 4444-0000", "3EB0LOCAL000000000005"))["results"] == ["not_found"]
+    wait_until(lambda: len(notices(evolution)) == 5, timeout=10, message="every command confirmed")
+    assert [chats.state(redis, buffer.chat_ref(INSTANCE, f"{n}@s.whatsapp.net"))["state"]
+            for n in ("5511987650702", "5521987650702")] == ["idle", "idle"]
