@@ -236,6 +236,14 @@ redis.call('EXPIRE', KEYS[4], 3600)
 return 1
 """
 
+# KEYS: lock, media; ARGV: token, message id, bytes, seconds
+CACHE_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return 1
+"""
+
 # KEYS: lock, due; ARGV: token, cid, lease_seconds, now
 RENEW_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -381,6 +389,14 @@ def attempt(redis, instance, cid, token, reply, text, lease_seconds, now=None):
         keys=[k["lock"], DUE, k["reply"], sending_key(instance, text)],
         args=[token, cid, lease_seconds, repr(now), json.dumps(reply, ensure_ascii=False), f"{cid} {reply['rid']}"],
     ))
+
+
+def cache_media(redis, cid, token, message_id, data):
+    """Keep a downloaded media file for the burst's retries, only while `token` holds the chat: a chat erased
+    (or taken over) during the download gets nothing written back. False when the lock was lost."""
+    k = keys(cid)
+    return bool(redis.register_script(CACHE_SCRIPT)(keys=[k["lock"], k["media"]],
+                                            args=[token, message_id, data, MEDIA_CACHE_SECONDS]))
 
 
 def rejoin(redis, cid, token, settings, now=None):

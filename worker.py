@@ -262,7 +262,7 @@ def collect_media(ctx, cid, token, instance, entries):
             continue
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
             raise MediaError("lease lost while downloading media", retryable=False)
-        data = _media_bytes(ctx, cid, instance, entry, min(limit, budget))
+        data = _media_bytes(ctx, cid, token, instance, entry, min(limit, budget))
         if data is None:
             notes.append("[O cliente enviou um arquivo grande demais para abrir.]")
             continue
@@ -271,8 +271,9 @@ def collect_media(ctx, cid, token, instance, entries):
     return media, notes
 
 
-def _media_bytes(ctx, cid, instance, entry, max_bytes):
-    """The media's bytes (None past `max_bytes`): from the short-lived cache, else downloaded through the channel."""
+def _media_bytes(ctx, cid, token, instance, entry, max_bytes):
+    """The media's bytes (None past `max_bytes`): from the short-lived cache, else downloaded through the channel
+    and cached while the job still holds the chat (an erasure during the download wins)."""
     cache = buffer.keys(cid)["media"]
     cached = ctx.redis.hget(cache, entry["message_id"])
     if cached is not None:  # sent inline by the webhook, or downloaded by an earlier try
@@ -288,12 +289,12 @@ def _media_bytes(ctx, cid, instance, entry, max_bytes):
     if len(data) > max_bytes:
         return None
     try:
-        pipe = ctx.redis.pipeline()
-        pipe.hset(cache, entry["message_id"], data)
-        pipe.expire(cache, buffer.MEDIA_CACHE_SECONDS)
-        pipe.execute()
+        held = buffer.cache_media(ctx.redis, cid, token, entry["message_id"], data)
     except redis_lib.ResponseError as error:  # e.g. Redis at its maxmemory: the cache is only a saving
         log.warning("media not cached: %s", error)
+        held = buffer.renew(ctx.redis, cid, token, ctx.settings.job_lease_seconds)
+    if not held:
+        raise MediaError("lease lost while downloading media", retryable=False)
     return data
 
 

@@ -210,3 +210,28 @@ def test_owner_commands_with_local_numbers_act_on_the_known_customer_and_are_con
     wait_until(lambda: len(notices(evolution)) == 5, timeout=10, message="every command confirmed")
     assert [chats.state(redis, buffer.chat_ref(INSTANCE, f"{n}@s.whatsapp.net"))["state"]
             for n in ("5511987650702", "5521987650702")] == ["idle", "idle"]
+
+
+def test_forget_during_a_photo_download_writes_nothing_back(stack, gemini, evolution):
+    redis = stack.redis.client()
+    body = load_payload("33_v2_2_imageMessage_caption.json")
+    body["instance"], body["data"]["messageTimestamp"] = INSTANCE, int(time.time())
+    number = body["data"]["key"]["remoteJid"].split("@")[0]
+    cid = buffer.chat_ref(INSTANCE, body["data"]["key"]["remoteJid"])
+    photo = b"\xff\xd8\xff\xe0" + b"FOTO-CONFIDENCIAL-0123456789" * 40
+    evolution.add_media(body["data"]["key"]["id"], "image/jpeg", photo, "imageMessage")
+    evolution.delay_next("getBase64FromMediaMessage", 3)  # the photo is downloading when the customer is erased
+    stack.post(body)
+    wait_until(lambda: evolution.calls("getBase64FromMediaMessage"), timeout=20, message="the download")
+
+    assert chats.forget_customer(redis, INSTANCE, number) > 0
+    time.sleep(5)
+    assert [key for key in redis.keys() if cid.encode() in key] == []
+    assert evolution.sent_texts() == [] and gemini.requests == []
+    wait_until(lambda: not redis.info("persistence")["aof_rewrite_in_progress"], timeout=20, message="the rewrite")
+    redis.bgrewriteaof()  # whatever came after forget's rewrite is in the new file too
+    time.sleep(1)
+    wait_until(lambda: not redis.info("persistence")["aof_rewrite_in_progress"], timeout=20, message="the rewrite")
+    for path in glob.glob(f"{stack.redis.directory}/**/*.aof", recursive=True):
+        with open(path, "rb") as aof:
+            assert b"FOTO-CONFIDENCIAL" not in aof.read(), path
