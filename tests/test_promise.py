@@ -306,3 +306,23 @@ def test_a_redis_stall_in_direct_mode_gives_one_answer(stack, gemini, evolution)
     wait_until(lambda: sent(evolution), timeout=20, message="the reply")
     quiet()
     assert len(sent(evolution)) == 1 and len(gemini.requests) == 1
+
+
+def test_max_wait_is_a_cap_from_the_bursts_first_message_and_later_messages_are_answered_next(start_stack, gemini,
+                                                                                               evolution):
+    stack = start_stack(debounce_seconds=2, max_wait_seconds=6)
+    gemini.responder = lambda body: "sobre: " + body["contents"][-1]["parts"][-1]["text"].replace("\n", " + ")
+    first, answered = time.monotonic(), None
+    for i in range(10):  # a message every 1.5 s for 15 s: never 2 s of quiet
+        stack.post(text_message(f"m{i}", f"CAP{i}"))
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            if answered is None and sent(evolution):
+                answered = time.monotonic() - first
+            time.sleep(0.05)
+    assert answered is not None and answered < 6 + 2.5, f"first answer {answered}s after the first message"
+    wait_until(lambda: "m9" in " ".join(sent(evolution)), timeout=20, message="the last message answered")
+    quiet()
+    said = [text.removeprefix("sobre: ").split(" + ") for text in sent(evolution)]
+    assert sorted(sum(said, [])) == [f"m{i}" for i in range(10)]  # each message answered once, none merged back
+    assert len(said) >= 2 and said[0][0] == "m0"
