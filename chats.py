@@ -90,7 +90,13 @@ def _chat_keys(cid):
 
 
 def _run(redis, source, keys, args):
-    result = redis.register_script(source)(keys=keys, args=args)
+    try:
+        result = redis.register_script(source)(keys=keys, args=args)
+    except redis_lib.OutOfMemoryError:
+        # Redis is at its maxmemory: a person's action still goes through (a few hundred bytes past the
+        # limit), so the bot never answers over a person when memory runs out. Redis >= 7 reads the flag.
+        log.warning("Redis is full: a person's action is written past maxmemory")
+        result = redis.register_script("#!lua flags=allow-oom\n" + source)(keys=keys, args=args)
     return result.decode() if isinstance(result, bytes) else result
 
 

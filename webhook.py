@@ -146,17 +146,69 @@ def create_app(settings=None, redis=None, direct_context=None):
             tally.add("ignored:" + reason.split(" (")[0])
             return "ignored"
         if message.from_me or message.event != "messages.upsert":
-            outcome = chats.note_from_me(redis, message, settings)
-            if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
-                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
-                                       "human", settings)
-            log.info("fromMe in chat %s: %s", who, outcome)
-            return outcome
+            return person_wrote(message)
+        replay_refused()
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
         outcome = buffer.add_message(redis, message, settings, trigger, counts=tally.take() + Counter(received=1))
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
+
+    refused = OrderedDict()  # fromMe messages Redis could not take: applied first once it can (see replay_refused)
+    refused_lock = threading.Lock()
+
+    def person_wrote(message):
+        """A `fromMe` message: our echo, or a person in the chat. If Redis cannot take it, it is remembered in
+        this process and applied as soon as Redis is back, before anything else (and answered 503 meanwhile)."""
+        replay_refused()
+        try:
+            outcome = apply_from_me(message)
+        except redis_lib.RedisError:
+            with refused_lock:
+                refused[(message.instance, message.message_id)] = message
+                while len(refused) > 1000:
+                    refused.popitem(last=False)
+            replaying.set()
+            raise
+        log.info("fromMe in chat %s: %s", parser.mask(message.reply_to), outcome)
+        return outcome
+
+    def apply_from_me(message):
+        outcome = chats.note_from_me(redis, message, settings)
+        if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
+            try:
+                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel),
+                                       message, "human", settings)
+            except redis_lib.OutOfMemoryError:  # applied past maxmemory (chats._run); the log is only for reading
+                log.warning("Redis is full: a person's message is not in the panel's log")
+        return outcome
+
+    def replay_refused():
+        """Apply the remembered fromMe messages, oldest first; stops at the first one Redis still refuses."""
+        while refused:
+            with refused_lock:
+                if not refused:
+                    return
+                key, message = next(iter(refused.items()))
+            try:
+                apply_from_me(message)
+            except redis_lib.RedisError:
+                return
+            with refused_lock:
+                refused.pop(key, None)
+            log.warning("a fromMe message refused while Redis was unavailable is applied now")
+
+    replaying = threading.Event()
+
+    def keep_replaying():
+        while True:
+            replaying.wait()
+            replay_refused()
+            if not refused:
+                replaying.clear()
+            time.sleep(0.1)
+
+    threading.Thread(target=keep_replaying, daemon=True, name="replay-refused").start()
 
     channels.register(app, settings, handle)  # /webhook/cloud and /webhook/twilio: 404 while their channel is off
 

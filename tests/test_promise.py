@@ -326,3 +326,38 @@ def test_max_wait_is_a_cap_from_the_bursts_first_message_and_later_messages_are_
     said = [text.removeprefix("sobre: ").split(" + ") for text in sent(evolution)]
     assert sorted(sum(said, [])) == [f"m{i}" for i in range(10)]  # each message answered once, none merged back
     assert len(said) >= 2 and said[0][0] == "m0"
+
+
+# --- issue 19: a person still wins when Redis is full or down ---------------------------------------
+
+def test_redis_full_the_owners_answer_still_holds_the_chat(start_stack, gemini, evolution):
+    stack = start_stack(time_per_char_ms=300)  # the second part is typed 3.6 s, by no worker
+    redis = stack.redis.client()
+    gemini.reply_with("Parte um.\n\nParte dois, sobre o preço.")
+    stack.post(text_message("quanto custa?", "FULL1"))
+    wait_until(lambda: sent(evolution), timeout=20, message="the first part")
+    redis.config_set("maxmemory", "1")  # full: every write is refused (noeviction)
+    try:
+        assert stack.post(text_message("alô?", "FULL2"), expect=503)["error"]
+        assert stack.post(owner("Deixa que eu te passo o preço", "3EB0FULL0000000000001"))["results"] == ["paused"]
+        quiet(4)  # the second part's time passes while Redis is full
+    finally:
+        redis.config_set("maxmemory", "0")  # memory freed
+    quiet(4)
+    assert sent(evolution) == ["Parte um."] and state(stack) == "paused"
+    turns = memory.load_history(redis, CID)
+    assert (turns[-2]["text"], turns[-1]["text"]) == ("Parte um.", "Deixa que eu te passo o preço")
+
+
+def test_redis_down_the_owners_answer_is_applied_first_when_it_is_back(start_stack, gemini, evolution):
+    stack = start_stack(time_per_char_ms=300, redis_down="retry", gunicorn_workers=1)
+    gemini.reply_with("Parte um.\n\nParte dois, sobre o preço.")
+    stack.post(text_message("quanto custa?", "DOWNOWN1"))
+    wait_until(lambda: sent(evolution), timeout=20, message="the first part")
+    stack.redis.stop()
+    stack.post(owner("Deixa que eu te passo o preço", "3EB0DOWN0000000000001"), expect=503)
+    quiet(3)  # the second part's time passes while Redis is down
+    stack.redis.start()
+    quiet(8)  # Evolution delivers the owner's message again only later: the webhook applied it already
+    assert sent(evolution) == ["Parte um."] and state(stack) == "paused"
+    assert stack.post(owner("Deixa que eu te passo o preço", "3EB0DOWN0000000000001"))["results"] == ["duplicate"]
