@@ -10,6 +10,7 @@ so the bot does not contradict the person when it resumes.
 import json
 import logging
 import re
+import secrets
 import time
 
 import redis as redis_lib
@@ -42,6 +43,9 @@ local function act(K, due, action, pause_seconds, cid, human_turn, limit)
   if stored then
     local reply = cjson.decode(stored)
     local sent = tonumber(reply.sent) or 0
+    if tonumber(reply.attempt) and tonumber(reply.attempt) >= sent then
+      sent = tonumber(reply.attempt) + 1  -- the part on its way reaches the customer: history has it too
+    end
     if sent > 0 then
       local said = {}
       for i = 1, sent do said[i] = reply.parts[i] end
@@ -119,6 +123,59 @@ def note_from_me(redis, message, settings):
                  buffer.sending_key(message.instance, message.text), buffer.DUE, *_chat_keys(cid)],
                 [action, _pause_seconds(settings), cid, *memory.history_args(settings), settings.dedupe_ttl_seconds,
                  buffer.text_digest(message.text), human_turn])
+
+
+# KEYS: sending, seen, history; ARGV: entry, dedupe_ttl, human turn, history args (3)
+ANSWERED_SCRIPT = memory.LUA_HISTORY + """
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])  -- its echo, from now on, is a duplicate (before, it was ours)
+push_turn(KEYS[3], ARGV[3], cap(4))
+return 1
+"""
+
+
+def answer_as_person(redis, session, settings, cid, meta, text):
+    """The panel's answer: sent through the chat's channel and kept in history once, on every channel.
+
+    The Cloud API and Twilio never echo it, so it is written here; Evolution's echo (before or after
+    sendText answers) is then known as this answer, not a second one. Returns (message id, its time).
+    """
+    import channels
+
+    instance, entry = meta.get("instance", ""), f"{cid} human"
+    sending = buffer.sending_key(instance, text)
+    pipe = redis.pipeline()
+    pipe.rpush(sending, entry)  # an echo before the id is known: ours (see FROM_ME_SCRIPT), nothing written
+    pipe.expire(sending, 3600)
+    pipe.execute()
+    try:
+        message_id, at = channels.send_text(session, settings, meta.get("channel", "evolution"), instance,
+                                            meta["reply_to"], text)
+    except channels.Error:
+        redis.lrem(sending, 0, entry)
+        raise
+    message_id = message_id or f"panel-{secrets.token_hex(8)}"
+    _run(redis, ANSWERED_SCRIPT, [sending, buffer.seen_key(instance, message_id), buffer.keys(cid)["history"]],
+         [entry, settings.dedupe_ttl_seconds, memory.turn("model", text, by="human"), *memory.history_args(settings)])
+    chatlog.record(redis, cid, chatlog.entry(message_id, "human", text, at), settings)
+    return message_id, at
+
+
+# KEYS: log, meta, chats, paused, optout; ARGV: cid, '', log args (7)
+HELD_LOG_SCRIPT = chatlog.LUA_LOG + """
+if redis.call('EXISTS', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
+log_entry(KEYS, ARGV[1], 3)
+return 1
+"""
+
+
+def record_part_in_flight(redis, cid, message_id, text, settings):
+    """A part of the bot's reply that went out after a person took the chat over: the customer has it, so the
+    panel's thread shows it (history already does, see `act`). Never for an erased chat: only while it is held."""
+    k = buffer.keys(cid)
+    item = chatlog.entry(message_id, "bot", text, time.time())
+    return bool(_run(redis, HELD_LOG_SCRIPT, [*chatlog.log_keys(cid), k["paused"], k["optout"]],
+                     [cid, "", *chatlog.log_args(item, settings)]))
 
 
 def _pause_seconds(settings):

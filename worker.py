@@ -378,8 +378,10 @@ def deliver(ctx, cid, token, reply):
             buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
-        logged = chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings,
-                                     buffer.keys(cid)["lock"], token)  # the panel's log
+        logged_id = message_id or f"{rid}-{reply['sent']}"
+        logged = chatlog.record_sent(ctx.redis, cid, logged_id, part, settings, buffer.keys(cid)["lock"], token)
+        if not logged:  # a person took over during the send (history has the part): the panel's thread shows it
+            chats.record_part_in_flight(ctx.redis, cid, logged_id, part, settings)
         if not logged or (reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply)):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 

@@ -2,7 +2,6 @@
 own chat, a Gemini budget nobody else can spend, degraded mode kept bounded, and erasure."""
 
 import glob
-import re
 import threading
 import time
 
@@ -11,7 +10,7 @@ import requests
 import buffer
 import chats
 import memory
-from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, text_message, wait_until
+from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, panel_session, text_message, wait_until
 
 OWNER = "5511999990077"
 SHOP = "5511999990000"  # the instance's own number: `sender` of text_message()
@@ -142,17 +141,6 @@ def test_forget_during_a_send_writes_nothing_back_and_the_aof_loses_the_text(sta
     for path in glob.glob(f"{stack.redis.directory}/**/*.aof", recursive=True):
         with open(path, "rb") as aof:
             assert "pedido secreto".encode() not in aof.read(), path
-
-
-def panel_session(stack, password):
-    """A logged-in session on the running webhook's panel, with its CSRF header set."""
-    session = requests.Session()
-    page = session.get(f"{stack.url}/panel/login", timeout=10).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
-    assert session.post(f"{stack.url}/panel/login", data={"password": password, "csrf_token": token},
-                        allow_redirects=False, timeout=10).status_code == 302
-    session.headers["X-CSRF-Token"] = session.get(f"{stack.url}/panel/api/session", timeout=10).json()["csrf_token"]
-    return session
 
 
 def test_the_panels_erase_is_the_same_erasure_as_worker_forget(start_stack, gemini, evolution):

@@ -8,6 +8,7 @@ import time
 import requests
 
 import buffer
+import chatlog
 import chats
 import memory
 from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, text_message, wait_until
@@ -361,3 +362,20 @@ def test_redis_down_the_owners_answer_is_applied_first_when_it_is_back(start_sta
     quiet(8)  # Evolution delivers the owner's message again only later: the webhook applied it already
     assert sent(evolution) == ["Parte um."] and state(stack) == "paused"
     assert stack.post(owner("Deixa que eu te passo o preço", "3EB0DOWN0000000000001"))["results"] == ["duplicate"]
+
+
+def test_a_part_in_flight_when_the_owner_takes_over_is_in_the_panel_and_in_history(stack, gemini, evolution):
+    redis = stack.redis.client()
+    gemini.reply_with("O bolo grande custa R$ 90.")
+    evolution.delay_next("sendText", 2)
+    stack.post(text_message("quanto custa o bolo grande?", "FLIGHT1"))
+    wait_until(lambda: evolution.calls("sendText"), timeout=20, message="the reply on its way")
+    assert stack.post(owner("Deixa comigo", "3EB0FLIGHT000000000001"))["results"] == ["paused"]
+    wait_until(lambda: sent(evolution), timeout=10, message="the reply delivered")
+    quiet(1.5)
+    turns = memory.load_history(redis, CID)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("user", "quanto custa o bolo grande?"), ("model", "O bolo grande custa R$ 90."), ("model", "Deixa comigo")]
+    thread = [(item["from"], item["text"]) for item in chatlog.thread(redis, CID)]
+    assert ("bot", "O bolo grande custa R$ 90.") in thread and ("human", "Deixa comigo") in thread
+    assert stack.post(echo(evolution))["results"] == ["own"] and state(stack) == "paused"
