@@ -333,7 +333,8 @@ def deliver(ctx, cid, token, reply):
     instance, number, parts = reply["instance"], reply["reply_to"], reply["parts"]
     channel = reply.get("channel", "evolution")  # replies stored before channels existed are Evolution's
     rid = reply.setdefault("rid", "0")  # replies stored before reply ids existed
-    if reply.get("kind") == "gemini" and not _under_way(ctx, cid, reply) and buffer.rejoin(ctx.redis, cid, token, settings):
+    if reply.get("kind") == "gemini" and not _under_way(ctx, cid, reply) and \
+            buffer.rejoin(ctx.redis, cid, token, settings):
         log.info("chat %s: the customer wrote while the reply was made; answering everything together", cid)
         return
     while reply["sent"] < len(parts):
@@ -400,7 +401,8 @@ def deliver(ctx, cid, token, reply):
 
 def _under_way(ctx, cid, reply):
     """Whether the customer may have part of this reply already: one sent, one whose send was attempted, or echoed."""
-    return reply["sent"] > 0 or "attempt" in reply or buffer.delivered_count(ctx.redis, cid, reply["rid"], reply["parts"][0]) > 0
+    first = reply["parts"][0]
+    return reply["sent"] > 0 or "attempt" in reply or buffer.delivered_count(ctx.redis, cid, reply["rid"], first) > 0
 
 
 def mark_as_read(ctx, instance, entries):
