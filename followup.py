@@ -171,15 +171,19 @@ def run(ctx, cid, now=None):
     try:
         message_id, _ = channels.send_text(ctx.session, settings, channel, fu["instance"], fu["reply_to"], text)
     except channels.Error as error:
-        buffer.note_sent(ctx.redis, fu["instance"], cid, rid, text, None)
-        if error.retryable and now - float(fu["at"]) < settings.send_retry_minutes * 60:
-            log.warning("chat %s: follow-up not sent (%s); trying again", cid, error)
-            _done(ctx, cid, token, now, "later", repr(now + min(settings.retry_base_seconds * 4, 60)))
-            return "later"
-        log.error("chat %s: follow-up not sent (%s); dropped", cid, error)
-        _done(ctx, cid, token, now, "drop", "")
-        return "dropped"
-    buffer.note_sent(ctx.redis, fu["instance"], cid, rid, text, message_id)
+        if not channels.maybe_sent(error):
+            buffer.note_sent(ctx.redis, fu["instance"], cid, rid, text, None)
+            if error.retryable and now - float(fu["at"]) < settings.send_retry_minutes * 60:
+                log.warning("chat %s: follow-up not sent (%s); trying again", cid, error)
+                _done(ctx, cid, token, now, "later", repr(now + min(settings.retry_base_seconds * 4, 60)))
+                return "later"
+            log.error("chat %s: follow-up not sent (%s); dropped", cid, error)
+            _done(ctx, cid, token, now, "drop", "")
+            return "dropped"
+        log.warning("chat %s: %s; the follow-up may have gone out: counted as sent, never sent twice", cid, error)
+        message_id = None
+    else:
+        buffer.note_sent(ctx.redis, fu["instance"], cid, rid, text, message_id)
     chatlog.record(ctx.redis, cid, chatlog.entry(message_id or rid, "bot", text, round(time.time(), 3), kind="followup"),
                    settings, lock_key=k["lock"], token=token)
     _done(ctx, cid, token, now, "sent", again, memory.turn("model", text))

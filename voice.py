@@ -19,6 +19,7 @@ import budget
 import buffer
 import channels
 import chatlog
+import chats
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +75,15 @@ def to_wav(pcm, rate=SAMPLE_RATE):
 
 
 def send(ctx, cid, token, reply):
-    """Speak the whole reply and send it as one voice note. True when it went out (the reply is then all sent);
-    False when the text should go out instead. The reply's text is what the panel's log and history keep."""
+    """Speak the whole reply and send it as one voice note. True when it went out, or may have (the reply is then
+    all sent: never twice); False when the text should go out instead. History and the panel keep the text."""
     settings = ctx.settings
     text = "\n\n".join(reply["parts"])
+    instance, number, rid = reply["instance"], reply["reply_to"], reply["rid"]
+    if reply.get("attempt") == 0:  # a job stopped while sending the voice note: the customer may have it
+        log.warning("chat %s: the voice note was being sent when its job stopped; counted as sent", cid)
+        reply["sent"] = len(reply["parts"])
+        return True
     if not budget.allow(ctx.redis, settings):
         log.warning("chat %s: GEMINI_MAX_CALLS_PER_HOUR reached; answering in text, not voice", cid)
         return False
@@ -88,19 +94,26 @@ def send(ctx, cid, token, reply):
     except VoiceError as error:
         log.warning("chat %s: %s; answering in text", cid, error)
         return False
-    if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
-        return False
-    instance, number, rid = reply["instance"], reply["reply_to"], reply["rid"]
-    buffer.note_sending(ctx.redis, instance, cid, rid, "")  # the echo of a voice note has no text
+    if not buffer.attempt(ctx.redis, instance, cid, token, reply, "", settings.job_lease_seconds):
+        return False  # the echo of a voice note has no text: "" is what it is noted under
     try:
         message_id = channels.send_audio(ctx.session, settings, reply.get("channel"), instance, number, audio)
     except channels.Error as error:
-        log.warning("chat %s: voice note not sent (%s); answering in text", cid, error)
-        buffer.note_sent(ctx.redis, instance, cid, rid, "", None)
-        return False
-    buffer.note_sent(ctx.redis, instance, cid, rid, "", message_id)
+        if not channels.maybe_sent(error):
+            log.warning("chat %s: voice note not sent (%s); answering in text", cid, error)
+            del reply["attempt"]
+            reply["voice"] = False
+            buffer.note_sent(ctx.redis, instance, cid, rid, "", None)
+            buffer.store_reply(ctx.redis, cid, token, reply)
+            return False
+        log.warning("chat %s: %s; the voice note may have gone out: counted as sent", cid, error)
+        message_id = None
+    else:
+        buffer.note_sent(ctx.redis, instance, cid, rid, "", message_id)
     reply["sent"] = len(reply["parts"])
     reply["ids"] = [message_id]
-    chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-voice", text, settings, buffer.keys(cid)["lock"], token)
+    logged_id = message_id or f"{rid}-voice"
+    if not chatlog.record_sent(ctx.redis, cid, logged_id, text, settings, buffer.keys(cid)["lock"], token):
+        chats.record_part_in_flight(ctx.redis, cid, logged_id, text, settings)  # a person took over meanwhile
     log.info("chat %s: replied with a voice note (%d bytes of WAV)", cid, len(audio))
     return True
