@@ -68,6 +68,7 @@ class Settings:
     send_retry_minutes: float = 10.0
     job_lease_seconds: int = 90
     sweep_seconds: int = 15
+    worker_concurrency: int = 32  # chats one `python worker.py` answers at once (threads); see docs/operations.md
     fallback_message: str = PT_FALLBACK
 
     # Abuse limits
@@ -160,6 +161,8 @@ FALLBACK_NAMES = {
     "EVOLUTION_API_KEY": "AUTHENTICATION_API_KEY",
     "HANDOFF_PHRASES": "HANDOFF_KEYWORDS",
 }
+
+MAX_WORKER_CONCURRENCY = 1000  # threads of one worker process; more processes scale further
 
 REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_KEY")
 
@@ -274,6 +277,10 @@ def _validate(settings, require):
     # Each slow step (Gemini, a download, a part's typing and send) renews the lease first, so the lease must outlast the longest.
     if settings.gemini_timeout_seconds + settings.evolution_timeout_seconds >= settings.job_lease_seconds:
         raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
+    if not 1 <= settings.worker_concurrency <= MAX_WORKER_CONCURRENCY:
+        raise SettingsError(f"WORKER_CONCURRENCY deve ser um número de 1 a {MAX_WORKER_CONCURRENCY} (conversas "
+                            f"atendidas ao mesmo tempo por processo), por exemplo WORKER_CONCURRENCY=32; "
+                            f"veio {settings.worker_concurrency!r}")
     if settings.max_regenerations < 0:
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
     _validate_owner_week(settings)
