@@ -68,7 +68,7 @@ class Settings:
     send_retry_minutes: float = 10.0
     job_lease_seconds: int = 90
     sweep_seconds: int = 15
-    worker_concurrency: int = 32  # chats one `python worker.py` answers at once (threads); see docs/operations.md
+    worker_concurrency: int = 200  # chats one `python worker.py` answers at once (threads); see docs/operations.md
     fallback_message: str = PT_FALLBACK
 
     # Abuse limits
@@ -279,7 +279,7 @@ def _validate(settings, require):
         raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
     if not 1 <= settings.worker_concurrency <= MAX_WORKER_CONCURRENCY:
         raise SettingsError(f"WORKER_CONCURRENCY deve ser um número de 1 a {MAX_WORKER_CONCURRENCY} (conversas "
-                            f"atendidas ao mesmo tempo por processo), por exemplo WORKER_CONCURRENCY=32; "
+                            f"atendidas ao mesmo tempo por processo), por exemplo WORKER_CONCURRENCY=200; "
                             f"veio {settings.worker_concurrency!r}")
     if settings.max_regenerations < 0:
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")

@@ -20,10 +20,11 @@ from concurrent.futures import ThreadPoolExecutor
 from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.timeouts import TimerDeathPenalty
+from rq.utils import now
 
 log = logging.getLogger(__name__)
 
-RESTART_SECONDS = (1, 2, 5, 10, 30)  # pauses before starting RQ's loop again after it failed, then every 30 s
+RESTART_SECONDS = (1, 2, 5, 10)  # pauses before starting RQ's loop again after it failed, then every 10 s
 
 
 class ThreadWorker(SimpleWorker):
@@ -49,6 +50,13 @@ class ThreadWorker(SimpleWorker):
         if result is None:
             self._free.release()
         return result
+
+    def heartbeat(self, timeout=None, pipeline=None):
+        """RQ's loop beats before and after every job: with jobs by the hundred, once a second is enough."""
+        if timeout is None and pipeline is None and self.last_heartbeat is not None \
+                and (now() - self.last_heartbeat).total_seconds() < 1:
+            return
+        super().heartbeat(timeout, pipeline)
 
     def execute_job(self, job, queue):
         try:
