@@ -375,18 +375,22 @@ def deliver(ctx, cid, token, reply):
                 return
             log.error("chat %s: %s; reply dropped", cid, error)
             break
-        buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
+        # The part is out: what follows must reach Redis, or a later job would send it again.
+        written(ctx, buffer.note_sent, ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
-        logged = chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings,
-                                     buffer.keys(cid)["lock"], token)  # the panel's log
-        if not logged or (reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply)):
+        logged = written(ctx, chatlog.record_sent, ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part,
+                         settings, buffer.keys(cid)["lock"], token)  # the panel's log
+        if not logged or (reply["sent"] < len(parts) and not written(ctx, buffer.store_reply, ctx.redis, cid, token, reply)):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 
     said = "\n\n".join(parts[: reply["sent"]])
-    stats.write_reply(ctx.redis, reply, settings)  # the panel's counters, one pipeline per reply
-    outcome = buffer.finish(
-        ctx.redis, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
+    try:
+        stats.write_reply(ctx.redis, reply, settings)  # the panel's counters, one pipeline per reply
+    except redis_lib.ResponseError as error:  # Redis full: the counters miss one reply, the customer nothing
+        log.warning("chat %s: counters not written: %s", cid, error)
+    outcome = written(
+        ctx, buffer.finish, ctx.redis, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
         model_turn=memory.turn("model", said) if said else "", hold=reply.get("hold", ""),
     )
     if outcome == "lost":
@@ -394,6 +398,23 @@ def deliver(ctx, cid, token, reply):
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
+
+
+def written(ctx, write, *args, **kwargs):
+    """`write(*args, **kwargs)`, waiting while Redis refuses writes (full at its maxmemory) for up to half the lease.
+
+    Used for what must follow a part that went out (its record, the stored progress, the release):
+    given up on, the part would be sent again by the job that takes the chat over.
+    """
+    until = time.monotonic() + ctx.settings.job_lease_seconds / 2
+    while True:
+        try:
+            return write(*args, **kwargs)
+        except redis_lib.ResponseError as error:
+            if "maxmemory" not in str(error) or time.monotonic() > until:
+                raise
+            log.warning("Redis refuses writes (%s); trying again in 1 s", error)
+            time.sleep(1)
 
 
 def mark_as_read(ctx, instance, entries):

@@ -108,18 +108,39 @@ def small_redis(tmp_path):
     server.stop()
 
 
-def fill(client):
-    """Write until Redis refuses even a small write: a Redis full at its maxmemory (noeviction), as the bot meets it."""
-    count = 0
-    for size in (256 * 1024, 16 * 1024, 1024, 64):  # a big write's own buffer counts: end with small ones
-        while True:
-            try:
-                client.set(f"filler:{count}", b"x" * size)
-                count += 1
-            except redis_lib.ResponseError as error:
-                assert "maxmemory" in str(error)
-                break
-    return count
+class Full:
+    """Keeps Redis full at its maxmemory (noeviction), as the bot meets it, until `free()`.
+
+    Writes big values, then smaller ones, until even a small write is refused; then keeps topping it
+    up: Redis frees client buffers a moment later, which would let small writes through again.
+    """
+
+    def __init__(self, client):
+        self.client, self.count, self.done = client, 0, threading.Event()
+        for size in (256 * 1024, 16 * 1024, 1024, 64):
+            while self._write(size):
+                pass
+        self.thread = threading.Thread(target=self._top_up, daemon=True)
+        self.thread.start()
+
+    def _write(self, size):
+        try:
+            self.client.set(f"filler:{self.count}", b"x" * size)
+            self.count += 1
+            return True
+        except redis_lib.ResponseError as error:
+            assert "maxmemory" in str(error)
+            return False
+
+    def _top_up(self):
+        while not self.done.wait(0.01):
+            while self._write(64):
+                pass
+
+    def free(self):
+        self.done.set()
+        self.thread.join()
+        self.client.delete(*self.client.keys("filler:*"))
 
 
 def test_workers_outlive_a_full_redis_and_answer_once_when_memory_is_freed(bot_env, small_redis, processes,
@@ -132,7 +153,7 @@ def test_workers_outlive_a_full_redis_and_answer_once_when_memory_is_freed(bot_e
     gemini.hold()
     stack.post(text_message("tem bolo de cenoura?", "FULL1"))
     wait_until(lambda: gemini.requests, timeout=20, message="the Gemini call")
-    fill(client)
+    full = Full(client)
     gemini.release()  # the job cannot store the answer: Redis refuses every write
 
     time.sleep(8)  # RQ's loop meets the full Redis (its heartbeat, the failed job's record) within a few seconds
@@ -141,8 +162,29 @@ def test_workers_outlive_a_full_redis_and_answer_once_when_memory_is_freed(bot_e
     assert evolution.sent_texts() == []
     assert "maxmemory" in worker.output()
 
-    client.delete(*client.keys("filler:*"))
+    full.free()
     wait_until(lambda: evolution.sent_texts(), timeout=20 + 10 + 20, message="the reply once Redis takes writes")
     time.sleep(2 * 2 + 1)
     assert [text for _, _, text in evolution.sent_texts()] == ["Temos sim!"]
     assert worker.process.poll() is None
+
+
+def test_a_part_sent_as_redis_fills_up_is_recorded_once_memory_is_freed_and_never_sent_again(
+        bot_env, small_redis, processes, gemini, evolution):
+    env = {**bot_env, "REDIS_URL": small_redis.url, "PORT": str(free_port()), "SWEEP_SECONDS": "2",
+           "JOB_LEASE_SECONDS": "20"}
+    stack = Stack(env, small_redis, processes)
+    client = small_redis.client()
+    gemini.reply_with("Chega amanhã.")
+    evolution.delay_next("sendText", 3)
+    stack.post(text_message("quando chega meu pedido?", "FULL2"))
+    wait_until(lambda: evolution.calls("sendText"), timeout=20, message="the sendText call")
+    full = Full(client)  # while Evolution sends it: the job cannot record that the part went out
+    wait_until(lambda: evolution.sent_texts(), timeout=10, message="Evolution to finish the send")
+    time.sleep(3)
+
+    full.free()
+    time.sleep(20 + 2 * 2 + 3)  # past the job's lease: a job taking the chat over would send the part again
+    assert [text for _, _, text in evolution.sent_texts()] == ["Chega amanhã."]
+    assert client.zcard("wa:due") == 0  # the chat was released
+    assert stack.workers[0].process.poll() is None
