@@ -83,8 +83,8 @@ def _dispatch(redis, queue, settings, now=None):
     cids = [cid.decode() for cid in result[2:]]
     if cids:
         options = job_options(settings)
-        queue.enqueue_many([Queue.prepare_data(JOB, args=(cid, job_id(cid, token)), job_id=job_id(cid, token), **options)
-                            for cid in cids])
+        queue.enqueue_many([Queue.prepare_data(JOB, args=(cid, job_id(cid, token)), job_id=job_id(cid, token),
+                                               **options) for cid in cids])
     return (float(result[0]) if result[0] else None), int(result[1]), cids
 
 

@@ -83,7 +83,7 @@ class ThreadWorker(SimpleWorker):
         super().teardown()
 
 
-def run(make_worker, logging_level, stopped=None):
+def run(make_worker, logging_level):
     """Run RQ's loop until SIGTERM/SIGINT, starting it again (a new worker) whenever it ends on an error."""
     failures = 0
     while True:
@@ -94,7 +94,7 @@ def run(make_worker, logging_level, stopped=None):
             return
         except Exception as error:  # e.g. registering the worker with Redis at its maxmemory
             log.error("worker: RQ's loop failed: %s", error)
-        if worker.stop_asked or (stopped is not None and stopped.is_set()):
+        if worker.stop_asked:
             return
         failures = 0 if time.monotonic() - started > 60 else failures
         pause = RESTART_SECONDS[min(failures, len(RESTART_SECONDS) - 1)]

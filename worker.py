@@ -1,8 +1,9 @@
 """The job that answers a chat (merge the burst, ask Gemini, send one reply), and the worker that runs it.
 
 `python worker.py` runs an RQ worker that answers up to WORKER_CONCURRENCY chats at once, in threads
-(runner.py), and, beside it, a dispatcher that enqueues each chat's job when its time comes (dispatch.py). Everything the job knows between tries lives in Redis (see buffer.py),
-so a worker can die at any line and the next one carries on. No job ever sleeps: a retry, or the
+(runner.py), and, beside it, a dispatcher that enqueues each chat's job when its time comes
+(dispatch.py). Everything the job knows between tries lives in Redis (see buffer.py), so a worker
+can die at any line and the next one carries on. No job ever sleeps: a retry, or the
 typing time before a part of the reply, is a time in `wa:due` for another job.
 """
 
@@ -381,7 +382,8 @@ def deliver(ctx, cid, token, reply):
         reply.setdefault("ids", []).append(message_id)
         logged = written(ctx, chatlog.record_sent, ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part,
                          settings, buffer.keys(cid)["lock"], token)  # the panel's log
-        if not logged or (reply["sent"] < len(parts) and not written(ctx, buffer.store_reply, ctx.redis, cid, token, reply)):
+        if not logged or (reply["sent"] < len(parts)
+                          and not written(ctx, buffer.store_reply, ctx.redis, cid, token, reply)):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 
     said = "\n\n".join(parts[: reply["sent"]])
