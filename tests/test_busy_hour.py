@@ -109,38 +109,27 @@ def small_redis(tmp_path):
 
 
 class Full:
-    """Keeps Redis full at its maxmemory (noeviction), as the bot meets it, until `free()`.
+    """Redis full at its maxmemory (noeviction), as the bot meets it, until `free()`.
 
-    Writes big values, then smaller ones, until even a small write is refused; then keeps topping it
-    up: Redis frees client buffers a moment later, which would let small writes through again.
+    Fills it with data until a write is refused, then lowers maxmemory under what is used: Redis frees
+    client buffers a moment after a big write, which would let small writes through again.
     """
 
     def __init__(self, client):
-        self.client, self.count, self.done = client, 0, threading.Event()
-        for size in (256 * 1024, 16 * 1024, 1024, 64):
-            while self._write(size):
-                pass
-        self.thread = threading.Thread(target=self._top_up, daemon=True)
-        self.thread.start()
-
-    def _write(self, size):
-        try:
-            self.client.set(f"filler:{self.count}", b"x" * size)
-            self.count += 1
-            return True
-        except redis_lib.ResponseError as error:
-            assert "maxmemory" in str(error)
-            return False
-
-    def _top_up(self):
-        while not self.done.wait(0.01):
-            while self._write(64):
-                pass
+        self.client, self.count = client, 0
+        self.maxmemory = client.config_get("maxmemory")["maxmemory"]
+        while True:
+            try:
+                client.set(f"filler:{self.count}", b"x" * 256 * 1024)
+                self.count += 1
+            except redis_lib.ResponseError as error:
+                assert "maxmemory" in str(error)
+                break
+        client.config_set("maxmemory", "1mb")
 
     def free(self):
-        self.done.set()
-        self.thread.join()
         self.client.delete(*self.client.keys("filler:*"))
+        self.client.config_set("maxmemory", self.maxmemory)
 
 
 def test_workers_outlive_a_full_redis_and_answer_once_when_memory_is_freed(bot_env, small_redis, processes,
