@@ -8,7 +8,6 @@ typing time before a part of the reply, is a time in `wa:due` for another job.
 """
 
 import argparse
-import dataclasses
 import gc
 import json
 import logging
@@ -84,7 +83,7 @@ def get_context():
     if context is None:
         if _context is None:
             _context = make_context(load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING)))
-        context = _thread.context = dataclasses.replace(_context, session=sender.make_session())
+        context = _thread.context = replace(_context, session=sender.make_session())
     return context
 
 
