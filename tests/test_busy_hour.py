@@ -158,7 +158,7 @@ def test_workers_outlive_a_full_redis_and_answer_once_when_memory_is_freed(bot_e
     assert worker.process.poll() is None
 
 
-def test_a_part_sent_as_redis_fills_up_is_recorded_once_memory_is_freed_and_never_sent_again(
+def test_a_part_sent_as_redis_fills_up_is_never_sent_again_once_memory_is_freed(
         bot_env, small_redis, processes, gemini, evolution):
     env = {**bot_env, "REDIS_URL": small_redis.url, "PORT": str(free_port()), "SWEEP_SECONDS": "2",
            "JOB_LEASE_SECONDS": "20"}
