@@ -3,8 +3,8 @@
 A person always wins over the bot. Whatever a person does in a chat (answering from the phone,
 WhatsApp Web, Chatwoot or the panel; `#parar`; `#bot`) is one Lua script that also voids what a
 running job holds (its lock and stored reply), so that job never sends or writes anything after
-the person acted. What the customer wrote and what the person answered go into the chat's history,
-so the bot does not contradict the person when it resumes.
+the person acted. What the customer wrote is in the chat's record already; what the person answers joins it, so
+the bot does not contradict the person when it resumes.
 """
 
 import logging
@@ -14,41 +14,27 @@ import time
 import redis as redis_lib
 
 import buffer
-import chatlog
 import memory
 
 log = logging.getLogger(__name__)
 
 # The per-chat keys a person's action touches, in the order the scripts receive them.
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
-             "regenerated", "history", "media")
+             "regenerated", "media")
 
-_LUA_ACT = memory.LUA_HISTORY + """
+_LUA_ACT = memory.LUA_STORE + """
 local function chat_keys(offset)
   local K = {}
   for i, name in ipairs({%s}) do K[name] = KEYS[offset + i] end
   return K
 end
--- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds and keep
--- what was waiting (and what the bot had already sent of its reply) in history for the bot's next turn.
-local function act(K, due, action, pause_seconds, cid, human_turn, limit)
+-- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds. What was
+-- waiting, and what the bot had sent of its reply, is in the record already: the bot's next turn sees it.
+local function act(K, due, action, pause_seconds, cid)
   if action == 'resume' then
     redis.call('DEL', K.paused, K.optout)
     return 'resumed'
   end
-  push_entries(K.history, K.inflight, limit)
-  local stored = redis.call('GET', K.reply)
-  if stored then
-    local reply = cjson.decode(stored)
-    local sent = tonumber(reply.sent) or 0
-    if sent > 0 then
-      local said = {}
-      for i = 1, sent do said[i] = reply.parts[i] end
-      push_turn(K.history, cjson.encode({role = 'model', text = table.concat(said, '\\n\\n')}), limit)
-    end
-  end
-  push_entries(K.history, K.burst, limit)
-  if human_turn ~= '' then push_turn(K.history, human_turn, limit) end
   redis.call('DEL', K.lock, K.reply, K.inflight, K.burst, K.deadline, K.started, K.attempts, K.regenerated, K.media)
   redis.call('ZREM', due, cid)
   if action == 'stop' or redis.call('GET', K.paused) == 'stop' then
@@ -60,25 +46,40 @@ local function act(K, due, action, pause_seconds, cid, human_turn, limit)
 end
 """ % ", ".join(f"'{name}'" for name in CHAT_KEYS)
 
-# KEYS: due, chat keys...; ARGV: action, pause_seconds, cid, history args (3)
+# KEYS: due, chat keys...; ARGV: action, pause_seconds, cid
 ACT_SCRIPT = _LUA_ACT + """
-return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3], '', cap(4))
+return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 
-# KEYS: seen, ours, sending, due, chat keys...
-# ARGV: action, pause_seconds, cid, history args (3), dedupe_ttl, digest, human turn
+# KEYS: ids, lid's ids, alerts, sending, due, record, meta, chats, chat keys...
+# ARGV: action, pause_seconds, cid, lid's cid, dedupe_ttl, seen field, seen value, own field, digest,
+#       human entry ('' for a command), at, store args (5)
 FROM_ME_SCRIPT = _LUA_ACT + """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then return 'duplicate' end
-local owner = redis.call('GET', KEYS[2])  -- our send, by the id sendText answered
-if not owner then owner = redis.call('LINDEX', KEYS[3], 0) end  -- ...or by its text, before the id is known
+if not note_id(KEYS[1], ARGV[6], ARGV[7], ARGV[5]) then return 'duplicate' end
+local owner = nil
+for i, ids in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do  -- our send, by the id sendText answered
+  local value = redis.call('HGET', ids, ARGV[8])
+  if value then
+    redis.call('HDEL', ids, ARGV[8])  -- its echo came: the id is not needed any more
+    if i < 3 then owner = ({ARGV[3], ARGV[4]})[i] .. ' ' .. string.match(value, ' (%S+)$') else owner = '' end
+    break
+  end
+end
+if not owner then owner = redis.call('LINDEX', KEYS[4], 0) end  -- ...or by its text, before the id is known
 if owner then
   local cid, rid = string.match(owner, '^(%S+) (%S+)$')
-  local delivered = 'wa:delivered:' .. cid
-  redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[8], 1)
-  redis.call('EXPIRE', delivered, 86400)
+  if cid then
+    local delivered = 'wa:delivered:' .. cid
+    redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[9], 1)
+    redis.call('EXPIRE', delivered, 86400)
+  end
   return 'own'
 end
-return act(chat_keys(4), KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[9], cap(4))
+local outcome = act(chat_keys(8), KEYS[5], ARGV[1], ARGV[2], ARGV[3])
+if ARGV[10] ~= '' then
+  push({record = KEYS[6], meta = KEYS[7], chats = KEYS[8], cid = ARGV[3]}, ARGV[10], ARGV[11], limits(12), true, '')
+end
+return outcome
 """
 
 
@@ -96,21 +97,25 @@ def note_from_me(redis, message, settings):
     """A `fromMe` message: our own echo, or a person answering (or an owner command) in the chat.
 
     Returns duplicate, own, resumed, stopped or paused. A person's answer pauses the bot for
-    HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and is kept in history.
+    HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and joins the record.
+    Our echo is told by the id sendText answered, noted in the chat's ids (under its '@lid' address
+    too, when the echo carries one) or, for an alert, the instance's.
     """
     cid = buffer.chat_ref(message.instance, message.chat_id, message.channel)
+    lid_cid = buffer.chat_ref(message.instance, message.lid, message.channel) if message.lid else cid
     text = message.text.strip()
-    action, human_turn = "pause", memory.turn("model", text or f"[{message.kind}]", by="human")
+    action, (item, at, _) = "pause", memory.message_entry(message, "human", settings)
     if settings.resume_keyword and text.lower() == settings.resume_keyword.lower():
-        action, human_turn = "resume", ""
+        action, item = "resume", ""
     elif settings.stop_keyword and text.lower() == settings.stop_keyword.lower():
-        action, human_turn = "stop", ""
+        action, item = "stop", ""
     return _run(redis, FROM_ME_SCRIPT,
-                [buffer.seen_key(message.instance, message.message_id),
-                 buffer.own_send_key(message.instance, message.message_id),
-                 buffer.sending_key(message.instance, message.text), buffer.DUE, *_chat_keys(cid)],
-                [action, _pause_seconds(settings), cid, *memory.history_args(settings), settings.dedupe_ttl_seconds,
-                 buffer.text_digest(message.text), human_turn])
+                [memory.ids_key(cid), memory.ids_key(lid_cid), memory.alerts_key(message.instance),
+                 memory.sending_key(message.instance, message.text), buffer.DUE, *memory.store_keys(cid),
+                 *_chat_keys(cid)],
+                [action, _pause_seconds(settings), cid, lid_cid, settings.dedupe_ttl_seconds,
+                 memory.seen_field(message.message_id), memory.id_value(), memory.own_field(message.message_id),
+                 memory.text_digest(message.text), item, at, *memory.store_args(settings)])
 
 
 def _pause_seconds(settings):
@@ -118,8 +123,7 @@ def _pause_seconds(settings):
 
 
 def _act(redis, cid, action, settings):
-    return _run(redis, ACT_SCRIPT, [buffer.DUE, *_chat_keys(cid)],
-                [action, _pause_seconds(settings), cid, *memory.history_args(settings)])
+    return _run(redis, ACT_SCRIPT, [buffer.DUE, *_chat_keys(cid)], [action, _pause_seconds(settings), cid])
 
 
 def take_over(redis, cid, settings):
@@ -146,7 +150,8 @@ def owner_command(redis, message, settings):
     action = actions.get(words[0].lower()) if len(words) > 1 else None
     if action is None:
         return "ignored"
-    if not redis.set(buffer.seen_key(message.instance, message.message_id), 1, nx=True, ex=settings.dedupe_ttl_seconds):
+    own_chat = buffer.chat_ref(message.instance, message.chat_id, message.channel)
+    if not memory.first_sighting(redis, own_chat, message.message_id, settings):
         return "duplicate"
     outcomes = {_act(redis, buffer.chat_ref(message.instance, jid), action, settings)
                 for jid in customer_jids(" ".join(words[1:]))}
@@ -192,7 +197,7 @@ def _erase(redis, cid):
     pipe = redis.pipeline()
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
-    chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
+    memory.erase(pipe, cid)  # the chat's record, details and ids
     return pipe.execute()[0]
 
 

@@ -21,9 +21,10 @@ from flask import Blueprint, jsonify, redirect, render_template, request, sessio
 from flask.sessions import SecureCookieSessionInterface
 
 import ai_service
+import buffer
 import channels
-import chatlog
 import chats
+import memory
 import sender
 import stats
 from parser import mask
@@ -198,15 +199,15 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
 
     def chat_list():
         now = time.time()
-        return [summary(meta, now) for meta in chatlog.chats(redis)]
+        return [summary(meta, now) for meta in memory.chats(redis)]
 
     def one_chat(cid, reveal=False):
-        meta = chatlog.details(redis, cid) if CHAT_ID.fullmatch(cid) else None
+        meta = memory.details(redis, cid) if CHAT_ID.fullmatch(cid) else None
         if meta is None:
             return None
         item = summary(meta, time.time(), reveal)
         item["messages"] = [{"id": m["id"], "from": m["from"], "text": m["text"], "at": m["at"],
-                             "kind": m.get("kind", "text")} for m in chatlog.thread(redis, cid)]
+                             "kind": m.get("kind", "text")} for m in memory.thread(redis, cid)]
         return item
 
     def prompt_path(name):
@@ -216,7 +217,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
 
     def prompt_names():
         """`system`, every instance seen, and every prompts/<name>.md there is."""
-        names = {m.get("instance") for m in chatlog.chats(redis) if m.get("instance")}
+        names = {m.get("instance") for m in memory.chats(redis) if m.get("instance")}
         names |= {name.decode() for name in redis.hkeys(stats.INSTANCES)}
         folder = prompt_path("system").parent
         if folder.is_dir():
@@ -273,7 +274,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @bp.get("/health")
     @login_required
     def health_page():
-        return render("health.html", days=stats.daily(redis), health=stats.health(redis, queue_name()),
+        return render("health.html", days=stats.daily(redis), health=stats.health(redis, lambda: buffer.queue_depth(redis, queue_name())),
                       page="health")
 
     # --- JSON API ---------------------------------------------------------------------------
@@ -295,7 +296,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
         return jsonify(chat) if chat else (jsonify(error="no such chat"), 404)
 
     def act(cid, action):
-        if not CHAT_ID.fullmatch(cid) or chatlog.details(redis, cid) is None:
+        if not CHAT_ID.fullmatch(cid) or memory.details(redis, cid) is None:
             return jsonify(error="no such chat"), 404
         result = action()
         log.info("panel: chat %s: %s", cid, result)
@@ -319,7 +320,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @bp.post("/api/chats/<cid>/forget")
     @login_required
     def api_forget(cid):
-        if not CHAT_ID.fullmatch(cid) or chatlog.details(redis, cid) is None:
+        if not CHAT_ID.fullmatch(cid) or memory.details(redis, cid) is None:
             return jsonify(error="no such chat"), 404
         erased = chats.forget(redis, cid)
         log.info("panel: chat %s erased (%d keys)", cid, erased)
@@ -345,7 +346,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
             return jsonify(error='send JSON {"text": "..."} with a non-empty text'), 400
         if len(text) > MAX_REPLY_CHARS:
             return jsonify(error=f"text longer than {MAX_REPLY_CHARS} characters"), 400
-        meta = chatlog.details(redis, cid) if CHAT_ID.fullmatch(cid) else None
+        meta = memory.details(redis, cid) if CHAT_ID.fullmatch(cid) else None
         if not meta or not meta.get("reply_to"):
             return jsonify(error="no such chat"), 404
         take_over(cid)
@@ -356,7 +357,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
             log.warning("panel: reply to chat %s failed: %s", cid, error)
             return jsonify(error=str(error)), 502
         message_id = message_id or f"panel-{secrets.token_hex(8)}"
-        chatlog.record(redis, cid, chatlog.entry(message_id, "human", text.strip(), at), settings)
+        memory.record_human(redis, cid, message_id, text.strip(), at, settings)
         log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
         return jsonify(result="sent", id=message_id, **chats.state(redis, cid))
 
@@ -426,6 +427,6 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     @bp.get("/api/stats")
     @login_required
     def api_stats():
-        return jsonify(days=stats.daily(redis), health=stats.health(redis, queue_name()))
+        return jsonify(days=stats.daily(redis), health=stats.health(redis, lambda: buffer.queue_depth(redis, queue_name())))
 
     return bp

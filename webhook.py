@@ -23,7 +23,6 @@ from rq import Queue
 
 import buffer
 import channels
-import chatlog
 import chats
 import instances
 import panel
@@ -56,7 +55,8 @@ def create_app(settings=None, redis=None, direct_context=None):
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     tally = stats.Tally()  # counts that wait for the next message's script: no round trip of their own
-    app.register_blueprint(stats.metrics_blueprint(settings, redis, worker.QUEUE_NAME, authorized))
+    app.register_blueprint(stats.metrics_blueprint(
+        settings, redis, lambda: buffer.queue_depth(redis, worker.QUEUE_NAME), authorized))
     if settings.panel_password:
         app.register_blueprint(panel.make_blueprint(settings, redis, queue))
     if not settings.webhook_token:
@@ -136,10 +136,7 @@ def create_app(settings=None, redis=None, direct_context=None):
             tally.add("ignored:" + reason.split(" (")[0])
             return "ignored"
         if message.from_me or message.event != "messages.upsert":
-            outcome = chats.note_from_me(redis, message, settings)
-            if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
-                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
-                                       "human", settings)
+            outcome = chats.note_from_me(redis, message, settings)  # a person's message joins the chat's record
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None

@@ -27,7 +27,6 @@ import alerts
 import budget
 import buffer
 import channels
-import chatlog
 import chats
 import dispatch
 import doctor
@@ -95,16 +94,12 @@ def process_chat(ctx, cid, ticket=None):
         deliver(ctx, cid, token, reply)
 
 
-PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "document": "[documento]",
-                "sticker": "[figurinha]", "location": "[localização]", "contact": "[contato]", "poll": "[enquete]"}
-
-
 def merge_burst(entries, settings):
     """The burst as one user turn: texts in the order they were written, cut to MAX_INPUT_CHARS.
 
     Media without a caption stands as a placeholder ("[áudio]"), so history keeps a turn for it.
     """
-    lines = [entry.get("text") or PLACEHOLDERS.get(entry.get("kind"), "") for entry in entries]
+    lines = [entry.get("text") or memory.PLACEHOLDERS.get(entry.get("kind"), "") for entry in entries]
     text = "\n".join(line for line in lines if line)
     if len(text) > settings.max_input_chars:
         log.info("burst of %d chars cut to MAX_INPUT_CHARS=%d", len(text), settings.max_input_chars)
@@ -132,7 +127,7 @@ def compose_reply(ctx, cid, token, entries, tries):
     if not hours.bot_active(settings, now):
         if hours.closed_notice_due(ctx.redis, cid, settings, now):
             return _stored(ctx, cid, token, {**reply, "parts": [settings.closed_message]})
-        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings)  # the burst stays in the record
         log.info("chat %s: outside the bot's hours (BOT_ACTIVE=%s), no reply", cid, settings.bot_active)
         return None
     if last_words and last_words in settings.optout_keywords:
@@ -146,7 +141,7 @@ def compose_reply(ctx, cid, token, entries, tries):
     if not supported:
         if settings.unknown_message:
             return _stored(ctx, cid, token, {**reply, "parts": [settings.unknown_message]})
-        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings)  # the burst stays in the record
         log.info("chat %s: only unsupported messages, no reply", cid)
         return None
     if tries > settings.gemini_max_attempts:
@@ -155,7 +150,7 @@ def compose_reply(ctx, cid, token, entries, tries):
         log.error("GEMINI_MAX_CALLS_PER_HOUR=%d reached: chat %s not sent to Gemini", settings.gemini_max_calls_per_hour, cid)
         if budget.first_notice(ctx.redis, cid):
             return _fallback(ctx, cid, token, reply, "limite de chamadas ao Gemini por hora atingido")
-        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings)  # the burst stays in the record
         return None
 
     mark_as_read(ctx, instance, entries)
@@ -169,13 +164,13 @@ def compose_reply(ctx, cid, token, entries, tries):
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
         usage, started = {}, time.monotonic()
         text = ai_service.generate_reply(
-            ctx.genai, settings, memory.load_history(ctx.redis, cid), prompt_text,
+            ctx.genai, settings, memory.load_history(ctx.redis, cid, {e.get("message_id") for e in entries}), prompt_text,
             ai_service.load_system_prompt(settings, instance), media, usage=usage,
         )
         reply["usage"] = {**usage, "seconds": time.monotonic() - started}
         understood, text = ai_service.split_media_note(text) if media else ("", text)
-        if understood:
-            reply["user_text"] = f"{user_text}\n[{understood}]"
+        if understood:  # kept in the record with the first part: later turns know what the media was
+            reply["user_text"], reply["note"] = f"{user_text}\n[{understood}]", understood
         if not text:
             raise ai_service.ReplyError("the answer held only the media note", retryable=False)
         parts = split_reply(text, settings)
@@ -320,7 +315,7 @@ def typing_ms(settings, text):
 
 
 def deliver(ctx, cid, token, reply):
-    """Send the reply's next parts in order, then write history and release the chat.
+    """Send the reply's next parts in order, each written to the chat's record as it goes, then release the chat.
 
     A part that takes typing time is announced ("digitando…") and left to a job that time later, so
     no worker waits through it; that job claims the chat first, so a person who acted meanwhile
@@ -364,20 +359,15 @@ def deliver(ctx, cid, token, reply):
                 return
             log.error("chat %s: %s; reply dropped", cid, error)
             break
-        buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
+        logged = memory.record_sent(ctx.redis, cid, instance, rid, message_id, part, settings, buffer.keys(cid)["lock"],
+                                    token, note=reply.get("note", "") if reply["sent"] == 0 else "")
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
-        logged = chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings,
-                                     buffer.keys(cid)["lock"], token)  # the panel's log
         if not logged or (reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply)):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 
-    said = "\n\n".join(parts[: reply["sent"]])
     stats.write_reply(ctx.redis, reply, settings)  # the panel's counters, one pipeline per reply
-    outcome = buffer.finish(
-        ctx.redis, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
-        model_turn=memory.turn("model", said) if said else "", hold=reply.get("hold", ""),
-    )
+    outcome = buffer.finish(ctx.redis, cid, token, settings, hold=reply.get("hold", ""))
     if outcome == "lost":
         return _lost(cid)
     if reply["sent"]:
