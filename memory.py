@@ -26,7 +26,10 @@ import json
 import time
 
 CHATS = "wa:chats"  # sorted set: cid -> last activity (unix time)
-IDS_MAX = 128  # ids a chat's `wa:ids` hash keeps before its older half goes (Redis keeps up to 128 fields compact)
+# Ids a chat's `wa:ids` hash holds before its older half goes: the last 24 at least, about 12 exchanges (a
+# message and our reply's echo each). Enough for Evolution's redeliveries, which come within minutes; a message
+# older than MAX_MESSAGE_AGE_SECONDS is ignored anyway. Bounded, so one chat's ids cost at most ~1.5 KB.
+IDS_MAX = 48
 CUT_MARK = " … [cortado]"
 SENDERS = ("customer", "bot", "human")
 PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "document": "[documento]",
@@ -38,7 +41,7 @@ PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "
 # module's docstring; `reply` marks the end of an exchange, where the window may move), and files
 # the chat in K.chats. `fields` (JSON, or '') are the chat's details to set.
 # `note_id(ids, field, value, ttl)`: HSETNX one id, false when already there; past IDS_MAX fields the
-# older half (by the hex time that starts each value) goes.
+# older half (by the time, in seconds, that starts each value) goes.
 LUA_STORE = """
 local function limits(i)
   return {chars = tonumber(ARGV[i]), turns = 2 * tonumber(ARGV[i + 1]), keep = tonumber(ARGV[i + 2]),
@@ -100,7 +103,7 @@ local function note_id(ids, field, value, ttl)
   redis.call('EXPIRE', ids, ttl)
   if new and redis.call('HLEN', ids) > %d then
     local all, fields = redis.call('HGETALL', ids), {}
-    for j = 1, #all, 2 do fields[#fields + 1] = {all[j], tonumber(string.match(all[j + 1], '^%%x+'), 16) or 0} end
+    for j = 1, #all, 2 do fields[#fields + 1] = {all[j], tonumber(string.match(all[j + 1], '^%%d+')) or 0} end
     table.sort(fields, function(a, b) return a[2] < b[2] end)
     for j = 1, #fields - %d do redis.call('HDEL', ids, fields[j][1]) end
   end
@@ -119,9 +122,9 @@ return 1
 # KEYS: record, meta, chats, lock, ids, sending
 # ARGV: cid, token, store args (5), ids ttl, own field, own value, sending member, note entry, entry, at
 SENT_SCRIPT = LUA_STORE + """
+if redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
 redis.call('LREM', KEYS[6], 0, ARGV[11])
 if ARGV[9] ~= '' then note_id(KEYS[5], ARGV[9], ARGV[10], ARGV[8]) end
-if redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
 local K = {record = KEYS[1], meta = KEYS[2], chats = KEYS[3], cid = ARGV[1]}
 if ARGV[12] ~= '' then push(K, ARGV[12], ARGV[14], limits(3), false, '') end
 push(K, ARGV[13], ARGV[14], limits(3), true, '')
@@ -163,7 +166,7 @@ def text_digest(text):
 
 
 def seen_field(message_id):
-    """A message id as the ids hash keeps it: 12 hex digits (48 bits: no clash among one chat's 128)."""
+    """A message id as the ids hash keeps it: 12 hex digits (48 bits: a clash among one chat's ids is never seen)."""
     return hashlib.sha1(message_id.encode()).hexdigest()[:12]
 
 
@@ -172,8 +175,8 @@ def own_field(message_id):
 
 
 def id_value(now=None, rest=""):
-    """The time (hex seconds) an id was noted, by which the hash is pruned, then `rest`."""
-    stamp = format(int(time.time() if now is None else now), "x")
+    """The time (whole seconds: Redis keeps it as a number, in 5 bytes) an id was noted, then `rest`."""
+    stamp = str(int(time.time() if now is None else now))
     return f"{stamp} {rest}" if rest else stamp
 
 
@@ -245,11 +248,11 @@ def record_human(redis, cid, message_id, text, at, settings):
 def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key, token, note=""):
     """One part of the bot's reply went out: its id is ours from now on, and it joins the record.
 
-    The id is noted whatever happens (its echo must never pass for a person), and the `sending` mark
-    of its text is cleared. The entry (after a `note` of what Gemini understood of the burst's
-    media, with the first part) is written only while the sending job still holds the chat
-    (`lock_key` holds its `token`): a chat erased or taken over meanwhile gets nothing written back.
-    Returns whether it was written.
+    Only while the sending job still holds the chat (`lock_key` holds its `token`): the id goes to
+    the chat's ids, the `sending` mark of its text (buffer.note_sending) is cleared, and the entry
+    (after a `note` of what Gemini understood of the burst's media, with the first part) is written.
+    A chat erased or taken over meanwhile gets nothing written back; its echo is still told ours by
+    the `sending` mark, kept for its hour. Returns whether it was written.
     """
     now = time.time()
     note_entry = entry("", "bot", f"[{note}]", now, settings, kind="note") if note else ""

@@ -572,15 +572,16 @@ def post_many(port, bodies, threads=8):
     return statuses
 
 
-def converse(port, evolution, numbers, exchanges, text_for):
+def converse(port, evolution, numbers, exchanges, text_for, prefix="M"):
     """Each number (one thread each) writes `exchanges` messages, `text_for(i, k)`, waiting for the
-    bot's reply to each before the next, as a customer would; returns the errors met."""
+    bot's reply to each before the next, as a customer would; returns the errors met. Message ids
+    are `{prefix}{i}_{k}`."""
     errors = []
 
     def talk(i, number):
         try:
             for k in range(exchanges):
-                status, _ = post(port, text_message(text_for(i, k), f"M{i}_{k}", number=number, instance=INSTANCE))
+                status, _ = post(port, text_message(text_for(i, k), f"{prefix}{i}_{k}", number=number, instance=INSTANCE))
                 assert status == 200, status
                 wait_until(lambda: sum(1 for _, n, _ in evolution.sent_texts() if n == number) >= k + 1, 30, 0.05,
                            message=f"chat {i} reply {k + 1}")

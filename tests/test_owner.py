@@ -118,7 +118,7 @@ def test_forget_during_a_send_writes_nothing_back_and_the_aof_loses_the_text(sta
     cid = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
     gemini.reply_with("Seu pedido de bolo confidencial está pronto.\n\nPode retirar amanhã.")
     stack.post(text_message("meu pedido secreto de bolo", "FORGET0"))
-    wait_until(lambda: memory.load_history(redis, cid), timeout=20, message="a first exchange in history")
+    wait_until(lambda: len(memory.load_history(redis, cid)) == 2, timeout=20, message="a first exchange in history")
     evolution.delay_next("sendPresence", 0)
     evolution.delay_next("sendPresence", 2)  # the second part is being typed when the customer is erased
     stack.post(text_message("outro segredo", "FORGET1"))

@@ -223,7 +223,8 @@ def test_what_gemini_understood_of_a_voice_note_stays_in_history(stack, gemini, 
     assert sent(evolution) == ["Temos sim!"]
     number = body["data"]["key"]["remoteJid"].split("@")[0]
     cid = buffer.chat_ref(INSTANCE, f"{number}@s.whatsapp.net")
-    wait_until(lambda: memory.load_history(stack.redis.client(), cid), timeout=10, message="the exchange in history")
+    wait_until(lambda: len(memory.load_history(stack.redis.client(), cid)) == 2, timeout=10,
+               message="the exchange in history")
     turns = memory.load_history(stack.redis.client(), cid)
     assert turns[0] == {"role": "user", "text": "[áudio]\n[a cliente pergunta se tem bolo de chocolate]"}
 

@@ -226,9 +226,11 @@ def test_owner_typing_on_the_phone_pauses_the_chat(client, fake_redis):
 
 
 def sent_by_us(redis, settings, instance, cid, text, message_id):
-    """What the worker does around sendText: the text before, the id it answered after (the job's lock long gone)."""
+    """What the worker does around sendText: the text before, the id it answered after (holding the chat)."""
+    redis.set(buffer.keys(cid)["lock"], "job")
     buffer.note_sending(redis, instance, cid, "r1", text)
-    memory.record_sent(redis, cid, instance, "r1", message_id, text, settings, buffer.keys(cid)["lock"], "gone")
+    assert memory.record_sent(redis, cid, instance, "r1", message_id, text, settings, buffer.keys(cid)["lock"], "job")
+    redis.delete(buffer.keys(cid)["lock"])
 
 
 def test_our_own_echo_by_message_id_does_not_pause(client, fake_redis, make_settings):
