@@ -2,12 +2,13 @@
 
 A chat's record is a Redis list of entries, oldest first, one per message: the customer's (written
 by the webhook's script as the message arrives), each part of the bot's reply (as it goes out) and
-a person's (from the phone or the panel). Each entry is JSON with `from` (customer, bot or human),
-`id`, `at`, `text` and, when not text, `kind`; a `note` entry keeps what Gemini understood of the
+a person's (from the phone or the panel). Each entry is compact JSON: `from` (bot or human; none
+for the customer), `id`, `at`, `text` and, when not text, `kind`; a `note` entry keeps what Gemini understood of the
 customer's media. Gemini's history and the panel's thread are two views of it:
 
-- Gemini sees a window at the end of the record: once it passes HISTORY_MAX_TURNS exchanges or
-  HISTORY_MAX_CHARS (UTF-8 bytes, as stored) when a reply is written, its start moves forward in one
+- Gemini sees a window at the end of the record: once it passes 2 × HISTORY_MAX_TURNS messages (a
+  message and a one-part answer per exchange) or HISTORY_MAX_CHARS (UTF-8 bytes, as stored) when a
+  reply is written, its start moves forward in one
   block, down to half of the cap, to a customer's message. The prompt then starts the same way for
   several turns, so Gemini's implicit context cache can serve it.
 - The panel sees the whole record: the window and, before it, older entries down to the last
@@ -31,7 +32,6 @@ CHATS = "wa:chats"  # sorted set: cid -> last activity (unix time)
 # older than MAX_MESSAGE_AGE_SECONDS is ignored anyway. Bounded, so one chat's ids cost at most ~1.5 KB.
 IDS_MAX = 48
 CUT_MARK = " … [cortado]"
-SENDERS = ("customer", "bot", "human")
 PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "document": "[documento]",
                 "sticker": "[figurinha]", "location": "[localização]", "contact": "[contato]", "poll": "[enquete]"}
 
@@ -47,9 +47,9 @@ local function limits(i)
   return {chars = tonumber(ARGV[i]), turns = 2 * tonumber(ARGV[i + 1]), keep = tonumber(ARGV[i + 2]),
           ttl = ARGV[i + 3], expired = ARGV[i + 4]}
 end
-local function user_side(raw)
+local function user_side(raw)  -- the customer's message (no `from`), a note, or a user turn kept before this store
   local e = cjson.decode(raw)
-  return e['from'] == 'customer' or e['kind'] == 'note' or e['role'] == 'user'
+  return (e['from'] == nil and e['role'] == nil) or e['kind'] == 'note' or e['role'] == 'user'
 end
 local function push(K, entry, at, limit, reply, fields)
   local n = redis.call('RPUSH', K.record, entry)
@@ -190,13 +190,13 @@ def clip(text, limit):
 
 
 def entry(message_id, sender, text, at, settings, kind="text"):
-    """One record entry as stored (JSON): the text cut to HISTORY_MAX_MESSAGE_CHARS.
+    """One record entry as stored: compact JSON, the text cut to HISTORY_MAX_MESSAGE_CHARS.
 
-    `at` is the message's own timestamp (whole seconds from WhatsApp) or, for the bot's parts, the
-    time of sending to the millisecond.
+    `from` is left out for the customer (most entries; 18 bytes each), `kind` for text. `at` is the
+    message's own timestamp (WhatsApp's, whole seconds) or the time of sending.
     """
-    at = round(at, 3) if isinstance(at, float) else at or int(time.time())
-    item = {"from": sender, "id": message_id or "", "at": at, "text": clip(text, settings.history_max_message_chars)}
+    item = {"from": sender} if sender != "customer" else {}
+    item.update(id=message_id or "", at=int(at or time.time()), text=clip(text, settings.history_max_message_chars))
     if kind != "text":
         item["kind"] = kind
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
@@ -237,7 +237,7 @@ def record_human(redis, cid, message_id, text, at, settings):
 
     Returns whether it was written (False when the echo came first and wrote it).
     """
-    at = at or round(time.time(), 3)
+    at = at or int(time.time())
     item = entry(message_id, "human", text, at, settings)
     return bool(redis.register_script(RECORD_SCRIPT)(
         keys=[*store_keys(cid), ids_key(cid)],
@@ -260,7 +260,7 @@ def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key,
     return bool(redis.register_script(SENT_SCRIPT)(
         keys=[*store_keys(cid), lock_key, ids_key(cid), sending_key(instance, text)],
         args=[cid, token, *store_args(settings, now), settings.dedupe_ttl_seconds, *own, f"{cid} {rid}",
-              note_entry, entry(message_id or f"{rid}-{now:.3f}", "bot", text, now, settings), repr(round(now, 3))]))
+              note_entry, entry(message_id or f"{rid}-{now:.3f}", "bot", text, now, settings), repr(int(now))]))
 
 
 def first_sighting(redis, cid, message_id, settings):
@@ -289,11 +289,11 @@ def _entries(redis, cid):
 
 
 def _normal(item):
-    """An entry, also one of the turns kept before the record existed ({"role", "text"[, "by"]})."""
-    if "from" not in item:
-        sender = "customer" if item.get("role") == "user" else item.get("by") or "bot"
-        item = {"from": "human" if sender == "human" else sender, "id": "", "at": 0, "text": item.get("text", "")}
-    return item
+    """An entry with its `from`, also one of the turns kept before this store ({"role", "text"[, "by"]})."""
+    if "role" in item:
+        sender = "customer" if item["role"] == "user" else "human" if item.get("by") == "human" else "bot"
+        return {"from": sender, "id": "", "at": 0, "text": item.get("text", "")}
+    return {"from": "customer", **item}
 
 
 def _user_side(item):

@@ -4,8 +4,9 @@
 
 Real redis-server, `gunicorn webhook:app`, one `python worker.py` (DEBOUNCE_SECONDS=0.2, typing
 off), FakeGemini and FakeEvolution. CHATS chats talk in parallel for EXCHANGES exchanges each:
-the customer writes ~200 characters of Portuguese with accents, FakeGemini answers ~200, and the
-next message waits for the reply. Then:
+the customer writes ~200 characters of Portuguese with accents, FakeGemini answers ~200, the reply
+comes back as Evolution's `send.message` echo (compose turns that event on), and the next message
+waits for the reply. Then:
 
 (a) the target: Redis's `used_memory` growth over the conversations ÷ chats, everything the bot
     keeps counted (a warm-up chat first loads the scripts and the shared keys, so only what the
@@ -50,14 +51,15 @@ def body():
     worker = c.start_worker(env)
     c.wait_workers(r, 1)
 
-    warm = c.converse(port, evolution, [c.chat_number(99_999)], 2, lambda i, k: c.sample_text(CHARS, k), prefix="W")
+    warm = c.converse(port, evolution, [c.chat_number(99_999)], 2, lambda i, k: c.sample_text(CHARS, k), prefix="W",
+                      echoes=True)
     time.sleep(1)
     before = r.info("memory")["used_memory"]
     numbers = [c.chat_number(100_000 + i) for i in range(args.chats)]
     cids = [c.chat_cid(n) for n in numbers]
     t0 = time.time()
     errors = warm + c.converse(port, evolution, numbers, args.exchanges,
-                               lambda i, k: (f"{k:02d} " + c.sample_text(CHARS, 1000 * i + k))[:CHARS])
+                               lambda i, k: (f"{k:02d} " + c.sample_text(CHARS, 1000 * i + k))[:CHARS], echoes=True)
     print(f"{args.chats} chats x {args.exchanges} exchanges in {time.time() - t0:.0f} s; errors: {errors or 'none'}",
           flush=True)
     time.sleep(2)  # the last replies' bookkeeping
