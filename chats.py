@@ -51,33 +51,30 @@ ACT_SCRIPT = _LUA_ACT + """
 return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3])
 """
 
-# KEYS: ids, lid's ids, alerts, sending, due, record, meta, chats, chat keys...
-# ARGV: action, pause_seconds, cid, lid's cid, dedupe_ttl, seen field, seen value, own field, digest,
+# KEYS: ids, own (this hour), own (the hour before), sending, due, record, meta, chats, chat keys...
+# ARGV: action, pause_seconds, cid, dedupe_ttl, seen field, seen value, own field, digest,
 #       human entry ('' for a command), at, store args (5)
 FROM_ME_SCRIPT = _LUA_ACT + """
-if not note_id(KEYS[1], ARGV[6], ARGV[7], ARGV[5]) then return 'duplicate' end
-local owner = nil
-for i, ids in ipairs({KEYS[1], KEYS[2], KEYS[3]}) do  -- our send, by the id sendText answered
-  local value = redis.call('HGET', ids, ARGV[8])
-  if value then
-    redis.call('HDEL', ids, ARGV[8])  -- its echo came: the id is not needed any more
-    if i < 3 then owner = ({ARGV[3], ARGV[4]})[i] .. ' ' .. string.match(value, ' (%S+)$') else owner = '' end
-    break
-  end
+if not note_id(KEYS[1], ARGV[5], ARGV[6], ARGV[4]) then return 'duplicate' end
+local owner = redis.call('HGET', KEYS[2], ARGV[7]) or redis.call('HGET', KEYS[3], ARGV[7])  -- by the id sendText answered
+if owner then
+  redis.call('HDEL', KEYS[2], ARGV[7])  -- its echo came: the id is not needed any more
+  redis.call('HDEL', KEYS[3], ARGV[7])
+else
+  owner = redis.call('LINDEX', KEYS[4], 0)  -- ...or by its text, before the id is known
 end
-if not owner then owner = redis.call('LINDEX', KEYS[4], 0) end  -- ...or by its text, before the id is known
 if owner then
   local cid, rid = string.match(owner, '^(%S+) (%S+)$')
-  if cid then
+  if cid and redis.call('EXISTS', 'wa:reply:' .. cid) == 1 then  -- counted only while that reply goes out
     local delivered = 'wa:delivered:' .. cid
-    redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[9], 1)
+    redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[8], 1)
     redis.call('EXPIRE', delivered, 86400)
   end
   return 'own'
 end
 local outcome = act(chat_keys(8), KEYS[5], ARGV[1], ARGV[2], ARGV[3])
-if ARGV[10] ~= '' then
-  push({record = KEYS[6], meta = KEYS[7], chats = KEYS[8], cid = ARGV[3]}, ARGV[10], ARGV[11], limits(12), true, '')
+if ARGV[9] ~= '' then
+  push({record = KEYS[6], meta = KEYS[7], chats = KEYS[8], cid = ARGV[3]}, ARGV[9], ARGV[10], limits(11), true, '')
 end
 return outcome
 """
@@ -98,11 +95,9 @@ def note_from_me(redis, message, settings):
 
     Returns duplicate, own, resumed, stopped or paused. A person's answer pauses the bot for
     HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and joins the record.
-    Our echo is told by the id sendText answered, noted in the chat's ids (under its '@lid' address
-    too, when the echo carries one) or, for an alert, the instance's.
+    Our echo is told by the id sendText answered (memory.own_keys) or, before that is known, by its text.
     """
     cid = buffer.chat_ref(message.instance, message.chat_id, message.channel)
-    lid_cid = buffer.chat_ref(message.instance, message.lid, message.channel) if message.lid else cid
     text = message.text.strip()
     action, (item, at, _) = "pause", memory.message_entry(message, "human", settings)
     if settings.resume_keyword and text.lower() == settings.resume_keyword.lower():
@@ -110,12 +105,11 @@ def note_from_me(redis, message, settings):
     elif settings.stop_keyword and text.lower() == settings.stop_keyword.lower():
         action, item = "stop", ""
     return _run(redis, FROM_ME_SCRIPT,
-                [memory.ids_key(cid), memory.ids_key(lid_cid), memory.alerts_key(message.instance),
-                 memory.sending_key(message.instance, message.text), buffer.DUE, *memory.store_keys(cid),
-                 *_chat_keys(cid)],
-                [action, _pause_seconds(settings), cid, lid_cid, settings.dedupe_ttl_seconds,
-                 memory.seen_field(message.message_id), memory.id_value(), memory.own_field(message.message_id),
-                 memory.text_digest(message.text), item, at, *memory.store_args(settings)])
+                [memory.ids_key(cid), *memory.own_keys(message.instance), memory.sending_key(message.instance, message.text),
+                 buffer.DUE, *memory.store_keys(cid), *_chat_keys(cid)],
+                [action, _pause_seconds(settings), cid, settings.dedupe_ttl_seconds, memory.id_field(message.message_id),
+                 memory.id_value(), memory.id_field(message.message_id), memory.text_digest(message.text), item, at,
+                 *memory.store_args(settings)])
 
 
 def _pause_seconds(settings):

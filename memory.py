@@ -18,8 +18,9 @@ customer's media. Gemini's history and the panel's thread are two views of it:
   burst being answered keeps it whole: Gemini reads all of it once).
 
 Beside the record: the chat's details (`wa:chat:<cid>`, a hash: instance, number, name, channel and
-the record's byte counts), the index of chats by last activity (`wa:chats`) and the message ids the
-chat has seen and sent (`wa:ids:<cid>`, a small hash, pruned). docs/storage.md lists every key.
+the record's byte counts), the index of chats by last activity (`wa:chats`), the message ids the
+chat has seen (`wa:ids:<cid>`, a small hash, pruned) and those our sendText answered, until their
+echo comes (`wa:own:<instance>:<hour>`). docs/storage.md lists every key.
 """
 
 import hashlib
@@ -28,7 +29,7 @@ import time
 
 CHATS = "wa:chats"  # sorted set: cid -> last activity (unix time)
 # Ids a chat's `wa:ids` hash holds before its older half goes: the last 24 at least, about 12 exchanges (a
-# message and our reply's echo each). Enough for Evolution's redeliveries, which come within minutes; a message
+# message and our reply's echo each: 20 bytes an id). Enough for Evolution's redeliveries, which come within minutes; a message
 # older than MAX_MESSAGE_AGE_SECONDS is ignored anyway. Bounded, so one chat's ids cost at most ~1.5 KB.
 IDS_MAX = 48
 CUT_MARK = " … [cortado]"
@@ -119,12 +120,15 @@ push({record = KEYS[1], meta = KEYS[2], chats = KEYS[3], cid = ARGV[1]}, ARGV[2]
 return 1
 """
 
-# KEYS: record, meta, chats, lock, ids, sending
-# ARGV: cid, token, store args (5), ids ttl, own field, own value, sending member, note entry, entry, at
+# KEYS: record, meta, chats, lock, own, sending
+# ARGV: cid, token, store args (5), own ttl, own field ('' none), own value, sending member, note entry, entry, at
 SENT_SCRIPT = LUA_STORE + """
 if redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
 redis.call('LREM', KEYS[6], 0, ARGV[11])
-if ARGV[9] ~= '' then note_id(KEYS[5], ARGV[9], ARGV[10], ARGV[8]) end
+if ARGV[9] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
+  redis.call('EXPIRE', KEYS[5], ARGV[8])
+end
 local K = {record = KEYS[1], meta = KEYS[2], chats = KEYS[3], cid = ARGV[1]}
 if ARGV[12] ~= '' then push(K, ARGV[12], ARGV[14], limits(3), false, '') end
 push(K, ARGV[13], ARGV[14], limits(3), true, '')
@@ -135,6 +139,7 @@ return 1
 SEEN_SCRIPT = LUA_STORE + """
 return note_id(KEYS[1], ARGV[1], ARGV[2], ARGV[3]) and 1 or 0
 """
+OWN_SECONDS = 3600  # an own id is looked up in its hour's hash and the one before: its echo comes within seconds
 
 
 def key(cid):
@@ -147,13 +152,18 @@ def meta_key(cid):
 
 
 def ids_key(cid):
-    """Message ids the chat has seen (a customer's, a person's, our echoes) and sent: one small hash."""
+    """Message ids the chat has seen (a customer's, a person's, our echoes): one small hash."""
     return f"wa:ids:{cid}"
 
 
-def alerts_key(instance):
-    """Ids of alerts sent to the owner (no chat of ours): their echoes are the bot's, not a person's."""
-    return f"wa:ours:{instance}"
+def own_keys(instance, now=None):
+    """The ids our sendText answered on `instance` this hour and the hour before, each hash `{id: "cid rid"}`.
+
+    Per instance, not per chat: an echo may come under another JID than the one we sent to (a '@lid'
+    chat's phone JID). An id leaves its hash when its echo comes, and the hash two hours later.
+    """
+    hour = int((time.time() if now is None else now) // OWN_SECONDS)
+    return [f"wa:own:{instance}:{hour}", f"wa:own:{instance}:{hour - 1}"]
 
 
 def sending_key(instance, text):
@@ -165,19 +175,14 @@ def text_digest(text):
     return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
 
 
-def seen_field(message_id):
-    """A message id as the ids hash keeps it: 12 hex digits (48 bits: a clash among one chat's ids is never seen)."""
+def id_field(message_id):
+    """A message id as the ids hashes keep it: 12 hex digits (48 bits: a clash among them is never seen)."""
     return hashlib.sha1(message_id.encode()).hexdigest()[:12]
 
 
-def own_field(message_id):
-    return "o" + seen_field(message_id)
-
-
-def id_value(now=None, rest=""):
-    """The time (whole seconds: Redis keeps it as a number, in 5 bytes) an id was noted, then `rest`."""
-    stamp = str(int(time.time() if now is None else now))
-    return f"{stamp} {rest}" if rest else stamp
+def id_value(now=None):
+    """The time an id was noted, by which the ids hash is pruned (whole seconds: Redis keeps it as a number)."""
+    return str(int(time.time() if now is None else now))
 
 
 def clip(text, limit):
@@ -241,7 +246,7 @@ def record_human(redis, cid, message_id, text, at, settings):
     item = entry(message_id, "human", text, at, settings)
     return bool(redis.register_script(RECORD_SCRIPT)(
         keys=[*store_keys(cid), ids_key(cid)],
-        args=[cid, item, repr(at), *store_args(settings), seen_field(message_id), id_value(),
+        args=[cid, item, repr(at), *store_args(settings), id_field(message_id), id_value(),
               settings.dedupe_ttl_seconds]))
 
 
@@ -256,23 +261,25 @@ def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key,
     """
     now = time.time()
     note_entry = entry("", "bot", f"[{note}]", now, settings, kind="note") if note else ""
-    own = [own_field(message_id), id_value(now, rid)] if message_id else ["", ""]
+    own = [id_field(message_id), f"{cid} {rid}"] if message_id else ["", ""]
     return bool(redis.register_script(SENT_SCRIPT)(
-        keys=[*store_keys(cid), lock_key, ids_key(cid), sending_key(instance, text)],
-        args=[cid, token, *store_args(settings, now), settings.dedupe_ttl_seconds, *own, f"{cid} {rid}",
+        keys=[*store_keys(cid), lock_key, own_keys(instance, now)[0], sending_key(instance, text)],
+        args=[cid, token, *store_args(settings, now), 2 * OWN_SECONDS, *own, f"{cid} {rid}",
               note_entry, entry(message_id or f"{rid}-{now:.3f}", "bot", text, now, settings), repr(int(now))]))
 
 
 def first_sighting(redis, cid, message_id, settings):
     """Note a message id in the chat's ids hash; False when it was there already (a duplicate delivery)."""
     return bool(redis.register_script(SEEN_SCRIPT)(
-        keys=[ids_key(cid)], args=[seen_field(message_id), id_value(), settings.dedupe_ttl_seconds]))
+        keys=[ids_key(cid)], args=[id_field(message_id), id_value(), settings.dedupe_ttl_seconds]))
 
 
-def note_alert(redis, instance, message_id, settings):
-    """An alert to the owner went out: its echo is the bot's own."""
-    redis.register_script(SEEN_SCRIPT)(keys=[alerts_key(instance)],
-                                       args=[own_field(message_id), id_value(rest="-"), settings.dedupe_ttl_seconds])
+def note_alert(redis, instance, message_id):
+    """An alert to the owner went out: its echo is the bot's own (no chat of ours: nothing is counted for it)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.hset(own_keys(instance)[0], id_field(message_id), "alert -")
+    pipe.expire(own_keys(instance)[0], 2 * OWN_SECONDS)
+    pipe.execute()
 
 
 def _text(value):

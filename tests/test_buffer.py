@@ -63,7 +63,7 @@ def test_same_message_id_is_buffered_once_and_remembered_for_dedupe_ttl(add, fak
     assert add("oi", "DUP1") == "scheduled"
     assert add("oi", "DUP1", now=T0 + 1) == "duplicate"
     assert fake_redis.llen(f"wa:burst:{CID}") == 1
-    assert fake_redis.hexists(memory.ids_key(CID), memory.seen_field("DUP1"))  # one small hash per chat
+    assert fake_redis.hexists(memory.ids_key(CID), memory.id_field("DUP1"))  # one small hash per chat
     assert fake_redis.ttl(memory.ids_key(CID)) == 900
 
 

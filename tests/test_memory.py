@@ -217,6 +217,25 @@ def test_a_job_that_lost_the_chat_writes_nothing_and_its_echo_is_still_ours(fake
     assert chats.note_from_me(fake_redis, echo, settings) == "own"  # by its text, noted before sending
 
 
+def test_our_echo_under_another_jid_than_the_chat_we_sent_to_is_still_ours(fake_redis):
+    """A '@lid' chat (no phone JID known): we send to the lid, the echo may come under the phone JID."""
+    settings = make_settings()
+    body = load_payload("63_v2_3_7_lid_only_no_phone_jid.json")
+    body["instance"] = INSTANCE
+    body["data"]["messageTimestamp"] = int(T0)
+    message, = parser.parse_body(body)
+    buffer.add_message(fake_redis, message, settings, now=T0)
+    lid_chat = buffer.chat_ref(INSTANCE, message.chat_id)
+    lock = buffer.keys(lid_chat)["lock"]
+    fake_redis.set(lock, "job")
+    assert memory.record_sent(fake_redis, lid_chat, INSTANCE, "r1", "3EB0LIDSENT0000000001", "Claro!", settings, lock, "job")
+    echo, = parser.parse_body(text_message("Claro!", "3EB0LIDSENT0000000001", from_me=True, timestamp=T0))
+    assert echo.chat_id != message.chat_id
+    assert chats.note_from_me(fake_redis, echo, settings) == "own"
+    assert chats.note_from_me(fake_redis, echo, settings) == "duplicate"
+    assert [key for key in fake_redis.keys("wa:own:*") if fake_redis.hlen(key)] == []  # gone once its echo came
+
+
 def test_forget_leaves_no_key_and_no_text_of_the_chat(fake_redis):
     settings = make_settings()
     lock = buffer.keys(CID)["lock"]
