@@ -10,7 +10,8 @@ waits for the reply. Then:
 
 (a) the target: Redis's `used_memory` growth over the conversations ÷ chats, everything the bot
     keeps counted (a warm-up chat first loads the scripts and the shared keys, so only what the
-    chats add is counted);
+    chats add is counted), and how much of it is in keys (`MEMORY USAGE` of every key, before and
+    after): `used_memory` also counts Redis's key tables, connection buffers and allocation rounding;
 (b) per chat, by `MEMORY USAGE ... SAMPLES 0`, every key that contains the chat's cid, by key prefix
     (the record `wa:history:<cid>`, and before issue 18 the panel's log `wa:log:<cid>`, shown apart);
 (c) the 24 h dedupe/echo keys (`wa:seen:*`, `wa:ours:*`: one key per id before issue 18) those
@@ -25,6 +26,8 @@ import time
 import common as c
 
 CHARS = 200
+MEMORY_FIELDS = ("used_memory", "used_memory_dataset", "used_memory_overhead", "mem_clients_normal", "mem_aof_buffer",
+                 "used_memory_scripts")
 
 
 def prefix(key, cid):
@@ -36,6 +39,11 @@ def prefix(key, cid):
 
 def usage(r, key):
     return r.memory_usage(key, samples=0) or 0
+
+
+def keyspace(r):
+    """MEMORY USAGE of every key, in all."""
+    return sum(usage(r, key) for key in r.scan_iter(count=1000))
 
 
 def body():
@@ -54,7 +62,7 @@ def body():
     warm = c.converse(port, evolution, [c.chat_number(99_999)], 2, lambda i, k: c.sample_text(CHARS, k), prefix="W",
                       echoes=True)
     time.sleep(1)
-    before = r.info("memory")["used_memory"]
+    before, keys_before = r.info("memory"), keyspace(r)
     numbers = [c.chat_number(100_000 + i) for i in range(args.chats)]
     cids = [c.chat_cid(n) for n in numbers]
     t0 = time.time()
@@ -63,7 +71,10 @@ def body():
     print(f"{args.chats} chats x {args.exchanges} exchanges in {time.time() - t0:.0f} s; errors: {errors or 'none'}",
           flush=True)
     time.sleep(2)  # the last replies' bookkeeping
-    used_per_chat = (r.info("memory")["used_memory"] - before) / args.chats
+    after = r.info("memory")
+    grown = {name: (after[name] - before[name]) / args.chats for name in MEMORY_FIELDS}
+    used_per_chat = grown["used_memory"]
+    keys_per_chat = (keyspace(r) - keys_before) / args.chats
 
     procs = [("gunicorn master", webhook.pid)] + [("gunicorn worker (webhook)", p) for p in c.children(webhook.pid)]
     procs += [("python worker.py", worker.pid)] + [("  its child", p) for p in c.children(worker.pid)]
@@ -93,9 +104,14 @@ def body():
 
     print()
     baseline, commit = c.baseline_figure("memory_used_per_chat_bytes")
+    keys_baseline, _ = c.baseline_figure("memory_keyspace_per_chat_bytes")
     print(f"(a) Redis used_memory growth per chat after {args.exchanges} exchanges of ~{CHARS} characters each way: "
           f"{used_per_chat:,.0f} B (target <= 8 KB; baseline {commit}: "
           f"{'-' if baseline is None else f'{baseline:,.0f} B'})")
+    print(f"    of which in keys (MEMORY USAGE of every key, growth per chat): {keys_per_chat:,.0f} B (baseline "
+          f"{'-' if keys_baseline is None else f'{keys_baseline:,.0f} B'}); the rest is Redis's own: its key tables, "
+          "the connections' buffers, allocation rounding")
+    print("    growth per chat of INFO memory: " + ", ".join(f"{name} {value:,.0f}" for name, value in grown.items()))
     print()
     print(f"(b) Redis bytes per chat after {args.exchanges} exchanges of ~{CHARS} characters each way "
           f"(MEMORY USAGE, mean of {args.chats} chats; the history keeps {hist_entries} entries)")
@@ -113,11 +129,11 @@ def body():
                   ["process", "pid", "RSS MB", "PSS MB"]))
     print()
     print("Keys without a TTL after the run (pattern: count): " + ", ".join(f"{p}: {n}" for p, n in no_ttl.items()))
-    figures = {"memory_used_per_chat_bytes": used_per_chat, "memory_own_state_bytes": own_state, "memory_history_bytes": history, "memory_panel_log_bytes": panel_log,
+    figures = {"memory_used_per_chat_bytes": used_per_chat, "memory_keyspace_per_chat_bytes": keys_per_chat, "memory_own_state_bytes": own_state, "memory_history_bytes": history, "memory_panel_log_bytes": panel_log,
                "memory_dedupe_bytes": sum(dedupe.values()), "memory_history_entries": hist_entries,
                "rss_webhook_worker_mb": next((m["rss_mb"] for m in mem if m["process"].startswith("gunicorn worker")), None),
                "rss_worker_mb": next((m["rss_mb"] for m in mem if m["process"] == "python worker.py"), None)}
-    c.save("memory", {"per_chat": per_chat_avg, "dedupe": dedupe, "others": others, "processes": mem,
+    c.save("memory", {"info_memory_growth_per_chat": grown, "per_chat": per_chat_avg, "dedupe": dedupe, "others": others, "processes": mem,
                       "keys_without_ttl": no_ttl, "errors": errors, "chats": args.chats,
                       "exchanges": args.exchanges}, figures)
 
