@@ -1,0 +1,30 @@
+"""The shop's web panel at /panel: every chat live, take over and answer, tune the persona, health and numbers.
+
+A Flask blueprint on the webhook's app, registered only when PANEL_PASSWORD is set. Each page or API
+group is a module with a blueprint of its own (auth, inbox, chats_api, persona, health), nested under
+`panel`; what they share (the bot's connections, how a chat is shown) is in common.py. Pages are
+server-rendered (templates/panel/) and refresh their parts by short polling; the JSON API under
+/panel/api serves the pages' buttons and scripts alike, with the same login session.
+"""
+
+from flask import Blueprint
+
+from panel import auth, chats_api, common, health, inbox, persona
+
+MODULES = (auth, inbox, chats_api, persona, health)
+
+
+def make_blueprint(settings, redis, queue, genai=None, http=None):
+    """The panel; `genai` and `http` (Gemini client, Evolution session) are made on first use unless given."""
+    bp = Blueprint("panel", __name__, url_prefix="/panel", template_folder="../templates",
+                   static_folder="../static/panel", static_url_path="/static")
+    deps = common.Deps(settings, redis, queue, genai, http)
+
+    @bp.record_once
+    def attach(state):
+        state.app.extensions["panel"] = deps
+
+    for module in MODULES:
+        bp.register_blueprint(module.bp)
+    auth.configure(bp, settings)
+    return bp

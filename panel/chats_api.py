@@ -1,0 +1,107 @@
+"""/panel/api/chats: list and read chats, and what a person does to one (take over, hand back, stop, answer, erase)."""
+
+import logging
+import secrets
+
+from flask import Blueprint, jsonify, request
+
+import channels
+import chats
+import memory
+import stats
+from panel.auth import login_required
+from panel.common import chat_list, chat_meta, deps, json_body, one_chat
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("chats_api", __name__, url_prefix="/api/chats")
+
+MAX_REPLY_CHARS = 4096
+
+
+@bp.get("")
+@login_required
+def api_chats():
+    return jsonify(chat_list())
+
+
+@bp.get("/<cid>")
+@login_required
+def api_chat(cid):
+    chat = one_chat(cid, reveal=request.args.get("reveal") in ("1", "true"))
+    return jsonify(chat) if chat else (jsonify(error="no such chat"), 404)
+
+
+def act(cid, action):
+    if chat_meta(cid) is None:
+        return jsonify(error="no such chat"), 404
+    result = action()
+    log.info("panel: chat %s: %s", cid, result)
+    return jsonify(result=result, **chats.state(deps().redis, cid))
+
+
+@bp.post("/<cid>/pause")
+@login_required
+def api_pause(cid):
+    return act(cid, lambda: take_over(cid))
+
+
+@bp.post("/<cid>/resume")
+@login_required
+def api_resume(cid):
+    return act(cid, lambda: chats.hand_back(deps().redis, cid, deps().settings))
+
+
+@bp.post("/<cid>/stop")
+@login_required
+def api_stop(cid):
+    return act(cid, lambda: chats.stop(deps().redis, cid, deps().settings))
+
+
+@bp.post("/<cid>/forget")
+@login_required
+def api_forget(cid):
+    if chat_meta(cid) is None:
+        return jsonify(error="no such chat"), 404
+    erased = chats.forget(deps().redis, cid)
+    log.info("panel: chat %s erased (%d keys)", cid, erased)
+    return jsonify(result="forgotten", erased=erased)
+
+
+def take_over(cid):
+    """Pause the bot; a handoff is counted only when the bot was answering this chat until now."""
+    redis = deps().redis
+    before = chats.state(redis, cid)["state"]
+    result = chats.take_over(redis, cid, deps().settings)
+    if before not in ("paused", "stopped"):
+        pipe = redis.pipeline(transaction=False)
+        stats.count(pipe, "handoffs")
+        pipe.execute()
+    return result
+
+
+@bp.post("/<cid>/reply")
+@login_required
+def api_reply(cid):
+    """Answer as a person: pause the bot first, send through the chat's own instance and channel, log it as "human"."""
+    settings, redis = deps().settings, deps().redis
+    body = json_body()
+    text = body.get("text") if body else None
+    if not isinstance(text, str) or not text.strip():
+        return jsonify(error='send JSON {"text": "..."} with a non-empty text'), 400
+    if len(text) > MAX_REPLY_CHARS:
+        return jsonify(error=f"text longer than {MAX_REPLY_CHARS} characters"), 400
+    meta = chat_meta(cid)
+    if not meta or not meta.get("reply_to"):
+        return jsonify(error="no such chat"), 404
+    take_over(cid)
+    try:
+        message_id, at = channels.send_text(deps().evolution(), settings, meta.get("channel", "evolution"),
+                                            meta.get("instance", ""), meta["reply_to"], text.strip())
+    except channels.Error as error:
+        log.warning("panel: reply to chat %s failed: %s", cid, error)
+        return jsonify(error=str(error)), 502
+    message_id = message_id or f"panel-{secrets.token_hex(8)}"
+    memory.record_human(redis, cid, message_id, text.strip(), at, settings)
+    log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
+    return jsonify(result="sent", id=message_id, **chats.state(redis, cid))

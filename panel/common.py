@@ -1,0 +1,93 @@
+"""What every panel module shares: the bot's connections (`deps()`), how a chat is shown, page rendering."""
+
+import re
+import time
+from dataclasses import dataclass
+
+from flask import current_app, render_template, request
+
+import ai_service
+import chats
+import memory
+import sender
+from parser import mask
+
+CHAT_ID = re.compile(r"[0-9a-f]{20}")
+KIND_LABELS = {"image": "imagem", "audio": "áudio", "video": "vídeo", "document": "documento", "sticker": "figurinha",
+               "location": "localização", "contact": "contato", "poll": "enquete"}
+
+
+@dataclass
+class Deps:
+    """The panel's resources, one set per app: settings, Redis, the RQ queue, and clients made on first use."""
+
+    settings: object
+    redis: object
+    queue: object
+    genai: object = None
+    http: object = None
+
+    def gemini(self):
+        if self.genai is None:
+            self.genai = ai_service.make_client(self.settings)
+        return self.genai
+
+    def evolution(self):
+        if self.http is None:
+            self.http = sender.make_session()
+        return self.http
+
+    def queue_name(self):
+        return self.queue.name if self.queue is not None else "whatsapp"
+
+
+def deps():
+    """The current app's panel resources (like the tutorial's `get_db`)."""
+    return current_app.extensions["panel"]
+
+
+def json_body():
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else None
+
+
+def render(template, **context):
+    from panel.auth import csrf_token  # every page's forms and scripts carry the session's token
+
+    return render_template(f"panel/{template}", csrf_token=csrf_token(), kinds=KIND_LABELS, now=time.time(),
+                           **context)
+
+
+def summary(meta, now, reveal=False):
+    """One chat as the API and the pages show it."""
+    number = meta.get("reply_to", "")
+    item = {
+        "id": meta["id"], "instance": meta.get("instance", ""), "name": meta.get("name", ""),
+        "number_masked": mask(number),
+        "last_text": meta.get("last_text", ""), "last_at": int(float(meta.get("last_at") or 0)),
+        "last_from": meta.get("last_from", ""),
+    }
+    item.update(chats.state(deps().redis, meta["id"], now))
+    if reveal:
+        item["number"] = number
+    return item
+
+
+def chat_list():
+    now = time.time()
+    return [summary(meta, now) for meta in memory.chats(deps().redis)]
+
+
+def chat_meta(cid):
+    """The chat's details, or None for an unknown or malformed id."""
+    return memory.details(deps().redis, cid) if CHAT_ID.fullmatch(cid) else None
+
+
+def one_chat(cid, reveal=False):
+    meta = chat_meta(cid)
+    if meta is None:
+        return None
+    item = summary(meta, time.time(), reveal)
+    item["messages"] = [{"id": m["id"], "from": m["from"], "text": m["text"], "at": m["at"],
+                         "kind": m.get("kind", "text")} for m in memory.thread(deps().redis, cid)]
+    return item

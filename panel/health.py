@@ -1,0 +1,27 @@
+"""The health page and /panel/api/stats: each number's connection, the queue, and the daily counters."""
+
+from flask import Blueprint, jsonify
+
+import buffer
+import stats
+from panel.auth import login_required
+from panel.common import deps, render
+
+bp = Blueprint("health", __name__)
+
+
+def health_now():
+    redis = deps().redis
+    return stats.health(redis, lambda: buffer.queue_depth(redis, deps().queue_name()))
+
+
+@bp.get("/health")
+@login_required
+def health_page():
+    return render("health.html", days=stats.daily(deps().redis), health=health_now(), page="health")
+
+
+@bp.get("/api/stats")
+@login_required
+def api_stats():
+    return jsonify(days=stats.daily(deps().redis), health=health_now())

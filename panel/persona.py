@@ -1,0 +1,114 @@
+"""The persona page: read and write prompts/<name>.md, and try what the bot would answer with it."""
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, jsonify
+
+import ai_service
+import memory
+import stats
+from panel.auth import login_required
+from panel.common import deps, json_body, render
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("persona", __name__)
+
+PROMPT_NAME = re.compile(r"\+?[A-Za-z0-9_-]{1,64}")  # "+5511…": a Twilio number's prompt
+
+
+def prompt_path(name):
+    settings = deps().settings
+    if name == "system":
+        return Path(settings.system_prompt_file)
+    return Path(settings.system_prompt_file).parent / f"{name}.md"
+
+
+def prompt_names():
+    """`system`, every instance seen, and every prompts/<name>.md there is."""
+    redis = deps().redis
+    names = {m.get("instance") for m in memory.chats(redis) if m.get("instance")}
+    names |= {name.decode() for name in redis.hkeys(stats.INSTANCES)}
+    folder = prompt_path("system").parent
+    if folder.is_dir():
+        names |= {p.stem for p in folder.glob("*.md")}
+    names.discard(prompt_path("system").stem)
+    names.discard("system")
+    return ["system", *sorted(n for n in names if PROMPT_NAME.fullmatch(n))]
+
+
+@bp.get("/persona")
+@login_required
+def persona_page():
+    return render("persona.html", names=prompt_names(), page="persona")
+
+
+@bp.get("/api/prompts/<name>")
+@login_required
+def api_prompt(name):
+    if not PROMPT_NAME.fullmatch(name):
+        return jsonify(error="prompt names are letters, digits, - and _"), 400
+    path = prompt_path(name)
+    exists = path.is_file()
+    return jsonify(name=name, text=path.read_text(encoding="utf-8") if exists else "", exists=exists,
+                   overridden=name == "system" and bool(deps().settings.system_prompt.strip()))
+
+
+@bp.put("/api/prompts/<name>")
+@login_required
+def api_save_prompt(name):
+    """Write prompts/<name>.md; the next reply reads it (no restart). An empty instance prompt is removed."""
+    if not PROMPT_NAME.fullmatch(name):
+        return jsonify(error="prompt names are letters, digits, - and _"), 400
+    body = json_body()
+    text = body.get("text") if body else None
+    if not isinstance(text, str) or len(text) > 100_000:
+        return jsonify(error='send JSON {"text": "..."} (at most 100000 characters)'), 400
+    path = prompt_path(name)
+    if not text.strip():
+        if name == "system":
+            return jsonify(error="the system prompt cannot be empty"), 400
+        path.unlink(missing_ok=True)
+        return jsonify(name=name, exists=False)
+    tmp = None
+    try:
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            tmp.write(text.strip() + "\n")
+        os.replace(tmp.name, path)  # a reply reading it meanwhile sees the old or the new text, never half
+    except OSError as error:  # e.g. prompts/ not writable by the container's user (README "Panel")
+        if tmp is not None:
+            Path(tmp.name).unlink(missing_ok=True)
+        log.error("panel: cannot save prompt %s: %s", name, error)
+        return jsonify(error=f"cannot write {path.name}: {error.strerror or error}"), 500
+    log.info("panel: prompt %s saved (%d chars)", name, len(text))
+    return jsonify(name=name, exists=True)
+
+
+@bp.post("/api/try")
+@login_required
+def api_try():
+    """What the bot would answer, as chat.py does (no history, split parts), sending nothing to WhatsApp."""
+    import worker  # split_reply: the same split as real replies
+
+    settings = deps().settings
+    body = json_body()
+    text = body.get("text") if body else None
+    instance = body.get("instance") or "" if body else ""
+    if not isinstance(text, str) or not text.strip() or not isinstance(instance, str):
+        return jsonify(error='send JSON {"instance": "...", "text": "..."}'), 400
+    if instance and not PROMPT_NAME.fullmatch(instance):
+        return jsonify(error="instance names are letters, digits, - and _"), 400
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        prompt = ai_service.load_system_prompt(settings, instance)
+    try:
+        answer = ai_service.generate_reply(deps().gemini(), settings, [], text[: settings.max_input_chars], prompt)
+    except ai_service.Handoff as handoff:  # Gemini would hand this chat to a person
+        return jsonify(parts=[settings.handoff_message], handoff=handoff.reason)
+    except ai_service.ReplyError as error:
+        return jsonify(error=error.reason), 502
+    return jsonify(parts=worker.split_reply(answer, settings))
