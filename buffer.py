@@ -262,7 +262,7 @@ def add_message(redis, message, settings, trigger=None, now=None, counts=None):
     script_args = [settings.dedupe_ttl_seconds, message_entry(message, settings.max_input_chars), repr(now), cid, keep,
                    settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
                    int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
-                   item, at, *memory.store_args(settings, now), fields, memory.id_field(message.message_id),
+                   item, at, *memory.store_args(settings), fields, memory.id_field(message.message_id),
                    memory.id_value(now), json.dumps(counts or {}), inline or "",
                    int(settings.debounce_seconds + settings.max_wait_seconds) + MEDIA_CACHE_SECONDS, message.message_id]
     if message.lid and message.lid != message.chat_id:  # the customer's '@lid' address too, so forget finds both

@@ -49,8 +49,6 @@ class Settings:
     dedupe_ttl_seconds: int = 24 * 3600
     history_max_turns: int = 20
     history_max_chars: int = 6000  # Gemini's window (UTF-8 bytes as stored); a chat's record stays under twice it
-    history_max_message_chars: int = 1000  # a message's text past this (UTF-8 bytes) is stored cut, with a marker
-    history_min_messages: int = 20  # the last messages of every chat the record keeps for the panel, whatever their size
     history_ttl_days: float = 7.0
     max_wait_seconds: float = 300.0
     max_regenerations: int = 1
@@ -123,6 +121,7 @@ class Settings:
 
     # Owner's web panel: empty means no panel.
     panel_password: str = ""
+    log_max_entries: int = 500  # most messages per chat the record keeps for the panel (its byte caps bind first)
 
     # --- The owner's first week (issue 13): business hours, alerts to the owner, Gemini limits ---
     business_hours: str = ""  # e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" (seg…dom too); see hours.py
@@ -266,8 +265,7 @@ def _validate(settings, require):
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_max_chars", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
                 "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
-                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb",
-                "history_max_message_chars", "history_min_messages")
+                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries")
     for name in positive:
         if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
             raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")

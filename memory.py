@@ -12,10 +12,10 @@ customer's media. Gemini's history and the panel's thread are two views of it:
   block, down to half of the cap, to a customer's message. The prompt then starts the same way for
   several turns, so Gemini's implicit context cache can serve it.
 - The panel sees the whole record: the window and, before it, older entries down to the last
-  HISTORY_MIN_MESSAGES. Past twice HISTORY_MAX_CHARS even the window's oldest entries go (a customer
-  flooding the chat), so a chat never holds more than max(2 × HISTORY_MAX_CHARS, HISTORY_MIN_MESSAGES
-  entries) whatever is sent; a text past HISTORY_MAX_MESSAGE_CHARS is stored cut, with a marker (the
-  burst being answered keeps it whole: Gemini reads all of it once).
+  MIN_MESSAGES (20). Past twice HISTORY_MAX_CHARS even the window's oldest entries go (a customer
+  flooding the chat), and never more than LOG_MAX_ENTRIES are kept, so a chat never holds more than
+  max(2 × HISTORY_MAX_CHARS, MIN_MESSAGES entries) whatever is sent; a text past MESSAGE_MAX_BYTES
+  is stored cut, with a marker (the burst being answered keeps it whole: Gemini reads all of it once).
 
 Beside the record: the chat's details (`wa:chat:<cid>`, a hash: instance, number, name, channel and
 the record's byte counts), the index of chats by last activity (`wa:chats`), the message ids the
@@ -32,6 +32,8 @@ CHATS = "wa:chats"  # sorted set: cid -> last activity (unix time)
 # message and our reply's echo each: 20 bytes an id). Enough for Evolution's redeliveries, which come within minutes; a message
 # older than MAX_MESSAGE_AGE_SECONDS is ignored anyway. Bounded, so one chat's ids cost at most ~1.5 KB.
 IDS_MAX = 48
+MIN_MESSAGES = 20  # the last messages of every chat the record keeps for the panel, whatever their size
+MESSAGE_MAX_BYTES = 1000  # a message's text past this (UTF-8) is stored cut, ending CUT_MARK
 CUT_MARK = " … [cortado]"
 PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "document": "[documento]",
                 "sticker": "[figurinha]", "location": "[localização]", "contact": "[contato]", "poll": "[enquete]"}
@@ -46,7 +48,7 @@ PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "
 LUA_STORE = """
 local function limits(i)
   return {chars = tonumber(ARGV[i]), turns = 2 * tonumber(ARGV[i + 1]), keep = tonumber(ARGV[i + 2]),
-          ttl = ARGV[i + 3], expired = ARGV[i + 4]}
+          most = tonumber(ARGV[i + 3]), ttl = ARGV[i + 4]}
 end
 local function user_side(raw)  -- the customer's message (no `from`), a note, or a user turn kept before this store
   local e = cjson.decode(raw)
@@ -81,7 +83,7 @@ local function push(K, entry, at, limit, reply, fields)
     for j = 1, cut do window = window - #items[j] end
     skip = skip + cut
   end
-  while n > limit.keep and (skip > 0 or bytes > 2 * limit.chars) do
+  while n > limit.most or (n > limit.keep and (skip > 0 or bytes > 2 * limit.chars)) do
     local gone = #redis.call('LPOP', K.record)
     n, bytes = n - 1, bytes - gone
     if skip > 0 then skip = skip - 1 else window = window - gone end
@@ -97,7 +99,8 @@ local function push(K, entry, at, limit, reply, fields)
   redis.call('EXPIRE', K.record, limit.ttl)
   redis.call('EXPIRE', K.meta, limit.ttl)
   redis.call('ZADD', K.chats, 'GT', at, K.cid)
-  redis.call('ZREMRANGEBYSCORE', K.chats, '-inf', limit.expired)  -- chats whose record expired leave the index
+  local now = redis.call('TIME')[1]
+  redis.call('ZREMRANGEBYSCORE', K.chats, '-inf', now - limit.ttl)  -- chats whose record expired leave the index
 end
 local function note_id(ids, field, value, ttl)
   local new = redis.call('HSETNX', ids, field, value) == 1
@@ -195,13 +198,13 @@ def clip(text, limit):
 
 
 def entry(message_id, sender, text, at, settings, kind="text"):
-    """One record entry as stored: compact JSON, the text cut to HISTORY_MAX_MESSAGE_CHARS.
+    """One record entry as stored: compact JSON, the text cut to MESSAGE_MAX_BYTES.
 
     `from` is left out for the customer (most entries; 18 bytes each), `kind` for text. `at` is the
     message's own timestamp (WhatsApp's, whole seconds) or the time of sending.
     """
     item = {"from": sender} if sender != "customer" else {}
-    item.update(id=message_id or "", at=int(at or time.time()), text=clip(text, settings.history_max_message_chars))
+    item.update(id=message_id or "", at=int(at or time.time()), text=clip(text, MESSAGE_MAX_BYTES))
     if kind != "text":
         item["kind"] = kind
     return json.dumps(item, ensure_ascii=False, separators=(",", ":"))
@@ -229,12 +232,10 @@ def store_keys(cid):
     return [key(cid), meta_key(cid), CHATS]
 
 
-def store_args(settings, now=None):
+def store_args(settings):
     """The caps and expiry `limits(i)` reads, in its order."""
-    now = time.time() if now is None else now
-    ttl = settings.history_ttl_seconds
-    return [settings.history_max_chars, settings.history_max_turns, settings.history_min_messages, ttl,
-            repr(now - ttl)]
+    return [settings.history_max_chars, settings.history_max_turns, min(MIN_MESSAGES, settings.log_max_entries),
+            settings.log_max_entries, settings.history_ttl_seconds]
 
 
 def record_human(redis, cid, message_id, text, at, settings):
@@ -264,7 +265,7 @@ def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key,
     own = [id_field(message_id), f"{cid} {rid}"] if message_id else ["", ""]
     return bool(redis.register_script(SENT_SCRIPT)(
         keys=[*store_keys(cid), lock_key, own_keys(instance, now)[0], sending_key(instance, text)],
-        args=[cid, token, *store_args(settings, now), 2 * OWN_SECONDS, *own, f"{cid} {rid}",
+        args=[cid, token, *store_args(settings), 2 * OWN_SECONDS, *own, f"{cid} {rid}",
               note_entry, entry(message_id or f"{rid}-{now:.3f}", "bot", text, now, settings), repr(int(now))]))
 
 

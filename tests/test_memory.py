@@ -60,12 +60,12 @@ def chat_bytes(redis, cid=CID):
 # --- what is kept, and how small ---------------------------------------------------------------------
 
 def test_a_long_text_is_stored_cut_with_a_marker_and_the_burst_keeps_what_gemini_reads(fake_redis):
-    settings = make_settings(HISTORY_MAX_MESSAGE_CHARS=300, MAX_INPUT_CHARS=2000)
+    settings = make_settings(MAX_INPUT_CHARS=2000)
     text = "Olá, " + "pão de queijo " * 5000  # ~70 KB
     assert add(fake_redis, text, "LONG1", settings) == "scheduled"
 
     stored, = record(fake_redis)
-    assert stored["text"].endswith("… [cortado]") and len(stored["text"].encode()) <= 300
+    assert stored["text"].endswith("… [cortado]") and len(stored["text"].encode()) <= memory.MESSAGE_MAX_BYTES
     assert text.startswith(stored["text"][: -len(memory.CUT_MARK)])
     burst, = [json.loads(entry) for entry in fake_redis.lrange(buffer.keys(CID)["burst"], 0, -1)]
     assert burst["text"] == text[:2000]  # all that merge_burst would give Gemini, no more
@@ -138,10 +138,10 @@ def test_a_flood_from_one_number_keeps_the_last_messages_and_a_bounded_record(fa
         add(fake_redis, f"{i:03d} {text}", f"FLOOD{i}", settings, now=T0 + i)
 
     kept = record(fake_redis)
-    assert len(kept) == settings.history_min_messages  # the panel still shows the last 20
+    assert len(kept) == memory.MIN_MESSAGES == 20  # the panel still shows the last 20
     assert [e["text"][:3] for e in kept] == [f"{i:03d}" for i in range(280, 300)]
     record_bytes = sum(len(item) for item in fake_redis.lrange(memory.key(CID), 0, -1))
-    assert record_bytes <= settings.history_min_messages * (settings.history_max_message_chars + 200)
+    assert record_bytes <= memory.MIN_MESSAGES * (memory.MESSAGE_MAX_BYTES + 200)
     burst = fake_redis.lrange(buffer.keys(CID)["burst"], 0, -1)
     assert len(burst) == 30 and all(len(entry) < settings.max_input_chars + 1000 for entry in burst)
     assert chat_bytes(fake_redis) < 200_000  # of 19 MB sent
@@ -156,7 +156,7 @@ def test_short_messages_keep_gemini_window_and_the_panel_keeps_at_least_its_mini
         memory.record_sent(fake_redis, CID, INSTANCE, f"r{i}", f"A{i}", f"resposta {i}", settings, lock, "job")
     turns = memory.load_history(fake_redis, CID)
     assert 2 <= len(turns) <= 4 and turns[0]["role"] == "user"  # Gemini: at most 2 exchanges
-    assert len(memory.thread(fake_redis, CID)) == 20  # the panel: HISTORY_MIN_MESSAGES
+    assert len(memory.thread(fake_redis, CID)) == 20  # the panel: MIN_MESSAGES
     assert memory.thread(fake_redis, CID)[-1] == {"id": "A11", "from": "bot", "text": "resposta 11",
                                                   "at": pytest.approx(time.time(), abs=5), "kind": "text"}
 
@@ -280,8 +280,7 @@ def test_one_number_sending_300_texts_of_64_kb_cannot_make_redis_refuse_another_
         grown = redis.info("memory")["used_memory"] - before
         assert grown < 1_500_000, grown  # of 19 MB sent
         settings = make_settings()
-        bound = max(2 * settings.history_max_chars,
-                    settings.history_min_messages * (settings.history_max_message_chars + 200))
+        bound = max(2 * settings.history_max_chars, memory.MIN_MESSAGES * (memory.MESSAGE_MAX_BYTES + 200))
         assert sum(len(item) for item in redis.lrange(memory.key(CID), 0, -1)) <= bound
     finally:
         server.stop()

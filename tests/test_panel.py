@@ -435,16 +435,16 @@ def test_the_webhook_flushes_lone_counts_after_a_while(fake_redis):
 
 # --- the chat's record, as the panel reads it ------------------------------------------------------------
 
-def test_the_record_keeps_the_last_messages_expires_with_history_and_stores_a_message_once(make_settings, fake_redis):
-    settings = make_settings(HISTORY_MIN_MESSAGES=3, HISTORY_MAX_CHARS=100, HISTORY_TTL_DAYS=2)
+def test_the_record_is_capped_expires_with_history_and_stores_a_message_once(make_settings, fake_redis):
+    settings = make_settings(LOG_MAX_ENTRIES=3, HISTORY_TTL_DAYS=2)
     start = int(time.time()) - 100
-    for i in range(5):  # ~100 bytes each: past twice HISTORY_MAX_CHARS the oldest go, down to the last 3
-        assert memory.record_human(fake_redis, "c1", f"id{i}", f"m{i} " + "x" * 50, start + i, settings)
+    for i in range(5):
+        assert memory.record_human(fake_redis, "c1", f"id{i}", f"m{i}", start + i, settings)
         assert not memory.record_human(fake_redis, "c1", f"id{i}", f"m{i}", start + i, settings)  # its echo, say
-    assert [e["text"][:2] for e in memory.thread(fake_redis, "c1")] == ["m2", "m3", "m4"]
+    assert [e["text"] for e in memory.thread(fake_redis, "c1")] == ["m2", "m3", "m4"]
     assert 2 * 86400 - 5 < fake_redis.ttl(memory.key("c1")) <= 2 * 86400
     assert fake_redis.ttl(memory.meta_key("c1")) > 0
-    assert memory.chats(fake_redis)[0]["last_text"] == "m4 " + "x" * 50
+    assert memory.chats(fake_redis)[0]["last_text"] == "m4"
     fake_redis.zadd(memory.CHATS, {"stale": time.time() - 3 * 86400})  # its record expired a day ago
     memory.record_human(fake_redis, "c2", "id9", "m9", time.time(), settings)
     assert [c.decode() for c in fake_redis.zrange(memory.CHATS, 0, -1)] == ["c1", "c2"]

@@ -312,7 +312,7 @@ def test_history_is_capped_by_characters(bot, gemini, evolution):
     assert max(sizes) <= 1000  # stored bytes: an accented letter counts two
     assert min(sizes[2:]) < 700  # trimmed to half when it passed the cap, then grew again
     assert history_texts(ctx, cid)[0][0] == "user"  # never starts with the shop's turn
-    assert ctx.redis.llen(memory.key(cid)) == 16  # the panel still has every message: HISTORY_MIN_MESSAGES=20
+    assert ctx.redis.llen(memory.key(cid)) == 16  # the panel still has every message: it keeps the last 20
 
 
 def test_history_expires_after_history_ttl_days(bot, gemini, evolution):
