@@ -101,6 +101,12 @@ def body():
     others = {g: {"keys": len(v), "bytes": sum(v)} for g, v in sorted(shared.items()) if g not in dedupe}
     hist_entries = r.llen(f"wa:history:{cids[0]}")
     no_ttl = c.keys_without_ttl(r)
+    full = r.info("memory")["used_memory"]
+    r.flushall()  # what the keys held goes; what stays is Redis's own (its Lua heap, buffers): no chat's
+    time.sleep(0.5)
+    empty = r.info("memory")["used_memory"]
+    stays_per_chat = (empty - before["used_memory"] + keys_before) / args.chats  # the warm-up's keys went too
+    freed_per_chat = (full - empty - keys_before) / args.chats
 
     print()
     baseline, commit = c.baseline_figure("memory_used_per_chat_bytes")
@@ -109,8 +115,9 @@ def body():
           f"{used_per_chat:,.0f} B (target <= 8 KB; baseline {commit}: "
           f"{'-' if baseline is None else f'{baseline:,.0f} B'})")
     print(f"    of which in keys (MEMORY USAGE of every key, growth per chat): {keys_per_chat:,.0f} B (baseline "
-          f"{'-' if keys_baseline is None else f'{keys_baseline:,.0f} B'}); the rest is Redis's own: its key tables, "
-          "the connections' buffers, allocation rounding")
+          f"{'-' if keys_baseline is None else f'{keys_baseline:,.0f} B'}); FLUSHALL at the end frees "
+          f"{freed_per_chat:,.0f} B per chat, and {stays_per_chat:,.0f} B per chat stays after it (Redis's own growth, "
+          "not kept for any chat)")
     print("    growth per chat of INFO memory: " + ", ".join(f"{name} {value:,.0f}" for name, value in grown.items()))
     print()
     print(f"(b) Redis bytes per chat after {args.exchanges} exchanges of ~{CHARS} characters each way "
@@ -129,7 +136,9 @@ def body():
                   ["process", "pid", "RSS MB", "PSS MB"]))
     print()
     print("Keys without a TTL after the run (pattern: count): " + ", ".join(f"{p}: {n}" for p, n in no_ttl.items()))
-    figures = {"memory_used_per_chat_bytes": used_per_chat, "memory_keyspace_per_chat_bytes": keys_per_chat, "memory_own_state_bytes": own_state, "memory_history_bytes": history, "memory_panel_log_bytes": panel_log,
+    figures = {"memory_used_per_chat_bytes": used_per_chat, "memory_keyspace_per_chat_bytes": keys_per_chat,
+               "memory_stays_after_flushall_per_chat_bytes": stays_per_chat, "memory_own_state_bytes": own_state,
+               "memory_history_bytes": history, "memory_panel_log_bytes": panel_log,
                "memory_dedupe_bytes": sum(dedupe.values()), "memory_history_entries": hist_entries,
                "rss_webhook_worker_mb": next((m["rss_mb"] for m in mem if m["process"].startswith("gunicorn worker")), None),
                "rss_worker_mb": next((m["rss_mb"] for m in mem if m["process"] == "python worker.py"), None)}

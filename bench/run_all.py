@@ -107,8 +107,10 @@ FIGURES += [
     ("worker_round_trips_per_reply", "Redis round trips per reply, worker side", "-", None, lambda v: f"{v:.0f}"),
     ("memory_used_per_chat_bytes", "Redis used_memory growth per chat, 30 exchanges x 200 chars: everything the bot "
      "keeps", "<= 8 KB", lambda m, b, f: m <= 8192, _kb),
-    ("memory_keyspace_per_chat_bytes", "  of which in keys (MEMORY USAGE of every key, growth per chat)", "-", None,
-     _kb),
+    ("memory_keyspace_per_chat_bytes", "  of which in keys (MEMORY USAGE of every key, growth per chat): what the bot "
+     "keeps", "<= 8 KB", lambda m, b, f: m <= 8192, _kb),
+    ("memory_stays_after_flushall_per_chat_bytes", "  of which stays after FLUSHALL (Redis's own growth, no chat's)", "-",
+     None, _kb),
     ("memory_own_state_bytes", "  MEMORY USAGE of the chat's own keys (record + state; before issue 18 without the "
      "panel log)", "-", None, _kb),
     ("memory_history_bytes", "  of which the record (history list) wa:history:<cid>", "-", None, _kb),
