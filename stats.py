@@ -248,11 +248,11 @@ def metrics_text(redis, depth):
     lines += [f'whatsapp_gemini_seconds_bucket{{le="+Inf"}} {calls}',
               f"whatsapp_gemini_seconds_sum {total.get('gemini_ms', 0) / 1000:.3f}",
               f"whatsapp_gemini_seconds_count {calls}"]
-    depth = depth()
+    queue = depth()
     lines += ["# HELP whatsapp_queue_depth Jobs in the RQ queue plus chats waiting for their job.",
-              "# TYPE whatsapp_queue_depth gauge", f"whatsapp_queue_depth {depth['total']}",
+              "# TYPE whatsapp_queue_depth gauge", f"whatsapp_queue_depth {queue['total']}",
               "# HELP whatsapp_waiting_chats Chats with a burst or reply waiting (wa:due).",
-              "# TYPE whatsapp_waiting_chats gauge", f"whatsapp_waiting_chats {depth['due_chats']}"]
+              "# TYPE whatsapp_waiting_chats gauge", f"whatsapp_waiting_chats {queue['due_chats']}"]
     return "\n".join(lines) + "\n"
 
 
