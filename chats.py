@@ -9,6 +9,7 @@ the bot does not contradict the person when it resumes.
 
 import logging
 import re
+import secrets
 import time
 
 import redis as redis_lib
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 
 # The per-chat keys a person's action touches, in the order the scripts receive them.
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
-             "regenerated", "media")
+             "regenerated", "media", "taken")
 
 _LUA_ACT = memory.LUA_STORE + """
 local function chat_keys(offset)
@@ -29,13 +30,27 @@ local function chat_keys(offset)
   return K
 end
 -- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds. What was
--- waiting, and what the bot had sent of its reply, is in the record already: the bot's next turn sees it.
-local function act(K, due, action, pause_seconds, cid)
+-- waiting, and what the bot had sent of its reply, is in the record already (S: the chat's store keys):
+-- the bot's next turn sees it.
+local function act(K, due, action, pause_seconds, cid, S, limit)
   if action == 'resume' then
     redis.call('DEL', K.paused, K.optout)
     return 'resumed'
   end
-  redis.call('DEL', K.lock, K.reply, K.inflight, K.burst, K.deadline, K.started, K.attempts, K.regenerated, K.media)
+  local stored = redis.call('GET', K.reply)
+  if stored then  -- the part on its way reaches the customer: the record has it, before the person's message
+    local reply = cjson.decode(stored)
+    local n = tonumber(reply.attempt)
+    if n and n >= (tonumber(reply.sent) or 0) and reply.parts[n + 1] then
+      local id = tostring(reply.rid) .. '-' .. (n + 1)
+      if redis.call('HGET', S.meta, 'part') ~= id then  -- not written by its job already (memory.record_sent)
+        local now = tonumber(redis.call('TIME')[1])
+        push(S, cjson.encode({from = 'bot', id = id, at = now, text = reply.parts[n + 1]}), now, limit, true, '')
+      end
+    end
+  end
+  redis.call('DEL', K.lock, K.reply, K.inflight, K.burst, K.deadline, K.started, K.attempts, K.regenerated, K.media,
+             K.taken)
   redis.call('ZREM', due, cid)
   if action == 'stop' or redis.call('GET', K.paused) == 'stop' then
     redis.call('SET', K.paused, 'stop')
@@ -46,9 +61,10 @@ local function act(K, due, action, pause_seconds, cid)
 end
 """ % ", ".join(f"'{name}'" for name in CHAT_KEYS)
 
-# KEYS: due, chat keys...; ARGV: action, pause_seconds, cid
+# KEYS: due, record, meta, chats, chat keys...; ARGV: action, pause_seconds, cid, store args (5)
 ACT_SCRIPT = _LUA_ACT + """
-return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+local S = {record = KEYS[2], meta = KEYS[3], chats = KEYS[4], cid = ARGV[3]}
+return act(chat_keys(4), KEYS[1], ARGV[1], ARGV[2], ARGV[3], S, limits(4))
 """
 
 # KEYS: ids, own (this hour), own (the hour before), sending, due, record, meta, chats, chat keys...
@@ -72,10 +88,9 @@ if owner then
   end
   return 'own'
 end
-local outcome = act(chat_keys(8), KEYS[5], ARGV[1], ARGV[2], ARGV[3])
-if ARGV[9] ~= '' then
-  push({record = KEYS[6], meta = KEYS[7], chats = KEYS[8], cid = ARGV[3]}, ARGV[9], ARGV[10], limits(11), true, '')
-end
+local S = {record = KEYS[6], meta = KEYS[7], chats = KEYS[8], cid = ARGV[3]}
+local outcome = act(chat_keys(8), KEYS[5], ARGV[1], ARGV[2], ARGV[3], S, limits(11))
+if ARGV[9] ~= '' then push(S, ARGV[9], ARGV[10], limits(11), true, '') end
 return outcome
 """
 
@@ -86,7 +101,13 @@ def _chat_keys(cid):
 
 
 def _run(redis, source, keys, args):
-    result = redis.register_script(source)(keys=keys, args=args)
+    try:
+        result = redis.register_script(source)(keys=keys, args=args)
+    except redis_lib.OutOfMemoryError:
+        # Redis is at its maxmemory: a person's action still goes through (a few hundred bytes past the
+        # limit), so the bot never answers over a person when memory runs out. Redis >= 7 reads the flag.
+        log.warning("Redis is full: a person's action is written past maxmemory")
+        result = redis.register_script("#!lua flags=allow-oom\n" + source)(keys=keys, args=args)
     return result.decode() if isinstance(result, bytes) else result
 
 
@@ -112,12 +133,38 @@ def note_from_me(redis, message, settings):
                  *memory.store_args(settings)])
 
 
+def answer_as_person(redis, session, settings, cid, meta, text):
+    """The panel's answer: sent through the chat's channel and written to the record once, on every channel.
+
+    The Cloud API and Twilio never echo it, so it is written here; Evolution's echo (before or after
+    sendText answers) is then known as this answer, not a second one. Returns (message id, its time).
+    """
+    import channels
+
+    instance, mark = meta.get("instance", ""), f"{cid} human"
+    sending = memory.sending_key(instance, text)
+    pipe = redis.pipeline()
+    pipe.rpush(sending, mark)  # an echo before the id is known: ours (see FROM_ME_SCRIPT), nothing written
+    pipe.expire(sending, 3600)
+    pipe.execute()
+    try:
+        message_id, at = channels.send_text(session, settings, meta.get("channel", "evolution"), instance,
+                                            meta["reply_to"], text)
+    except channels.Error:
+        redis.lrem(sending, 0, mark)
+        raise
+    message_id = message_id or f"panel-{secrets.token_hex(8)}"
+    _run(redis, memory.RECORD_SCRIPT, *memory.human_call(cid, instance, message_id, text, at, settings, mark))
+    return message_id, at
+
+
 def _pause_seconds(settings):
     return max(int(settings.handoff_pause_minutes * 60), 1)
 
 
 def _act(redis, cid, action, settings):
-    return _run(redis, ACT_SCRIPT, [buffer.DUE, *_chat_keys(cid)], [action, _pause_seconds(settings), cid])
+    return _run(redis, ACT_SCRIPT, [buffer.DUE, *memory.store_keys(cid), *_chat_keys(cid)],
+                [action, _pause_seconds(settings), cid, *memory.store_args(settings)])
 
 
 def take_over(redis, cid, settings):
@@ -136,20 +183,75 @@ def stop(redis, cid, settings):
 
 
 def owner_command(redis, message, settings):
-    """`#parar 5511…`, `#pausar 5511…` or `#bot 5511…` in the shop's own "message yourself" chat: act on
-    that customer's chat (every form of the number), which never sees the command. Applied once per message id."""
+    """`#parar 11 98765-0702`, `#pausar …` or `#bot …` in the shop's own "message yourself" chat: act on that
+    customer's chat (every form of the number), which never sees the command. Applied once per message id.
+
+    Returns (outcome, notice): the one line in Portuguese that confirms it in the self-chat (None when there is
+    nothing to say), and "not_found" when the number names no customer the bot knows, or more than one.
+    """
     words = message.text.split()
     actions = {settings.resume_keyword.lower(): "resume", settings.stop_keyword.lower(): "stop",
                settings.pause_keyword.lower(): "pause"}
     action = actions.get(words[0].lower()) if len(words) > 1 else None
     if action is None:
-        return "ignored"
+        return "ignored", None
     own_chat = buffer.chat_ref(message.instance, message.chat_id, message.channel)
     if not memory.first_sighting(redis, own_chat, message.message_id, settings):
-        return "duplicate"
-    outcomes = {_act(redis, buffer.chat_ref(message.instance, jid), action, settings)
-                for jid in customer_jids(" ".join(words[1:]))}
-    return outcomes.pop() if len(outcomes) == 1 else "stopped" if "stopped" in outcomes else "paused"
+        return "duplicate", None
+    written = " ".join(words[1:])
+    jids, known = find_customer(redis, message.instance, written)
+    if not jids:
+        return "not_found", (f"❓ Não encontrei esse cliente ({written}): nenhum ou mais de um cliente tem esse "
+                             f"número. Escreva com o DDD, como em {words[0]} 11 91234-5678.")
+    outcomes = {_act(redis, buffer.chat_ref(message.instance, jid), action, settings) for jid in jids}
+    outcome = outcomes.pop() if len(outcomes) == 1 else "stopped" if "stopped" in outcomes else "paused"
+    who = shown_number(max(jids, key=len))
+    notice = {"resumed": f"✅ O bot voltou a responder {who}.",
+              "stopped": f"✅ O bot parou de responder {who} até você escrever {settings.resume_keyword} {who}.",
+              "paused": f"✅ O bot pausou {who} por {settings.handoff_pause_minutes:g} min."}[outcome]
+    if not known:
+        notice += " Não encontrei esse cliente nas conversas: vale quando ele escrever."
+    return outcome, notice
+
+
+def find_customer(redis, instance, written):
+    """The JIDs of the customer a number names on `instance`, written the way Brazilians write it: with or without
+    +55, the area code, the ninth digit, spaces and dashes. Returns (jids, known).
+
+    A number with its area code names one customer even before they write (known is then False when the bot has
+    no chat with them); a number without it must match exactly one customer the bot knows. ([], False) otherwise.
+    """
+    if "@" in written:
+        return [written.strip()], True
+    digits = re.sub(r"\D", "", written).lstrip("0")  # "0 11 …": the long-distance prefix
+    if len(digits) in (10, 11):
+        digits = "55" + digits
+    if len(digits) in (12, 13) and digits.startswith("55"):
+        jids = customer_jids(digits)
+        pipe = redis.pipeline(transaction=False)
+        for jid in jids:
+            pipe.exists(memory.meta_key(buffer.chat_ref(instance, jid)))
+        return jids, any(pipe.execute())
+    if len(digits) not in (8, 9):
+        return [], False
+    local = digits[-8:]  # the ninth digit aside, the last eight identify the line within an area code
+    found = set()
+    for chat in memory.chats(redis, limit=100_000):
+        number = re.sub(r"\D", "", chat.get("reply_to", ""))
+        if chat.get("instance") == instance and number.startswith("55") and len(number) in (12, 13) \
+                and number[-8:] == local and (len(digits) == 8 or len(number) == 12 or number[-9] == digits[0]):
+            found.add(number[:4] + number[-8:])  # one customer, with or without the ninth digit
+    if len(found) != 1:
+        return [], False
+    return customer_jids(found.pop()), True
+
+
+def shown_number(jid):
+    """A JID's number as a person writes it: +55 11 98765-0702."""
+    d = jid.split("@")[0]
+    if not (d.startswith("55") and len(d) in (12, 13)):
+        return d
+    return f"+{d[:2]} {d[2:4]} {d[4:-4]}-{d[-4:]}"
 
 
 def state(redis, cid, now=None):
@@ -178,21 +280,29 @@ def state(redis, cid, now=None):
 
 
 def forget(redis, cid):
-    """Erase everything kept about one chat (LGPD), also from the disk. Returns how many keys were deleted.
+    """Erase the customer of chat `cid` (the panel's "Apagar cliente"): the same erasure as `worker.py forget`,
+    under every form of their number and their '@lid' JID, also from the disk. Returns how many keys were deleted.
 
     A job sending to that chat at this moment loses its lock with the rest, so it sends and writes nothing more.
     """
-    deleted = _erase(redis, cid)
+    meta = memory.details(redis, cid) or {}
+    deleted = _erase(redis, cid, meta.get("instance"))
+    if meta.get("instance"):
+        written = {meta.get("chat_id"), meta.get("reply_to")} - {None, ""}
+        deleted += sum(_forget(redis, [meta["instance"]], number) for number in written)
     rewrite_aof(redis)
     return deleted
 
 
-def _erase(redis, cid):
+def _erase(redis, cid, instance=None):
+    """Delete one chat's keys, its record, and the ids of our sends to it (each names the chat)."""
+    known = redis.hget(memory.meta_key(cid), "instance")
+    ours = memory.own_ids_of(redis, known.decode() if known else instance, cid)
     pipe = redis.pipeline()
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
-    memory.erase(pipe, cid)  # the chat's record, details and ids
-    return pipe.execute()[0]
+    memory.erase(pipe, cid, ours)  # the chat's record, details, ids, and our sends' ids naming it
+    return pipe.execute()[0] + len(ours)
 
 
 def rewrite_aof(redis):
@@ -221,15 +331,20 @@ def forget_customer(redis, instance, written):
     """`worker.py forget`: erase the customer on `instance` (a name, or several) under every form of their number,
     and under the '@lid' JID their phone JID was seen with, whichever channel the instance is on (an Evolution
     instance, a Cloud API phone_number_id, a Twilio number)."""
+    names = [instance] if isinstance(instance, str) else list(instance)
+    deleted = _forget(redis, names, written)
+    rewrite_aof(redis)
+    return deleted
+
+
+def _forget(redis, names, written):
     import channels
 
-    names = [instance] if isinstance(instance, str) else list(instance)
     deleted = 0
     for name in names:
         for jid in customer_jids(written):
             lid = redis.getdel(buffer.lid_key(name, jid))  # the same customer under '@lid' addressing
             if lid:
-                deleted += 1 + _erase(redis, buffer.chat_ref(name, lid.decode()))
-            deleted += sum(_erase(redis, buffer.chat_ref(name, jid, channel)) for channel in channels.MODULES)
-    rewrite_aof(redis)
+                deleted += 1 + _erase(redis, buffer.chat_ref(name, lid.decode()), name)
+            deleted += sum(_erase(redis, buffer.chat_ref(name, jid, channel), name) for channel in channels.MODULES)
     return deleted

@@ -115,26 +115,30 @@ local function note_id(ids, field, value, ttl)
 end
 """ % (IDS_MAX, IDS_MAX // 2)
 
-# KEYS: record, meta, chats, ids; ARGV: cid, entry, at, store args (5), seen field, seen value, ids ttl
-# Once per message id: the echo of a message the panel sent finds it seen, and the other way round.
+# KEYS: record, meta, chats, ids, sending; ARGV: cid, entry, at, store args (5), seen field, seen value, ids ttl,
+#       sending member ('' none)
+# Once per message id: the echo of a message the panel sent, after this, finds it seen (a duplicate); one that
+# came before found the `sending` mark (ours, nothing written), which this removes.
 RECORD_SCRIPT = LUA_STORE + """
-if not note_id(KEYS[4], ARGV[9], ARGV[10], ARGV[11]) then return 0 end
+local marked = ARGV[12] ~= '' and redis.call('LREM', KEYS[5], 0, ARGV[12]) > 0
+if not note_id(KEYS[4], ARGV[9], ARGV[10], ARGV[11]) and not marked then return 0 end
 push({record = KEYS[1], meta = KEYS[2], chats = KEYS[3], cid = ARGV[1]}, ARGV[2], ARGV[3], limits(4), true, '')
 return 1
 """
 
 # KEYS: record, meta, chats, lock, own, sending
-# ARGV: cid, token, store args (5), own ttl, own field ('' none), own value, sending member, note entry, entry, at
+# ARGV: cid, token, store args (5), own ttl, own field ('' none), own value, sending member, note entry, entry, at,
+#       fields ({"part": "<rid>-<n>"}: chats.act then knows this part is in the record)
 SENT_SCRIPT = LUA_STORE + """
 if redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
-redis.call('LREM', KEYS[6], 0, ARGV[11])
-if ARGV[9] ~= '' then
+if ARGV[9] ~= '' then  -- its id is known: from now on its echo is told by it (else by its text)
+  redis.call('LREM', KEYS[6], 0, ARGV[11])
   redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
   redis.call('EXPIRE', KEYS[5], ARGV[8])
 end
 local K = {record = KEYS[1], meta = KEYS[2], chats = KEYS[3], cid = ARGV[1]}
 if ARGV[12] ~= '' then push(K, ARGV[12], ARGV[14], limits(3), false, '') end
-push(K, ARGV[13], ARGV[14], limits(3), true, '')
+push(K, ARGV[13], ARGV[14], limits(3), true, ARGV[15])
 return 1
 """
 
@@ -238,24 +242,27 @@ def store_args(settings):
             settings.log_max_entries, settings.history_ttl_seconds]
 
 
-def record_human(redis, cid, message_id, text, at, settings):
-    """A person answered from the panel: their message joins the record, once (its echo is then a duplicate).
-
-    Returns whether it was written (False when the echo came first and wrote it).
-    """
+def human_call(cid, instance, message_id, text, at, settings, sending_member=""):
+    """(keys, args) of RECORD_SCRIPT for a person's answer from the panel (chats.answer_as_person runs it)."""
     at = at or int(time.time())
     item = entry(message_id, "human", text, at, settings)
-    return bool(redis.register_script(RECORD_SCRIPT)(
-        keys=[*store_keys(cid), ids_key(cid)],
-        args=[cid, item, repr(at), *store_args(settings), id_field(message_id), id_value(),
-              settings.dedupe_ttl_seconds]))
+    return ([*store_keys(cid), ids_key(cid), sending_key(instance, text)],
+            [cid, item, repr(at), *store_args(settings), id_field(message_id), id_value(), settings.dedupe_ttl_seconds,
+             sending_member])
 
 
-def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key, token, note=""):
+def record_human(redis, cid, message_id, text, at, settings, instance=""):
+    """A person's answer joins the record, once. Returns whether it was written."""
+    keys, args = human_call(cid, instance, message_id, text, at, settings)
+    return bool(redis.register_script(RECORD_SCRIPT)(keys=keys, args=args))
+
+
+def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key, token, note="", fallback_id=""):
     """One part of the bot's reply went out: its id is ours from now on, and it joins the record.
 
     Only while the sending job still holds the chat (`lock_key` holds its `token`): the id goes to
-    the chat's ids, the `sending` mark of its text (buffer.note_sending) is cleared, and the entry
+    the instance's own ids and the `sending` mark of its text (buffer.attempt) is cleared (both only
+    when sendText answered with an id: else `fallback_id` names the entry), and the entry
     (after a `note` of what Gemini understood of the burst's media, with the first part) is written.
     A chat erased or taken over meanwhile gets nothing written back; its echo is still told ours by
     the `sending` mark, kept for its hour. Returns whether it was written.
@@ -266,7 +273,8 @@ def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key,
     return bool(redis.register_script(SENT_SCRIPT)(
         keys=[*store_keys(cid), lock_key, own_keys(instance, now)[0], sending_key(instance, text)],
         args=[cid, token, *store_args(settings), 2 * OWN_SECONDS, *own, f"{cid} {rid}",
-              note_entry, entry(message_id or f"{rid}-{now:.3f}", "bot", text, now, settings), repr(int(now))]))
+              note_entry, entry(message_id or fallback_id or f"{rid}-{now:.3f}", "bot", text, now, settings), repr(int(now)),
+              json.dumps({"part": fallback_id}) if fallback_id else ""]))
 
 
 def first_sighting(redis, cid, message_id, settings):
@@ -342,7 +350,7 @@ def thread(redis, cid):
 def _details(cid, meta, last):
     """The chat's details, with its last message (the record's last entry) as last_text, last_at and last_from."""
     found = {"id": cid, **{_text(k): _text(v) for k, v in meta.items()}}
-    for name in ("bytes", "skip", "window"):
+    for name in ("bytes", "skip", "window", "part"):
         found.pop(name, None)
     if last:
         item = _normal(json.loads(last))
@@ -371,7 +379,21 @@ def details(redis, cid):
     return _details(cid, meta, last) if meta else None
 
 
-def erase(pipe, cid):
-    """Queue on `pipe` the erasure of a chat's record, details and ids (LGPD, with forget)."""
+def own_ids_of(redis, instance, cid):
+    """[(key, field)] of our sends to chat `cid` whose echo has not come yet (their values name the chat)."""
+    if not instance:
+        return []
+    hashes = own_keys(instance)
+    pipe = redis.pipeline(transaction=False)
+    for name in hashes:
+        pipe.hgetall(name)
+    return [(name, field) for name, found in zip(hashes, pipe.execute()) for field, value in found.items()
+            if _text(value).startswith(f"{cid} ")]
+
+
+def erase(pipe, cid, own=()):
+    """Queue on `pipe` the erasure of a chat's record, details and ids, and of `own` (own_ids_of) (LGPD, with forget)."""
     pipe.delete(key(cid), meta_key(cid), ids_key(cid), f"wa:log:{cid}")  # wa:log: the panel's log before this store
     pipe.zrem(CHATS, cid)
+    for name, field in own:
+        pipe.hdel(name, field)
