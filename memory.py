@@ -128,7 +128,7 @@ return 1
 
 # KEYS: record, meta, chats, lock, own, sending
 # ARGV: cid, token, store args (5), own ttl, own field ('' none), own value, sending member, note entry, entry, at,
-#       fields ({"part": "<rid>-<n>"}: chats.act then knows this part is in the record)
+#       part ("<rid>-<n>", kept in the chat's details: chats.act and a later job then know it is in the record)
 SENT_SCRIPT = LUA_STORE + """
 if redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
 if ARGV[9] ~= '' then  -- its id is known: from now on its echo is told by it (else by its text)
@@ -137,8 +137,9 @@ if ARGV[9] ~= '' then  -- its id is known: from now on its echo is told by it (e
   redis.call('EXPIRE', KEYS[5], ARGV[8])
 end
 local K = {record = KEYS[1], meta = KEYS[2], chats = KEYS[3], cid = ARGV[1]}
+if ARGV[15] ~= '' and redis.call('HGET', KEYS[2], 'part') == ARGV[15] then return 1 end  -- written already
 if ARGV[12] ~= '' then push(K, ARGV[12], ARGV[14], limits(3), false, '') end
-push(K, ARGV[13], ARGV[14], limits(3), true, ARGV[15])
+push(K, ARGV[13], ARGV[14], limits(3), true, ARGV[15] ~= '' and cjson.encode({part = ARGV[15]}) or '')
 return 1
 """
 
@@ -274,7 +275,7 @@ def record_sent(redis, cid, instance, rid, message_id, text, settings, lock_key,
         keys=[*store_keys(cid), lock_key, own_keys(instance, now)[0], sending_key(instance, text)],
         args=[cid, token, *store_args(settings), 2 * OWN_SECONDS, *own, f"{cid} {rid}",
               note_entry, entry(message_id or fallback_id or f"{rid}-{now:.3f}", "bot", text, now, settings), repr(int(now)),
-              json.dumps({"part": fallback_id}) if fallback_id else ""]))
+              fallback_id]))
 
 
 def first_sighting(redis, cid, message_id, settings):

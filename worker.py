@@ -353,12 +353,12 @@ def deliver(ctx, cid, token, reply):
         part = parts[reply["sent"]]
         if buffer.delivered_count(ctx.redis, cid, rid, part) > parts[: reply["sent"]].count(part):
             log.info("chat %s: part %d already delivered (its echo arrived); not sending again", cid, reply["sent"] + 1)
-            reply["sent"] += 1
+            _counted_as_sent(ctx, cid, token, reply)
             continue
         if reply.get("attempt") == reply["sent"]:  # its job stopped mid-send (killed, Redis gone): outcome unknown
             log.warning("chat %s: part %d was being sent when its job stopped; counted as sent, never sent twice",
                         cid, reply["sent"] + 1)
-            reply["sent"] += 1
+            _counted_as_sent(ctx, cid, token, reply)
             continue
         if time.time() - reply["created"] > settings.send_retry_minutes * 60:
             log.error("chat %s: not sent within SEND_RETRY_MINUTES; reply dropped", cid)
@@ -403,6 +403,13 @@ def deliver(ctx, cid, token, reply):
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
+
+
+def _counted_as_sent(ctx, cid, token, reply):
+    """A part the customer has (or may have) without this job sending it: it joins the record, unless its job wrote it."""
+    memory.record_sent(ctx.redis, cid, reply["instance"], reply["rid"], None, reply["parts"][reply["sent"]], ctx.settings,
+                       buffer.keys(cid)["lock"], token, fallback_id=f"{reply['rid']}-{reply['sent'] + 1}")
+    reply["sent"] += 1
 
 
 def _under_way(ctx, cid, reply):
