@@ -7,8 +7,8 @@ logged, and the customer's conversation goes on.
 import logging
 import re
 
-import buffer
 import channels
+import memory
 from parser import mask
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def notify_owner(session, settings, redis, instance, text, cause=None, channel="
             message_id, _ = channels.send_text(session, settings, channel, instance, number, text)
             sent += 1
             if message_id:  # its echo is the bot's, not a person answering in that chat
-                redis.set(buffer.own_send_key(instance, message_id), "alert -", ex=86400)
+                memory.note_alert(redis, instance, message_id)
         except Exception as error:  # noqa: BLE001 - an alert must never break the caller
             log.error("alert to the owner %s on %s failed: %s", mask(number), mask(instance), error)
     if sent:

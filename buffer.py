@@ -22,7 +22,6 @@ import uuid
 
 from redis.exceptions import NoScriptError
 
-import chatlog
 import memory
 import stats
 
@@ -61,16 +60,8 @@ def keys(cid):
         "media": f"wa:media:{cid}",
         "followup": f"wa:followup:{cid}",  # followup.py
         "history": memory.key(cid),
+        "ids": memory.ids_key(cid),
     }
-
-
-def seen_key(instance, message_id):
-    return f"wa:seen:{instance}:{message_id}"
-
-
-def own_send_key(instance, message_id):
-    """Set once sendText answered with our message's id; holds the chat ref and reply id it belongs to."""
-    return f"wa:ours:{instance}:{message_id}"
 
 
 def lid_key(instance, jid):
@@ -78,26 +69,20 @@ def lid_key(instance, jid):
     return f"wa:lid:{instance}:{jid}"
 
 
-def sending_key(instance, text):
-    """Chats with a part of this text on its way and no id known yet (the echo may come first)."""
-    return f"wa:sending:{instance}:{text_digest(text)}"
-
-
-def text_digest(text):
-    return hashlib.sha1(text.strip().encode()).hexdigest()[:16]
-
-
-# KEYS: seen, burst, deadline, due, paused, optout, rate, session, lock, started, history, reply,
-#       log keys (3), count keys (2)
-# ARGV: dedupe_ttl, entry, now, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
-#       session_ttl, debounce, max_wait, user turn, history args (3), log args (7), counts JSON
-ADD_SCRIPT = memory.LUA_HISTORY + chatlog.LUA_LOG + stats.LUA_COUNT + """
-count_all(KEYS[16], KEYS[17], ARGV[23])
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return {'duplicate'} end
-log_entry({KEYS[13], KEYS[14], KEYS[15]}, ARGV[4], 16)  -- the panel's log, whatever happens to the message next
+# KEYS: ids, burst, deadline, due, paused, optout, rate, session, lock, started, record, meta, chats, reply,
+#       media, count keys (2)
+# ARGV: dedupe_ttl, burst entry, now, cid, keep_seconds, rate_limit, max_burst, trigger (-1 off, 0 no, 1 yes),
+#       session_ttl, debounce, max_wait, record entry, at, store args (5), chat fields, seen field, seen value,
+#       counts JSON, inline media ('' none), media seconds, message id
+# Only a message that is new, and not ignored (no trigger word) or rate-limited, is written to the record;
+# only one that will be answered keeps its inline media.
+ADD_SCRIPT = memory.LUA_STORE + stats.LUA_COUNT + """
+count_all(KEYS[16], KEYS[17], ARGV[22])
+if not note_id(KEYS[1], ARGV[20], ARGV[21], ARGV[1]) then return {'duplicate'} end
+local chat = {record = KEYS[11], meta = KEYS[12], chats = KEYS[13], cid = ARGV[4]}
 for i, held in ipairs({'paused', 'opted_out'}) do
   if redis.call('EXISTS', KEYS[4 + i]) == 1 then  -- a person (or the customer's opt-out) holds the chat
-    push_turn(KEYS[11], ARGV[12], cap(13))
+    push(chat, ARGV[12], ARGV[13], limits(14), false, ARGV[19])
     return {held}
   end
 end
@@ -112,6 +97,11 @@ if limit > 0 then
   if count == 1 then redis.call('EXPIRE', KEYS[7], 3600) end
   if count > limit then return {'rate_limited'} end
 end
+push(chat, ARGV[12], ARGV[13], limits(14), false, ARGV[19])
+if ARGV[23] ~= '' then  -- kept aside a few minutes, never in the burst: some instances cannot serve it again
+  redis.call('HSET', KEYS[15], ARGV[25], ARGV[23])
+  redis.call('EXPIRE', KEYS[15], ARGV[24])
+end
 local size = redis.call('RPUSH', KEYS[2], ARGV[2])
 if size > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[7]), -1) end
 redis.call('EXPIRE', KEYS[2], ARGV[5])
@@ -121,7 +111,7 @@ local started = tonumber(redis.call('GET', KEYS[10]))
 local deadline = math.min(now + tonumber(ARGV[10]), started + tonumber(ARGV[11]))  -- MAX_WAIT_SECONDS caps it
 redis.call('SET', KEYS[3], tostring(deadline), 'EX', ARGV[5])
 local pending = redis.call('ZSCORE', KEYS[4], ARGV[4])
-if pending and (redis.call('EXISTS', KEYS[9]) == 1 or redis.call('EXISTS', KEYS[12]) == 1) then
+if pending and (redis.call('EXISTS', KEYS[9]) == 1 or redis.call('EXISTS', KEYS[14]) == 1) then
   return {'buffered'}  -- a job is answering (or its reply going out part by part): it schedules this burst when done
 end
 redis.call('ZADD', KEYS[4], deadline, ARGV[4])
@@ -206,23 +196,19 @@ redis.call('ZADD', KEYS[4], deadline, ARGV[2])
 return {'rejoined', tostring(deadline)}
 """
 
-# KEYS: lock, inflight, reply, attempts, burst, deadline, due, delivered, regenerated, paused, optout, history,
-#       started, media, taken
-# ARGV: token, cid, now, hold ('' | 'handoff' | 'optout'), hold_seconds, user turn, model turn,
-#       history args (3)
-FINISH_SCRIPT = memory.LUA_HISTORY + """
+# KEYS: lock, inflight, reply, attempts, burst, deadline, due, delivered, regenerated, paused, optout, started,
+#       media, taken
+# ARGV: token, cid, now, hold ('' | 'handoff' | 'optout'), hold_seconds
+FINISH_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost'} end
-if ARGV[6] ~= '' then push_turn(KEYS[12], ARGV[6], cap(8)) end
-if ARGV[7] ~= '' then push_turn(KEYS[12], ARGV[7], cap(8)) end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[14], KEYS[15], KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[13], KEYS[14], KEYS[1])
 if ARGV[4] ~= '' then
   if ARGV[4] == 'optout' then
     redis.call('SET', KEYS[11], '1', 'EX', ARGV[5])
   elseif redis.call('GET', KEYS[10]) ~= 'stop' then
     redis.call('SET', KEYS[10], 'handoff', 'EX', ARGV[5])
   end
-  push_entries(KEYS[12], KEYS[5], cap(8))  -- written meanwhile: for the person, not a new burst
-  redis.call('DEL', KEYS[5], KEYS[6], KEYS[13])
+  redis.call('DEL', KEYS[5], KEYS[6], KEYS[12])  -- written meanwhile: in the record, for the person; not a new burst
   redis.call('ZREM', KEYS[7], ARGV[2])
   return {'done'}
 end
@@ -275,15 +261,19 @@ return 1
 """
 
 
-def message_entry(message):
-    """What the worker needs of a message, as stored in the burst (JSON). Media bytes never: only the id to fetch them."""
+def message_entry(message, max_chars=None):
+    """What the worker needs of a message, as stored in the burst (JSON). Media bytes never: only the id to fetch them.
+
+    The text is cut to `max_chars` (MAX_INPUT_CHARS): a burst is cut there anyway, so nothing Gemini
+    would read is lost, and a customer's 64 KB text costs the burst no more than that.
+    """
     media = {name: value for name, value in message.media.items() if name != "base64"}
     return json.dumps({
         "instance": message.instance,
         "chat_id": message.chat_id,
         "reply_to": message.reply_to,
         "message_id": message.message_id,
-        "text": message.text,
+        "text": message.text[:max_chars] if max_chars else message.text,
         "push_name": message.push_name,
         "timestamp": message.timestamp,
         "kind": message.kind,
@@ -297,32 +287,35 @@ def add_message(redis, message, settings, trigger=None, now=None, counts=None):
 
     Returns what happened: duplicate, paused, opted_out, no_trigger, rate_limited, buffered (a
     later message of a burst) or scheduled (the first). One Redis round trip.
-    While a person holds the chat (paused, opted out) the message goes to history instead.
-    The same script logs the message for the panel and adds `counts` ({field: n}) to the counters.
+    The same script writes the message to the chat's record (memory.py) unless it was a duplicate,
+    ignored or rate-limited (while a person holds the chat it goes only there), keeps its inline
+    media aside when it will be answered, and adds `counts` ({field: n}) to the counters.
     """
     now = time.time() if now is None else now
     cid = chat_ref(message.instance, message.chat_id, message.channel)
     k = keys(cid)
     keep = int(settings.debounce_seconds + settings.job_lease_seconds + settings.send_retry_minutes * 60 + 3600)
     trigger_flag = -1 if trigger is None else int(bool(trigger))
-    item, meta = chatlog.message_entry(message, "customer")
-    script_keys = [seen_key(message.instance, message.message_id), k["burst"], k["deadline"], DUE,
-                   k["paused"], k["optout"], k["rate"], k["session"], k["lock"], k["started"], k["history"], k["reply"],
-                   *chatlog.log_keys(cid), *stats.count_keys(now)]
-    script_args = [settings.dedupe_ttl_seconds, message_entry(message), repr(now), cid, keep,
+    item, at, fields = memory.message_entry(message, "customer", settings)
+    inline = inline_media(message, settings)
+    script_keys = [k["ids"], k["burst"], k["deadline"], DUE, k["paused"], k["optout"], k["rate"], k["session"],
+                   k["lock"], k["started"], *memory.store_keys(cid), k["reply"], k["media"], *stats.count_keys(now)]
+    script_args = [settings.dedupe_ttl_seconds, message_entry(message, settings.max_input_chars), repr(now), cid, keep,
                    settings.rate_limit_per_hour, settings.max_burst_messages, trigger_flag,
                    int(settings.session_expire_minutes * 60) or 1, settings.debounce_seconds, settings.max_wait_seconds,
-                   memory.turn("user", message.text or f"[{message.kind}]"), *memory.history_args(settings),
-                   *chatlog.log_args(item, settings, meta, now), json.dumps(counts or {})]
-    pipe = redis.pipeline(transaction=False)  # one round trip, and for a text message one command
-    pipe.evalsha(ADD_SHA, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
-    inline = inline_media(message, settings)
-    if inline:  # kept aside a few minutes, never in the burst: some instances cannot serve it again
-        pipe.hset(k["media"], message.message_id, inline)
-        pipe.expire(k["media"], int(settings.debounce_seconds + settings.max_wait_seconds) + MEDIA_CACHE_SECONDS)
+                   item, at, *memory.store_args(settings), fields, memory.id_field(message.message_id),
+                   memory.id_value(now), json.dumps(counts or {}), inline or "",
+                   int(settings.debounce_seconds + settings.max_wait_seconds) + MEDIA_CACHE_SECONDS, message.message_id]
     if message.lid and message.lid != message.chat_id:  # the customer's '@lid' address too, so forget finds both
+        pipe = redis.pipeline(transaction=False)  # one round trip
+        pipe.evalsha(ADD_SHA, len(script_keys), *script_keys, *script_args)  # EVALSHA: no SCRIPT EXISTS first
         pipe.set(lid_key(message.instance, message.chat_id), message.lid, ex=settings.history_ttl_seconds)
-    result = pipe.execute(raise_on_error=False)[0]
+        result = pipe.execute(raise_on_error=False)[0]
+    else:  # one command
+        try:
+            result = redis.evalsha(ADD_SHA, len(script_keys), *script_keys, *script_args)
+        except NoScriptError as error:
+            result = error
     if isinstance(result, NoScriptError):  # first call since Redis started: load it
         result = redis.register_script(ADD_SCRIPT)(keys=script_keys, args=script_args)
     elif isinstance(result, Exception):
@@ -407,7 +400,7 @@ def attempt(redis, instance, cid, token, reply, text, lease_seconds, now=None):
     k = keys(cid)
     reply["attempt"] = reply["sent"]
     return bool(redis.register_script(ATTEMPT_SCRIPT)(
-        keys=[k["lock"], DUE, k["reply"], sending_key(instance, text)],
+        keys=[k["lock"], DUE, k["reply"], memory.sending_key(instance, text)],
         args=[token, cid, lease_seconds, repr(now), json.dumps(reply, ensure_ascii=False), f"{cid} {reply['rid']}"],
     ))
 
@@ -436,12 +429,12 @@ def rejoin(redis, cid, token, settings, now=None):
     return result[0] == "rejoined"
 
 
-def finish(redis, cid, token, settings, user_turn="", model_turn="", hold="", now=None):
-    """Write the exchange to history and release the chat, only while `token` holds it.
+def finish(redis, cid, token, settings, hold="", now=None):
+    """Release the chat, only while `token` holds it (the burst and the reply are in the record already).
 
     `hold` keeps the bot quiet afterwards: "handoff" (paused for HANDOFF_PAUSE_MINUTES, never
     overriding a `#parar`) or "optout" (OPTOUT_DAYS). If new messages came meanwhile, they are
-    scheduled as the next burst (or, under a hold, kept in history for the person).
+    scheduled as the next burst (under a hold they stay in the record, for the person).
     Returns done, next or lost.
     """
     now = time.time() if now is None else now
@@ -449,10 +442,8 @@ def finish(redis, cid, token, settings, user_turn="", model_turn="", hold="", no
     seconds = {"handoff": settings.handoff_pause_minutes * 60, "optout": settings.optout_days * 86400}.get(hold, 0)
     result = _decode(redis.register_script(FINISH_SCRIPT)(
         keys=[k["lock"], k["inflight"], k["reply"], k["attempts"], k["burst"], k["deadline"], DUE,
-              k["delivered"], k["regenerated"], k["paused"], k["optout"], k["history"], k["started"], k["media"],
-              k["taken"]],
-        args=[token, cid, repr(now), hold, max(int(seconds), 1), user_turn, model_turn,
-              *memory.history_args(settings)],
+              k["delivered"], k["regenerated"], k["paused"], k["optout"], k["started"], k["media"], k["taken"]],
+        args=[token, cid, repr(now), hold, max(int(seconds), 1)],
     ))
     return result[0]
 
@@ -486,20 +477,20 @@ def note_sending(redis, instance, cid, rid, text):
     `rid` names the reply being sent, so a late echo of an earlier reply never counts for this one.
     """
     pipe = redis.pipeline()
-    pipe.rpush(sending_key(instance, text), f"{cid} {rid}")
-    pipe.expire(sending_key(instance, text), 3600)
+    pipe.rpush(memory.sending_key(instance, text), f"{cid} {rid}")
+    pipe.expire(memory.sending_key(instance, text), 3600)
     pipe.execute()
 
 
-def note_sent(redis, instance, cid, rid, text, message_id):
-    """After sendText: from now on our echo is recognised by its id only, so an owner's identical text is the owner's."""
-    pipe = redis.pipeline()
-    pipe.lrem(sending_key(instance, text), 0, f"{cid} {rid}")
-    if message_id:
-        pipe.set(own_send_key(instance, message_id), f"{cid} {rid}", ex=86400)
-    pipe.execute()
+def queue_depth(redis, queue_name):
+    """Jobs waiting in RQ plus chats waiting for their job (`wa:due`)."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.llen(f"rq:queue:{queue_name}")
+    pipe.zcard(DUE)
+    queued, due = pipe.execute()
+    return {"queued_jobs": queued, "due_chats": due, "total": queued + due}
 
 
 def delivered_count(redis, cid, rid, text):
     """How many echoes of this text arrived for reply `rid`: a send whose answer we lost still went out."""
-    return int(redis.hget(keys(cid)["delivered"], f"{rid}:{text_digest(text)}") or 0)
+    return int(redis.hget(keys(cid)["delivered"], f"{rid}:{memory.text_digest(text)}") or 0)

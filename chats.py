@@ -3,11 +3,10 @@
 A person always wins over the bot. Whatever a person does in a chat (answering from the phone,
 WhatsApp Web, Chatwoot or the panel; `#parar`; `#bot`) is one Lua script that also voids what a
 running job holds (its lock and stored reply), so that job never sends or writes anything after
-the person acted. What the customer wrote and what the person answered go into the chat's history,
-so the bot does not contradict the person when it resumes.
+the person acted. What the customer wrote is in the chat's record already; what the person answers joins it, so
+the bot does not contradict the person when it resumes.
 """
 
-import json
 import logging
 import re
 import secrets
@@ -16,44 +15,40 @@ import time
 import redis as redis_lib
 
 import buffer
-import chatlog
 import memory
 
 log = logging.getLogger(__name__)
 
 # The per-chat keys a person's action touches, in the order the scripts receive them.
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
-             "regenerated", "history", "media", "taken", "followup")
+             "regenerated", "media", "taken", "followup")
 
-_LUA_ACT = memory.LUA_HISTORY + """
+_LUA_ACT = memory.LUA_STORE + """
 local function chat_keys(offset)
   local K = {}
   for i, name in ipairs({%s}) do K[name] = KEYS[offset + i] end
   return K
 end
--- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds and keep
--- what was waiting (and what the bot had already sent of its reply) in history for the bot's next turn.
-local function act(K, due, action, pause_seconds, cid, human_turn, limit)
+-- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds. What was
+-- waiting, and what the bot had sent of its reply, is in the record already (S: the chat's store keys):
+-- the bot's next turn sees it.
+local function act(K, due, action, pause_seconds, cid, S, limit)
   if action == 'resume' then
     redis.call('DEL', K.paused, K.optout)
     return 'resumed'
   end
-  push_entries(K.history, K.inflight, limit)
   local stored = redis.call('GET', K.reply)
-  if stored then
+  if stored then  -- the part on its way reaches the customer: the record has it, before the person's message
     local reply = cjson.decode(stored)
-    local sent = tonumber(reply.sent) or 0
-    if tonumber(reply.attempt) and tonumber(reply.attempt) >= sent then
-      sent = tonumber(reply.attempt) + 1  -- the part on its way reaches the customer: history has it too
-    end
-    if sent > 0 then
-      local said = {}
-      for i = 1, sent do said[i] = reply.parts[i] end
-      push_turn(K.history, cjson.encode({role = 'model', text = table.concat(said, '\\n\\n')}), limit)
+    local n = tonumber(reply.attempt)
+    if n and n >= (tonumber(reply.sent) or 0) and reply.parts[n + 1] then
+      local id = tostring(reply.rid) .. '-' .. (n + 1)
+      if redis.call('HGET', S.meta, 'part') ~= id then  -- not written by its job already (memory.record_sent)
+        local now = tonumber(redis.call('TIME')[1])
+        push(S, cjson.encode({from = 'bot', id = id, at = now, text = reply.parts[n + 1]}), now, limit, true, '')
+      end
     end
   end
-  push_entries(K.history, K.burst, limit)
-  if human_turn ~= '' then push_turn(K.history, human_turn, limit) end
   redis.call('DEL', K.lock, K.reply, K.inflight, K.burst, K.deadline, K.started, K.attempts, K.regenerated, K.media,
              K.taken, K.followup)  -- followup: a person acted, so no follow-up after silence (followup.py)
   redis.call('ZREM', due, cid)
@@ -66,25 +61,37 @@ local function act(K, due, action, pause_seconds, cid, human_turn, limit)
 end
 """ % ", ".join(f"'{name}'" for name in CHAT_KEYS)
 
-# KEYS: due, chat keys...; ARGV: action, pause_seconds, cid, history args (3)
+# KEYS: due, record, meta, chats, chat keys...; ARGV: action, pause_seconds, cid, store args (5)
 ACT_SCRIPT = _LUA_ACT + """
-return act(chat_keys(1), KEYS[1], ARGV[1], ARGV[2], ARGV[3], '', cap(4))
+local S = {record = KEYS[2], meta = KEYS[3], chats = KEYS[4], cid = ARGV[3]}
+return act(chat_keys(4), KEYS[1], ARGV[1], ARGV[2], ARGV[3], S, limits(4))
 """
 
-# KEYS: seen, ours, sending, due, chat keys...
-# ARGV: action, pause_seconds, cid, history args (3), dedupe_ttl, digest, human turn
+# KEYS: ids, own (this hour), own (the hour before), sending, due, record, meta, chats, chat keys...
+# ARGV: action, pause_seconds, cid, dedupe_ttl, seen field, seen value, own field, digest,
+#       human entry ('' for a command), at, store args (5)
 FROM_ME_SCRIPT = _LUA_ACT + """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[7]) then return 'duplicate' end
-local owner = redis.call('GET', KEYS[2])  -- our send, by the id sendText answered
-if not owner then owner = redis.call('LINDEX', KEYS[3], 0) end  -- ...or by its text, before the id is known
+if not note_id(KEYS[1], ARGV[5], ARGV[6], ARGV[4]) then return 'duplicate' end
+local owner = redis.call('HGET', KEYS[2], ARGV[7]) or redis.call('HGET', KEYS[3], ARGV[7])  -- by the id sendText answered
+if owner then
+  redis.call('HDEL', KEYS[2], ARGV[7])  -- its echo came: the id is not needed any more
+  redis.call('HDEL', KEYS[3], ARGV[7])
+else
+  owner = redis.call('LINDEX', KEYS[4], 0)  -- ...or by its text, before the id is known
+end
 if owner then
   local cid, rid = string.match(owner, '^(%S+) (%S+)$')
-  local delivered = 'wa:delivered:' .. cid
-  redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[8], 1)
-  redis.call('EXPIRE', delivered, 86400)
+  if cid and redis.call('EXISTS', 'wa:reply:' .. cid) == 1 then  -- counted only while that reply goes out
+    local delivered = 'wa:delivered:' .. cid
+    redis.call('HINCRBY', delivered, rid .. ':' .. ARGV[8], 1)
+    redis.call('EXPIRE', delivered, 86400)
+  end
   return 'own'
 end
-return act(chat_keys(4), KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[9], cap(4))
+local S = {record = KEYS[6], meta = KEYS[7], chats = KEYS[8], cid = ARGV[3]}
+local outcome = act(chat_keys(8), KEYS[5], ARGV[1], ARGV[2], ARGV[3], S, limits(11))
+if ARGV[9] ~= '' then push(S, ARGV[9], ARGV[10], limits(11), true, '') end
+return outcome
 """
 
 
@@ -108,74 +115,47 @@ def note_from_me(redis, message, settings):
     """A `fromMe` message: our own echo, or a person answering (or an owner command) in the chat.
 
     Returns duplicate, own, resumed, stopped or paused. A person's answer pauses the bot for
-    HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and is kept in history.
+    HANDOFF_PAUSE_MINUTES (a `#parar` stays until `#bot`), voids a running job, and joins the record.
+    Our echo is told by the id sendText answered (memory.own_keys) or, before that is known, by its text.
     """
     cid = buffer.chat_ref(message.instance, message.chat_id, message.channel)
     text = message.text.strip()
-    action, human_turn = "pause", memory.turn("model", text or f"[{message.kind}]", by="human")
+    action, (item, at, _) = "pause", memory.message_entry(message, "human", settings)
     if settings.resume_keyword and text.lower() == settings.resume_keyword.lower():
-        action, human_turn = "resume", ""
+        action, item = "resume", ""
     elif settings.stop_keyword and text.lower() == settings.stop_keyword.lower():
-        action, human_turn = "stop", ""
+        action, item = "stop", ""
     return _run(redis, FROM_ME_SCRIPT,
-                [buffer.seen_key(message.instance, message.message_id),
-                 buffer.own_send_key(message.instance, message.message_id),
-                 buffer.sending_key(message.instance, message.text), buffer.DUE, *_chat_keys(cid)],
-                [action, _pause_seconds(settings), cid, *memory.history_args(settings), settings.dedupe_ttl_seconds,
-                 buffer.text_digest(message.text), human_turn])
-
-
-# KEYS: sending, seen, history; ARGV: entry, dedupe_ttl, human turn, history args (3)
-ANSWERED_SCRIPT = memory.LUA_HISTORY + """
-redis.call('LREM', KEYS[1], 0, ARGV[1])
-redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])  -- its echo, from now on, is a duplicate (before, it was ours)
-push_turn(KEYS[3], ARGV[3], cap(4))
-return 1
-"""
+                [memory.ids_key(cid), *memory.own_keys(message.instance), memory.sending_key(message.instance, message.text),
+                 buffer.DUE, *memory.store_keys(cid), *_chat_keys(cid)],
+                [action, _pause_seconds(settings), cid, settings.dedupe_ttl_seconds, memory.id_field(message.message_id),
+                 memory.id_value(), memory.id_field(message.message_id), memory.text_digest(message.text), item, at,
+                 *memory.store_args(settings)])
 
 
 def answer_as_person(redis, session, settings, cid, meta, text):
-    """The panel's answer: sent through the chat's channel and kept in history once, on every channel.
+    """The panel's answer: sent through the chat's channel and written to the record once, on every channel.
 
     The Cloud API and Twilio never echo it, so it is written here; Evolution's echo (before or after
     sendText answers) is then known as this answer, not a second one. Returns (message id, its time).
     """
     import channels
 
-    instance, entry = meta.get("instance", ""), f"{cid} human"
-    sending = buffer.sending_key(instance, text)
+    instance, mark = meta.get("instance", ""), f"{cid} human"
+    sending = memory.sending_key(instance, text)
     pipe = redis.pipeline()
-    pipe.rpush(sending, entry)  # an echo before the id is known: ours (see FROM_ME_SCRIPT), nothing written
+    pipe.rpush(sending, mark)  # an echo before the id is known: ours (see FROM_ME_SCRIPT), nothing written
     pipe.expire(sending, 3600)
     pipe.execute()
     try:
         message_id, at = channels.send_text(session, settings, meta.get("channel", "evolution"), instance,
                                             meta["reply_to"], text)
     except channels.Error:
-        redis.lrem(sending, 0, entry)
+        redis.lrem(sending, 0, mark)
         raise
     message_id = message_id or f"panel-{secrets.token_hex(8)}"
-    _run(redis, ANSWERED_SCRIPT, [sending, buffer.seen_key(instance, message_id), buffer.keys(cid)["history"]],
-         [entry, settings.dedupe_ttl_seconds, memory.turn("model", text, by="human"), *memory.history_args(settings)])
-    chatlog.record(redis, cid, chatlog.entry(message_id, "human", text, at), settings)
+    _run(redis, memory.RECORD_SCRIPT, *memory.human_call(cid, instance, message_id, text, at, settings, mark))
     return message_id, at
-
-
-# KEYS: log, meta, chats, paused, optout; ARGV: cid, '', log args (7)
-HELD_LOG_SCRIPT = chatlog.LUA_LOG + """
-if redis.call('EXISTS', KEYS[4]) == 0 and redis.call('EXISTS', KEYS[5]) == 0 then return 0 end
-log_entry(KEYS, ARGV[1], 3)
-return 1
-"""
-
-
-def record_part_in_flight(redis, cid, message_id, text, settings):
-    """A part of the bot's reply that went out after a person took the chat over: the customer has it, so the
-    panel's thread shows it (history already does, see `act`). Never for an erased chat: only while it is held."""
-    k = buffer.keys(cid)
-    item = chatlog.entry(message_id, "bot", text, time.time())
-    return bool(_run(redis, HELD_LOG_SCRIPT, [*chatlog.log_keys(cid), k["paused"], k["optout"]],
-                     [cid, "", *chatlog.log_args(item, settings)]))
 
 
 def _pause_seconds(settings):
@@ -183,8 +163,8 @@ def _pause_seconds(settings):
 
 
 def _act(redis, cid, action, settings):
-    return _run(redis, ACT_SCRIPT, [buffer.DUE, *_chat_keys(cid)],
-                [action, _pause_seconds(settings), cid, *memory.history_args(settings)])
+    return _run(redis, ACT_SCRIPT, [buffer.DUE, *memory.store_keys(cid), *_chat_keys(cid)],
+                [action, _pause_seconds(settings), cid, *memory.store_args(settings)])
 
 
 def take_over(redis, cid, settings):
@@ -215,7 +195,8 @@ def owner_command(redis, message, settings):
     action = actions.get(words[0].lower()) if len(words) > 1 else None
     if action is None:
         return "ignored", None
-    if not redis.set(buffer.seen_key(message.instance, message.message_id), 1, nx=True, ex=settings.dedupe_ttl_seconds):
+    own_chat = buffer.chat_ref(message.instance, message.chat_id, message.channel)
+    if not memory.first_sighting(redis, own_chat, message.message_id, settings):
         return "duplicate", None
     written = " ".join(words[1:])
     jids, known = find_customer(redis, message.instance, written)
@@ -249,13 +230,13 @@ def find_customer(redis, instance, written):
         jids = customer_jids(digits)
         pipe = redis.pipeline(transaction=False)
         for jid in jids:
-            pipe.exists(chatlog.meta_key(buffer.chat_ref(instance, jid)))
+            pipe.exists(memory.meta_key(buffer.chat_ref(instance, jid)))
         return jids, any(pipe.execute())
     if len(digits) not in (8, 9):
         return [], False
     local = digits[-8:]  # the ninth digit aside, the last eight identify the line within an area code
     found = set()
-    for chat in chatlog.chats(redis, limit=100_000):
+    for chat in memory.chats(redis, limit=100_000):
         number = re.sub(r"\D", "", chat.get("reply_to", ""))
         if chat.get("instance") == instance and number.startswith("55") and len(number) in (12, 13) \
                 and number[-8:] == local and (len(digits) == 8 or len(number) == 12 or number[-9] == digits[0]):
@@ -304,7 +285,7 @@ def forget(redis, cid):
 
     A job sending to that chat at this moment loses its lock with the rest, so it sends and writes nothing more.
     """
-    meta = chatlog.details(redis, cid) or {}
+    meta = memory.details(redis, cid) or {}
     deleted = _erase(redis, cid, meta.get("instance"))
     if meta.get("instance"):
         written = {meta.get("chat_id"), meta.get("reply_to")} - {None, ""}
@@ -314,22 +295,14 @@ def forget(redis, cid):
 
 
 def _erase(redis, cid, instance=None):
-    """Delete one chat's keys, its panel log, and the ids of our sends to it (each names the chat)."""
-    k = buffer.keys(cid)
-    pipe = redis.pipeline(transaction=False)
-    pipe.hget(chatlog.meta_key(cid), "instance")
-    pipe.zrange(chatlog.log_key(cid), 0, -1)
-    pipe.get(k["reply"])
-    known, logged, stored = pipe.execute()
-    instance = known.decode() if known else instance
-    ids = {json.loads(item).get("id") for item in logged}
-    ids.update(json.loads(stored).get("ids") or [] if stored else [])
-    ours = [buffer.own_send_key(instance, message_id) for message_id in ids if message_id and instance]
+    """Delete one chat's keys, its record, and the ids of our sends to it (each names the chat)."""
+    known = redis.hget(memory.meta_key(cid), "instance")
+    ours = memory.own_ids_of(redis, known.decode() if known else instance, cid)
     pipe = redis.pipeline()
-    pipe.delete(*k.values(), *ours)
+    pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
-    chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
-    return pipe.execute()[0]
+    memory.erase(pipe, cid, ours)  # the chat's record, details, ids, and our sends' ids naming it
+    return pipe.execute()[0] + len(ours)
 
 
 def rewrite_aof(redis):

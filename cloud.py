@@ -15,15 +15,14 @@ from urllib.parse import quote
 import requests
 
 from parser import Message, mask, to_int
-from sender import TooLarge
+from sender import META_RETRYABLE_CODES as RETRYABLE_CODES, TooLarge
 
 log = logging.getLogger(__name__)
 
 NAME = "cloud"
 SETTINGS = ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN")
 
-# Meta's codes that a later try can fix (rate limits, Meta's own trouble) and those it cannot.
-RETRYABLE_CODES = {1, 2, 4, 80007, 130429, 131000, 131016, 131048, 131056, 133004}
+# Meta's codes that a later try can fix are RETRYABLE_CODES (sender.py: Evolution passes them on too); those it cannot:
 WHY = {
     131047: "more than 24 hours since the customer's last message: only a template may be sent",
     131026: "the number cannot receive this message (not a WhatsApp user, or an old WhatsApp)",

@@ -59,7 +59,7 @@ class Settings:
     debounce_seconds: float = 120.0
     dedupe_ttl_seconds: int = 24 * 3600
     history_max_turns: int = 20
-    history_max_chars: int = 6000  # stored size cap (UTF-8 bytes): keeps a chat's Redis under 8 KB
+    history_max_chars: int = 6000  # Gemini's window (UTF-8 bytes as stored); a chat's record stays under twice it
     history_ttl_days: float = 7.0
     max_wait_seconds: float = 300.0
     max_regenerations: int = 1
@@ -135,7 +135,7 @@ class Settings:
 
     # Owner's web panel: empty means no panel.
     panel_password: str = ""
-    log_max_entries: int = 500  # messages per chat the panel's conversation log keeps
+    log_max_entries: int = 500  # most messages per chat the record keeps for the panel (its byte caps bind first)
 
     # --- The owner's first week (issue 13): business hours, alerts to the owner, Gemini limits ---
     business_hours: str = ""  # e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" (seg…dom too); see hours.py

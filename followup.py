@@ -22,7 +22,6 @@ import ai_service
 import budget
 import buffer
 import channels
-import chatlog
 import cloud
 import events
 import hours
@@ -76,7 +75,7 @@ def after_reply(redis, cid, reply, outcome, settings, now=None):
         args=[cid, repr(at), json.dumps(fields), keep]))
 
 
-# KEYS: followup, lock, paused, optout, burst, inflight, reply, due, chat meta (chatlog)
+# KEYS: followup, lock, paused, optout, burst, inflight, reply, due, the chat's record (memory.py)
 # ARGV: token, cid, now, lease_seconds
 CLAIM_SCRIPT = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'none'} end
@@ -88,7 +87,8 @@ if at > now then
 end
 if redis.call('EXISTS', KEYS[3]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 or redis.call('LLEN', KEYS[5]) > 0
    or redis.call('LLEN', KEYS[6]) > 0 or redis.call('EXISTS', KEYS[7]) == 1
-   or redis.call('HGET', KEYS[9], 'last_from') ~= 'bot' or redis.call('HEXISTS', KEYS[1], 'sending') == 1 then
+   or (cjson.decode(redis.call('LINDEX', KEYS[9], -1) or '{}'))['from'] ~= 'bot'
+   or redis.call('HEXISTS', KEYS[1], 'sending') == 1 then
   redis.call('DEL', KEYS[1])  -- the customer wrote, a person holds the chat, or a job died sending it: never twice
   return {'cancelled'}
 end
@@ -98,11 +98,10 @@ redis.call('ZADD', KEYS[8], now + tonumber(ARGV[4]) + 1, ARGV[2])
 return {'ready', unpack(redis.call('HGETALL', KEYS[1]))}
 """
 
-# KEYS: followup, lock, due, burst, deadline, history; ARGV: token, cid, now, outcome ('sent' | 'later' | 'drop'),
-#   next time ('' for none), model turn ('' for none), history args (3)
-DONE_SCRIPT = memory.LUA_HISTORY + """
+# KEYS: followup, lock, due, burst, deadline; ARGV: token, cid, now, outcome ('sent' | 'later' | 'drop'),
+#   next time ('' for none)
+DONE_SCRIPT = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
-if ARGV[6] ~= '' then push_turn(KEYS[6], ARGV[6], cap(7)) end
 redis.call('HDEL', KEYS[1], 'sending')
 if ARGV[4] == 'sent' then redis.call('HINCRBY', KEYS[1], 'sent', 1) end
 if ARGV[5] == '' then redis.call('DEL', KEYS[1]) else redis.call('HSET', KEYS[1], 'at', ARGV[5]) end
@@ -133,7 +132,7 @@ def run(ctx, cid, now=None):
     token = uuid.uuid4().hex
     result = [v.decode() if isinstance(v, bytes) else v for v in ctx.redis.register_script(CLAIM_SCRIPT)(
         keys=[k["followup"], k["lock"], k["paused"], k["optout"], k["burst"], k["inflight"], k["reply"], buffer.DUE,
-              chatlog.meta_key(cid)],
+              memory.key(cid)],
         args=[token, cid, repr(now), settings.job_lease_seconds])]
     if result[0] != "ready":
         if result[0] == "cancelled":
@@ -172,7 +171,6 @@ def run(ctx, cid, now=None):
         message_id, _ = channels.send_text(ctx.session, settings, channel, fu["instance"], fu["reply_to"], text)
     except channels.Error as error:
         if not channels.maybe_sent(error):
-            buffer.note_sent(ctx.redis, fu["instance"], cid, rid, text, None)
             if error.retryable and now - float(fu["at"]) < settings.send_retry_minutes * 60:
                 log.warning("chat %s: follow-up not sent (%s); trying again", cid, error)
                 _done(ctx, cid, token, now, "later", repr(now + min(settings.retry_base_seconds * 4, 60)))
@@ -182,11 +180,9 @@ def run(ctx, cid, now=None):
             return "dropped"
         log.warning("chat %s: %s; the follow-up may have gone out: counted as sent, never sent twice", cid, error)
         message_id = None
-    else:
-        buffer.note_sent(ctx.redis, fu["instance"], cid, rid, text, message_id)
-    chatlog.record(ctx.redis, cid, chatlog.entry(message_id or rid, "bot", text, round(time.time(), 3), kind="followup"),
-                   settings, lock_key=k["lock"], token=token)
-    _done(ctx, cid, token, now, "sent", again, memory.turn("model", text))
+    memory.record_sent(ctx.redis, cid, fu["instance"], rid, message_id, text, settings, k["lock"], token,
+                       fallback_id=rid, kind="followup")
+    _done(ctx, cid, token, now, "sent", again)
     events.record(ctx.redis, settings, "followup.sent", cid, fu["instance"], channel, fu["reply_to"], text)
     log.info("chat %s: follow-up sent after %.1f min of silence", cid, settings.followup_after_minutes)
     return "sent"
@@ -200,7 +196,7 @@ def compose(ctx, cid):
     if not budget.allow(ctx.redis, settings):
         log.warning("chat %s: GEMINI_MAX_CALLS_PER_HOUR reached; no follow-up", cid)
         return ""
-    instance = (chatlog.details(ctx.redis, cid) or {}).get("instance", "")
+    instance = (memory.details(ctx.redis, cid) or {}).get("instance", "")
     try:
         return ai_service.generate_reply(ctx.genai, settings, memory.load_history(ctx.redis, cid),
                                          settings.followup_prompt, ai_service.load_system_prompt(settings, instance)).strip()
@@ -220,17 +216,17 @@ def _send_template(ctx, cid, token, fu, now):
         _done(ctx, cid, token, now, "drop", "")
         return "dropped"
     text = f"[modelo {name}]"
-    chatlog.record(ctx.redis, cid, chatlog.entry(message_id or "fu" + token[:10], "bot", text, round(time.time(), 3),
-                                                 kind="followup"), settings, lock_key=buffer.keys(cid)["lock"], token=token)
-    _done(ctx, cid, token, now, "sent", "", memory.turn("model", text))  # a template closes the follow-ups
+    memory.record_sent(ctx.redis, cid, fu["instance"], "fu" + token[:10], message_id, text, settings,
+                       buffer.keys(cid)["lock"], token, fallback_id="fu" + token[:10], kind="followup")
+    _done(ctx, cid, token, now, "sent", "")  # a template closes the follow-ups
     events.record(ctx.redis, settings, "followup.sent", cid, fu["instance"], cloud.NAME, fu["reply_to"], text,
                   template=name)
     log.info("chat %s: follow-up sent as the template %s (outside the 24 h window)", cid, name)
     return "template"
 
 
-def _done(ctx, cid, token, now, outcome, next_at, turn=""):
+def _done(ctx, cid, token, now, outcome, next_at):
     k = buffer.keys(cid)
     return ctx.redis.register_script(DONE_SCRIPT)(
-        keys=[k["followup"], k["lock"], buffer.DUE, k["burst"], k["deadline"], k["history"]],
-        args=[token, cid, repr(now), outcome, next_at, turn, *memory.history_args(ctx.settings)])
+        keys=[k["followup"], k["lock"], buffer.DUE, k["burst"], k["deadline"]],
+        args=[token, cid, repr(now), outcome, next_at])

@@ -13,6 +13,9 @@ import requests
 
 
 _NUMBER = re.compile(r"\d{10,}")  # phone numbers (and LIDs) in Evolution's error bodies
+# Meta's error codes worth a retry (rate limits, Meta's own trouble): the Cloud API's, and a WHATSAPP-BUSINESS
+# instance's, which Evolution passes on (cloud.py imports them from here)
+META_RETRYABLE_CODES = {1, 2, 4, 80007, 130429, 131000, 131016, 131048, 131056, 133004}
 
 
 class EvolutionError(Exception):
@@ -29,9 +32,7 @@ class EvolutionError(Exception):
     def retryable(self):
         """Retry when Evolution did not answer, failed itself, or the phone's connection is down."""
         if self.code is not None:
-            import cloud  # Meta's codes: rate limits and Meta's own trouble are worth a retry, the rest is not
-
-            return self.code in cloud.RETRYABLE_CODES
+            return self.code in META_RETRYABLE_CODES
         if self.status is None or self.status >= 500 or self.status in (408, 429):
             return True
         return "Connection Closed" in str(self.body)

@@ -187,19 +187,8 @@ def daily(redis, days=14, now=None):
     return out
 
 
-def queue_depth(redis, queue_name):
-    """Jobs waiting in RQ plus chats waiting for their job (`wa:due`)."""
-    import buffer
-
-    pipe = redis.pipeline(transaction=False)
-    pipe.llen(f"rq:queue:{queue_name}")
-    pipe.zcard(buffer.DUE)
-    queued, due = pipe.execute()
-    return {"queued_jobs": queued, "due_chats": due, "total": queued + due}
-
-
-def health(redis, queue_name):
-    """Redis, each Evolution instance's connection state, Gemini's last error, queue depth."""
+def health(redis, depth):
+    """Redis, each Evolution instance's connection state, Gemini's last error, queue depth (`depth()`: buffer.queue_depth)."""
     try:
         redis.ping()
     except Exception as error:
@@ -216,7 +205,7 @@ def health(redis, queue_name):
                           "reason": info.get("reason"), "at": info.get("at"), "connected": state == "open"})
     error = redis.get(LAST_ERROR)
     return {"redis": "ok", "instances": instances, "gemini_last_error": json.loads(error) if error else None,
-            "queue": queue_depth(redis, queue_name)}
+            "queue": depth()}
 
 
 COUNTERS = (
@@ -236,8 +225,8 @@ def _label(field):
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def metrics_text(redis, queue_name):
-    """Prometheus text exposition of the running totals, the Gemini latency histogram and the queue."""
+def metrics_text(redis, depth):
+    """Prometheus text exposition of the running totals, the Gemini latency histogram and the queue (`depth()`)."""
     total = _fields(redis.hgetall(TOTAL))
     lines = []
     for name, text in COUNTERS:
@@ -259,23 +248,24 @@ def metrics_text(redis, queue_name):
     lines += [f'whatsapp_gemini_seconds_bucket{{le="+Inf"}} {calls}',
               f"whatsapp_gemini_seconds_sum {total.get('gemini_ms', 0) / 1000:.3f}",
               f"whatsapp_gemini_seconds_count {calls}"]
-    depth = queue_depth(redis, queue_name)
+    queue = depth()
     lines += ["# HELP whatsapp_queue_depth Jobs in the RQ queue plus chats waiting for their job.",
-              "# TYPE whatsapp_queue_depth gauge", f"whatsapp_queue_depth {depth['total']}",
+              "# TYPE whatsapp_queue_depth gauge", f"whatsapp_queue_depth {queue['total']}",
               "# HELP whatsapp_waiting_chats Chats with a burst or reply waiting (wa:due).",
-              "# TYPE whatsapp_waiting_chats gauge", f"whatsapp_waiting_chats {depth['due_chats']}"]
+              "# TYPE whatsapp_waiting_chats gauge", f"whatsapp_waiting_chats {queue['due_chats']}"]
     return "\n".join(lines) + "\n"
 
 
-def metrics_blueprint(settings, redis, queue_name, authorized):
-    """`GET /metrics`, behind WEBHOOK_TOKEN like the webhook (`authorized` is webhook.authorized)."""
+def metrics_blueprint(settings, redis, depth, authorized):
+    """`GET /metrics`, behind WEBHOOK_TOKEN like the webhook (`authorized` is webhook.authorized, `depth`
+    buffer.queue_depth for the queue: stats knows counters, not the schedule)."""
     bp = Blueprint("metrics", __name__)
 
     @bp.get("/metrics")
     def metrics():
         if not authorized(request, settings.webhook_token):
             return jsonify(error="missing or wrong token"), 401
-        return Response(metrics_text(redis, queue_name), mimetype="text/plain; version=0.0.4")
+        return Response(metrics_text(redis, depth), mimetype="text/plain; version=0.0.4")
 
     return bp
 

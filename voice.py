@@ -18,8 +18,7 @@ from google.genai import errors, types
 import budget
 import buffer
 import channels
-import chatlog
-import chats
+import memory
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +102,15 @@ def send(ctx, cid, token, reply):
             log.warning("chat %s: voice note not sent (%s); answering in text", cid, error)
             del reply["attempt"]
             reply["voice"] = False
-            buffer.note_sent(ctx.redis, instance, cid, rid, "", None)
             buffer.store_reply(ctx.redis, cid, token, reply)
             return False
         log.warning("chat %s: %s; the voice note may have gone out: counted as sent", cid, error)
         message_id = None
-    else:
-        buffer.note_sent(ctx.redis, instance, cid, rid, "", message_id)
+    else:  # its id is ours from now on: the mark of its (empty) text goes
+        ctx.redis.lrem(memory.sending_key(instance, ""), 0, f"{cid} {rid}")
     reply["sent"] = len(reply["parts"])
     reply["ids"] = [message_id]
-    logged_id = message_id or f"{rid}-voice"
-    if not chatlog.record_sent(ctx.redis, cid, logged_id, text, settings, buffer.keys(cid)["lock"], token):
-        chats.record_part_in_flight(ctx.redis, cid, logged_id, text, settings)  # a person took over meanwhile
+    memory.record_sent(ctx.redis, cid, instance, rid, message_id, text, settings, buffer.keys(cid)["lock"], token,
+                       fallback_id=f"{rid}-voice")
     log.info("chat %s: replied with a voice note (%d bytes of WAV)", cid, len(audio))
     return True

@@ -23,7 +23,6 @@ from rq import Queue
 
 import buffer
 import channels
-import chatlog
 import chats
 import events
 import instances
@@ -59,7 +58,8 @@ def create_app(settings=None, redis=None, direct_context=None):
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     tally = stats.Tally()  # counts that wait for the next message's script: no round trip of their own
     live = shop_settings.Live(redis, settings)  # the owner's settings from the panel, over .env's
-    app.register_blueprint(stats.metrics_blueprint(settings, redis, worker.QUEUE_NAME, authorized))
+    app.register_blueprint(stats.metrics_blueprint(
+        settings, redis, lambda: buffer.queue_depth(redis, worker.QUEUE_NAME), authorized))
     if settings.panel_password:
         app.register_blueprint(panel.make_blueprint(settings, redis, queue))
     if not settings.webhook_token:
@@ -180,13 +180,7 @@ def create_app(settings=None, redis=None, direct_context=None):
         return outcome
 
     def apply_from_me(message):
-        outcome = chats.note_from_me(redis, message, settings)
-        if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
-            try:
-                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel),
-                                       message, "human", settings)
-            except redis_lib.OutOfMemoryError:  # applied past maxmemory (chats._run); the log is only for reading
-                log.warning("Redis is full: a person's message is not in the panel's log")
+        outcome = chats.note_from_me(redis, message, settings)  # a person's message joins the chat's record
         if outcome == "paused":  # a person's answer (commands stop or resume)
             events.from_message(redis, settings, "person.replied", message)
         return outcome

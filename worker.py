@@ -28,7 +28,6 @@ import alerts
 import budget
 import buffer
 import channels
-import chatlog
 import chats
 import dispatch
 import doctor
@@ -112,16 +111,12 @@ def process_chat(ctx, cid, ticket=None):
         deliver(ctx, cid, token, reply)
 
 
-PLACEHOLDERS = {"audio": "[áudio]", "image": "[imagem]", "video": "[vídeo]", "document": "[documento]",
-                "sticker": "[figurinha]", "location": "[localização]", "contact": "[contato]", "poll": "[enquete]"}
-
-
 def merge_burst(entries, settings):
     """The burst as one user turn: texts in the order they were written, cut to MAX_INPUT_CHARS.
 
     Media without a caption stands as a placeholder ("[áudio]"), so history keeps a turn for it.
     """
-    lines = [entry.get("text") or PLACEHOLDERS.get(entry.get("kind"), "") for entry in entries]
+    lines = [entry.get("text") or memory.PLACEHOLDERS.get(entry.get("kind"), "") for entry in entries]
     text = "\n".join(line for line in lines if line)
     if len(text) > settings.max_input_chars:
         log.info("burst of %d chars cut to MAX_INPUT_CHARS=%d", len(text), settings.max_input_chars)
@@ -148,13 +143,13 @@ def compose_reply(ctx, cid, token, entries, tries):
              "channel": last.get("channel", "evolution")}
     now = datetime.now(timezone.utc)
     if settings.bot_paused:  # the owner's switch: nobody is answered; the burst is kept for whoever answers
-        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings)  # the burst stays in the record
         log.info("chat %s: the bot is paused in the panel (BOT_PAUSED), no reply", cid)
         return None
     if not hours.bot_active(settings, now):
         if hours.closed_notice_due(ctx.redis, cid, settings, now):
             return _stored(ctx, cid, token, {**reply, "parts": [settings.closed_message]})
-        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings)  # the burst stays in the record
         log.info("chat %s: outside the bot's hours (BOT_ACTIVE=%s), no reply", cid, settings.bot_active)
         return None
     if last_words and last_words in settings.optout_keywords:
@@ -168,7 +163,7 @@ def compose_reply(ctx, cid, token, entries, tries):
     if not supported:
         if settings.unknown_message:
             return _stored(ctx, cid, token, {**reply, "parts": [settings.unknown_message]})
-        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings)  # the burst stays in the record
         log.info("chat %s: only unsupported messages, no reply", cid)
         return None
     if tries > settings.gemini_max_attempts:
@@ -177,7 +172,7 @@ def compose_reply(ctx, cid, token, entries, tries):
         log.error("GEMINI_MAX_CALLS_PER_HOUR=%d reached: chat %s not sent to Gemini", settings.gemini_max_calls_per_hour, cid)
         if budget.first_notice(ctx.redis, cid):
             return _fallback(ctx, cid, token, reply, "limite de chamadas ao Gemini por hora atingido")
-        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        buffer.finish(ctx.redis, cid, token, settings)  # the burst stays in the record
         return None
 
     mark_as_read(ctx, instance, entries)
@@ -191,13 +186,13 @@ def compose_reply(ctx, cid, token, entries, tries):
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
         usage, started = {}, time.monotonic()
         text = ai_service.generate_reply(
-            ctx.genai, settings, memory.load_history(ctx.redis, cid), prompt_text,
+            ctx.genai, settings, memory.load_history(ctx.redis, cid, {e.get("message_id") for e in entries}), prompt_text,
             ai_service.load_system_prompt(settings, instance), media, usage=usage,
         )
         reply["usage"] = {**usage, "seconds": time.monotonic() - started}
         understood, text = ai_service.split_media_note(text) if media else ("", text)
-        if understood:
-            reply["user_text"] = f"{user_text}\n[{understood}]"
+        if understood:  # kept in the record with the first part: later turns know what the media was
+            reply["user_text"], reply["note"] = f"{user_text}\n[{understood}]", understood
         if not text:
             raise ai_service.ReplyError("the answer held only the media note", retryable=False)
         parts = split_reply(text, settings, reply["channel"])
@@ -351,7 +346,7 @@ def typing_ms(settings, text):
 
 
 def deliver(ctx, cid, token, reply):
-    """Send the reply's next parts in order, then write history and release the chat.
+    """Send the reply's next parts in order, each written to the chat's record as it goes, then release the chat.
 
     A part that takes typing time is announced ("digitando…") and left to a job that time later, so
     no worker waits through it; that job claims the chat first, so a person who acted meanwhile
@@ -373,12 +368,12 @@ def deliver(ctx, cid, token, reply):
         part = parts[reply["sent"]]
         if buffer.delivered_count(ctx.redis, cid, rid, part) > parts[: reply["sent"]].count(part):
             log.info("chat %s: part %d already delivered (its echo arrived); not sending again", cid, reply["sent"] + 1)
-            reply["sent"] += 1
+            _counted_as_sent(ctx, cid, token, reply)
             continue
         if reply.get("attempt") == reply["sent"]:  # its job stopped mid-send (killed, Redis gone): outcome unknown
             log.warning("chat %s: part %d was being sent when its job stopped; counted as sent, never sent twice",
                         cid, reply["sent"] + 1)
-            reply["sent"] += 1
+            _counted_as_sent(ctx, cid, token, reply)
             continue
         if time.time() - reply["created"] > settings.send_retry_minutes * 60:
             log.error("chat %s: not sent within SEND_RETRY_MINUTES; reply dropped", cid)
@@ -406,32 +401,34 @@ def deliver(ctx, cid, token, reply):
                 log.error("chat %s: %s; reply dropped", cid, error)
                 break
             log.warning("chat %s: %s; it may have gone out: counted as sent, never sent twice", cid, error)
-            message_id = None  # its text stays noted (note_sending), so a late echo is still known as ours
-        else:
-            buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
+            message_id = None  # its text stays noted (buffer.attempt), so a late echo is still known as ours
+        # Not written when a person took over during the send: their action wrote the part on its way (chats.act).
+        logged = memory.record_sent(ctx.redis, cid, instance, rid, message_id, part, settings, buffer.keys(cid)["lock"],
+                                    token, note=reply.get("note", "") if reply["sent"] == 0 else "",
+                                    fallback_id=f"{rid}-{reply['sent'] + 1}")
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
-        logged_id = message_id or f"{rid}-{reply['sent']}"
-        logged = chatlog.record_sent(ctx.redis, cid, logged_id, part, settings, buffer.keys(cid)["lock"], token)
-        if not logged:  # a person took over during the send (history has the part): the panel's thread shows it
-            chats.record_part_in_flight(ctx.redis, cid, logged_id, part, settings)
         if not logged or (reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply)):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 
-    said = "\n\n".join(parts[: reply["sent"]])
     stats.write_reply(ctx.redis, reply, settings)  # the panel's counters, one pipeline per reply
-    outcome = buffer.finish(
-        ctx.redis, cid, token, settings, user_turn=memory.turn("user", reply["user_text"]),
-        model_turn=memory.turn("model", said) if said else "", hold=reply.get("hold", ""),
-    )
+    outcome = buffer.finish(ctx.redis, cid, token, settings, hold=reply.get("hold", ""))
     if outcome == "lost":
         return _lost(cid)
+    said = "\n\n".join(parts[: reply["sent"]])
     if said:
         events.record(ctx.redis, settings, "reply.sent", cid, instance, channel, number, said)
     followup.after_reply(ctx.redis, cid, reply, outcome, settings)
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
+
+
+def _counted_as_sent(ctx, cid, token, reply):
+    """A part the customer has (or may have) without this job sending it: it joins the record, unless its job wrote it."""
+    memory.record_sent(ctx.redis, cid, reply["instance"], reply["rid"], None, reply["parts"][reply["sent"]], ctx.settings,
+                       buffer.keys(cid)["lock"], token, fallback_id=f"{reply['rid']}-{reply['sent'] + 1}")
+    reply["sent"] += 1
 
 
 def _under_way(ctx, cid, reply):

@@ -572,18 +572,27 @@ def post_many(port, bodies, threads=8):
     return statuses
 
 
-def converse(port, evolution, numbers, exchanges, text_for):
+def converse(port, evolution, numbers, exchanges, text_for, prefix="M", echoes=False):
     """Each number (one thread each) writes `exchanges` messages, `text_for(i, k)`, waiting for the
-    bot's reply to each before the next, as a customer would; returns the errors met."""
+    bot's reply to each before the next, as a customer would; returns the errors met. Message ids
+    are `{prefix}{i}_{k}`. With `echoes`, each message the bot sent comes back as Evolution's
+    `send.message` event, as compose configures it (WEBHOOK_EVENTS_SEND_MESSAGE)."""
     errors = []
 
     def talk(i, number):
         try:
+            echoed = 0
             for k in range(exchanges):
-                status, _ = post(port, text_message(text_for(i, k), f"M{i}_{k}", number=number, instance=INSTANCE))
+                status, _ = post(port, text_message(text_for(i, k), f"{prefix}{i}_{k}", number=number, instance=INSTANCE))
                 assert status == 200, status
                 wait_until(lambda: sum(1 for _, n, _ in evolution.sent_texts() if n == number) >= k + 1, 30, 0.05,
                            message=f"chat {i} reply {k + 1}")
+                if echoes:
+                    sent = [m for m in evolution.sent_messages() if m["key"]["remoteJid"].startswith(number)]
+                    for message in sent[echoed:]:
+                        status, answer = post(port, send_message_event(message))
+                        assert status == 200 and answer["results"] == ["own"], answer
+                    echoed = len(sent)
         except Exception as error:  # noqa: BLE001 (reported by the caller)
             errors.append(f"chat {i}: {error}")
 
@@ -593,6 +602,14 @@ def converse(port, evolution, numbers, exchanges, text_for):
     for t in threads:
         t.join()
     return errors
+
+
+def send_message_event(message):
+    """Evolution's `send.message` webhook for one message its sendText answered (the shape of payload 65)."""
+    return {"event": "send.message", "instance": INSTANCE, "data": message,
+            "destination": "http://webhook:8000/webhook", "date_time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "sender": "5511999990000@s.whatsapp.net", "server_url": "http://localhost:8080",
+            "apikey": "FFFFFFFFFFFF-FFFF-FFFF-FFFFFFFFFFFF"}
 
 
 def sample_text(chars, seed=0):

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from flask import current_app, render_template, request
 
 import ai_service
-import chatlog
 import chats
+import memory
 import sender
 from parser import mask
 
@@ -75,12 +75,12 @@ def summary(meta, now, reveal=False):
 
 def chat_list():
     now = time.time()
-    return [summary(meta, now) for meta in chatlog.chats(deps().redis)]
+    return [summary(meta, now) for meta in memory.chats(deps().redis)]
 
 
 def chat_meta(cid):
     """The chat's details, or None for an unknown or malformed id."""
-    return chatlog.details(deps().redis, cid) if CHAT_ID.fullmatch(cid) else None
+    return memory.details(deps().redis, cid) if CHAT_ID.fullmatch(cid) else None
 
 
 def one_chat(cid, reveal=False):
@@ -89,5 +89,5 @@ def one_chat(cid, reveal=False):
         return None
     item = summary(meta, time.time(), reveal)
     item["messages"] = [{"id": m["id"], "from": m["from"], "text": m["text"], "at": m["at"],
-                         "kind": m.get("kind", "text")} for m in chatlog.thread(deps().redis, cid)]
+                         "kind": m.get("kind", "text")} for m in memory.thread(deps().redis, cid)]
     return item

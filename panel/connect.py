@@ -10,8 +10,8 @@ import re
 
 from flask import Blueprint, jsonify
 
-import chatlog
 import instances
+import memory
 import sender
 from panel.auth import login_required
 from panel.common import deps, json_body, render
@@ -59,7 +59,7 @@ def api_instances():
         return evolution_down(error)
     numbers = [{"name": row.get("name"), "channel": "evolution", "state": row.get("connectionStatus") or "close"}
                for row in rows if isinstance(row.get("name"), str)]
-    official = {(meta.get("instance"), meta.get("channel")) for meta in chatlog.chats(deps().redis)
+    official = {(meta.get("instance"), meta.get("channel")) for meta in memory.chats(deps().redis)
                 if meta.get("channel") and meta.get("instance")}
     numbers += [{"name": name, "channel": channel, "state": None} for name, channel in sorted(official)]
     return jsonify(numbers)

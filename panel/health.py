@@ -2,6 +2,7 @@
 
 from flask import Blueprint, jsonify
 
+import buffer
 import events
 import stats
 from panel.auth import login_required
@@ -10,14 +11,19 @@ from panel.common import deps, render
 bp = Blueprint("health", __name__)
 
 
+def health_now():
+    redis = deps().redis
+    return stats.health(redis, lambda: buffer.queue_depth(redis, deps().queue_name()))
+
+
 @bp.get("/health")
 @login_required
 def health_page():
-    return render("health.html", days=stats.daily(deps().redis), health=stats.health(deps().redis, deps().queue_name()),
+    return render("health.html", days=stats.daily(deps().redis), health=health_now(),
                   dead_events=events.dead(deps().redis), page="health")
 
 
 @bp.get("/api/stats")
 @login_required
 def api_stats():
-    return jsonify(days=stats.daily(deps().redis), health=stats.health(deps().redis, deps().queue_name()))
+    return jsonify(days=stats.daily(deps().redis), health=health_now())

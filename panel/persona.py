@@ -9,7 +9,7 @@ from pathlib import Path
 from flask import Blueprint, jsonify
 
 import ai_service
-import chatlog
+import memory
 import stats
 from panel.auth import login_required
 from panel.common import deps, json_body, render
@@ -31,7 +31,7 @@ def prompt_path(name):
 def prompt_names():
     """`system`, every instance seen, and every prompts/<name>.md there is."""
     redis = deps().redis
-    names = {m.get("instance") for m in chatlog.chats(redis) if m.get("instance")}
+    names = {m.get("instance") for m in memory.chats(redis) if m.get("instance")}
     names |= {name.decode() for name in redis.hkeys(stats.INSTANCES)}
     folder = prompt_path("system").parent
     if folder.is_dir():

@@ -63,7 +63,8 @@ def test_same_message_id_is_buffered_once_and_remembered_for_dedupe_ttl(add, fak
     assert add("oi", "DUP1") == "scheduled"
     assert add("oi", "DUP1", now=T0 + 1) == "duplicate"
     assert fake_redis.llen(f"wa:burst:{CID}") == 1
-    assert fake_redis.ttl("wa:seen:shop:DUP1") == 900
+    assert fake_redis.hexists(memory.ids_key(CID), memory.id_field("DUP1"))  # one small hash per chat
+    assert fake_redis.ttl(memory.ids_key(CID)) == 900
 
 
 def test_same_message_id_on_another_instance_is_another_message(add, fake_redis):
@@ -195,8 +196,8 @@ def test_forget_chat_erases_everything_about_that_chat_only(add, fake_redis, set
     buffer.store_reply(fake_redis, CID, token, {"parts": ["Olá!"], "sent": 0})
     buffer.count_attempt(fake_redis, CID)
     buffer.note_sending(fake_redis, INSTANCE, CID, "r1", "Olá!")
-    buffer.finish(fake_redis, CID, token, settings, user_turn=memory.turn("user", "oi"),
-                  model_turn=memory.turn("model", "Olá!"), hold="optout", now=T0 + 10)
+    memory.record_sent(fake_redis, CID, INSTANCE, "r1", "3EB0SENT1", "Olá!", settings, f"wa:lock:{CID}", token)
+    buffer.finish(fake_redis, CID, token, settings, hold="optout", now=T0 + 10)
     add("outra", "E2", now=T0 + 11)
     chats.take_over(fake_redis, CID, settings)
     other = buffer.chat_ref(INSTANCE, "5521977772222@s.whatsapp.net")

@@ -7,10 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import buffer
-import chatlog
+import memory
 import config
 import hours
-import memory
 import shop_settings
 from conftest import CUSTOMER, GRAPH_TOKEN, INSTANCE, PHONE_NUMBER_ID, load_payload, text_message, wait_until
 from test_channels_stack import APP_SECRET, VERIFY, cloud_body, post_cloud
@@ -42,9 +41,9 @@ def test_a_follow_up_goes_out_once_after_silence(start_stack, gemini_answers, ev
     time.sleep(5)  # FOLLOWUP_MAX=1: never a second one
     assert texts(evolution) == [ANSWER, NUDGE]
     redis = stack.redis.client()
-    thread = chatlog.thread(redis, CID)
+    thread = memory.thread(redis, CID)
     assert [(m["from"], m["kind"], m["text"]) for m in thread[-1:]] == [("bot", "followup", NUDGE)]
-    assert memory.load_history(redis, CID)[-1] == {"role": "model", "text": NUDGE}
+    assert memory.load_history(redis, CID)[-1] == {"role": "model", "text": f"{ANSWER}\n\n{NUDGE}"}  # the bot's run
     assert redis.zscore(buffer.DUE, CID) is None and not redis.exists(f"wa:followup:{CID}")
     http, _ = panel_session(stack)
     page = http.get(f"{stack.url}/panel/chats/{CID}", timeout=10).text

@@ -11,7 +11,6 @@ import time
 import pytest
 
 import buffer
-import chatlog
 import chats
 import memory
 import parser
@@ -178,7 +177,7 @@ def test_state_changing_api_calls_need_the_csrf_header(owner, fake_redis):
     assert owner.post(f"/panel/api/chats/{CID}/pause", data={"csrf_token": owner.csrf}).status_code == 403
     assert owner.put("/panel/api/prompts/system", json={"text": "x"}).status_code == 403
     assert chats.state(fake_redis, CID)["state"] != "paused"
-    assert fake_redis.exists(chatlog.log_key(CID))
+    assert fake_redis.exists(memory.key(CID))
 
 
 # --- inbox and conversation ------------------------------------------------------------------------
@@ -266,11 +265,13 @@ def test_answer_as_a_person_pauses_sends_through_the_chats_instance_and_logs_it(
     assert answer.get_json()["id"] == sent["key"]["id"]
     assert fake_redis.zscore(buffer.DUE, cid) is None
 
-    # Evolution's echo of that message (send.message, fromMe) is the same log entry, not a second one
+    # Evolution's echo of that message (send.message, fromMe) is the same record entry, not a second one: the
+    # panel noted its id as seen, so the echo is a duplicate delivery, and the chat stays with the person
     echo = text_message("Oi! Aqui é a Ana, da loja.", sent["key"]["id"], instance="loja2",
                         timestamp=sent["messageTimestamp"], from_me=True)
     echo["event"] = "send.message"
     assert owner.post(f"/webhook?token={TOKEN}", json=echo).get_json()["results"] == ["duplicate"]
+    assert chats.state(fake_redis, cid)["state"] == "paused"
     human = [turn["text"] for turn in memory.load_history(fake_redis, cid) if turn.get("by") == "human"]
     assert human == ["Oi! Aqui é a Ana, da loja.", "Já separei o seu pedido."]  # in history once, by the panel
     messages = owner.get(f"/panel/api/chats/{cid}").get_json()["messages"]
@@ -434,33 +435,33 @@ def test_the_webhook_flushes_lone_counts_after_a_while(fake_redis):
     assert fake_redis.hget(stats.TOTAL, "ignored:group chat") == b"2"
 
 
-# --- the log itself -----------------------------------------------------------------------------------------
+# --- the chat's record, as the panel reads it ------------------------------------------------------------
 
-def test_the_log_is_capped_expires_with_history_and_stores_a_message_once(make_settings, fake_redis):
+def test_the_record_is_capped_expires_with_history_and_stores_a_message_once(make_settings, fake_redis):
     settings = make_settings(LOG_MAX_ENTRIES=3, HISTORY_TTL_DAYS=2)
     start = int(time.time()) - 100
     for i in range(5):
-        chatlog.record(fake_redis, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
-        chatlog.record(fake_redis, "c1", chatlog.entry(f"id{i}", "customer", f"m{i}", start + i), settings)
-    assert [e["text"] for e in chatlog.thread(fake_redis, "c1")] == ["m2", "m3", "m4"]
-    assert 2 * 86400 - 5 < fake_redis.ttl(chatlog.log_key("c1")) <= 2 * 86400
-    assert fake_redis.ttl(chatlog.meta_key("c1")) > 0
-    assert chatlog.chats(fake_redis)[0]["last_text"] == "m4"
-    fake_redis.zadd(chatlog.CHATS, {"stale": time.time() - 3 * 86400})  # its log expired a day ago
-    chatlog.record(fake_redis, "c2", chatlog.entry("id9", "customer", "m9", time.time()), settings)
-    assert [c.decode() for c in fake_redis.zrange(chatlog.CHATS, 0, -1)] == ["c1", "c2"]
+        assert memory.record_human(fake_redis, "c1", f"id{i}", f"m{i}", start + i, settings)
+        assert not memory.record_human(fake_redis, "c1", f"id{i}", f"m{i}", start + i, settings)  # its echo, say
+    assert [e["text"] for e in memory.thread(fake_redis, "c1")] == ["m2", "m3", "m4"]
+    assert 2 * 86400 - 5 < fake_redis.ttl(memory.key("c1")) <= 2 * 86400
+    assert fake_redis.ttl(memory.meta_key("c1")) > 0
+    assert memory.chats(fake_redis)[0]["last_text"] == "m4"
+    fake_redis.zadd(memory.CHATS, {"stale": time.time() - 3 * 86400})  # its record expired a day ago
+    memory.record_human(fake_redis, "c2", "id9", "m9", time.time(), settings)
+    assert [c.decode() for c in fake_redis.zrange(memory.CHATS, 0, -1)] == ["c1", "c2"]
     pipe = fake_redis.pipeline()
-    chatlog.erase(pipe, "c1")
+    memory.erase(pipe, "c1")
     pipe.execute()
-    assert chatlog.thread(fake_redis, "c1") == [] and [c["id"] for c in chatlog.chats(fake_redis)] == ["c2"]
+    assert memory.thread(fake_redis, "c1") == [] and [c["id"] for c in memory.chats(fake_redis)] == ["c2"]
 
 
-def test_worker_forget_erases_the_log_too(make_settings, fake_redis, owner):
+def test_worker_forget_erases_the_record_too(make_settings, fake_redis, owner):
     deliver(owner, "apaga meus dados", "WF1")
-    assert fake_redis.exists(chatlog.log_key(CID))
+    assert fake_redis.exists(memory.key(CID)) and fake_redis.exists(memory.ids_key(CID))
     chats.forget_customer(fake_redis, INSTANCE, CUSTOMER)  # what `worker.py forget` runs
-    assert not fake_redis.exists(chatlog.log_key(CID)) and not fake_redis.exists(chatlog.meta_key(CID))
-    assert fake_redis.zscore(chatlog.CHATS, CID) is None
+    assert [key for key in fake_redis.keys() if CID.encode() in key] == []
+    assert fake_redis.zscore(memory.CHATS, CID) is None
 
 
 # --- chats: state and a person's actions ----------------------------------------------------------------------

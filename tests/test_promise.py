@@ -8,7 +8,6 @@ import time
 import requests
 
 import buffer
-import chatlog
 import chats
 import memory
 from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, text_message, wait_until
@@ -224,7 +223,8 @@ def test_what_gemini_understood_of_a_voice_note_stays_in_history(stack, gemini, 
     assert sent(evolution) == ["Temos sim!"]
     number = body["data"]["key"]["remoteJid"].split("@")[0]
     cid = buffer.chat_ref(INSTANCE, f"{number}@s.whatsapp.net")
-    wait_until(lambda: memory.load_history(stack.redis.client(), cid), timeout=10, message="the exchange in history")
+    wait_until(lambda: len(memory.load_history(stack.redis.client(), cid)) == 2, timeout=10,
+               message="the exchange in history")
     turns = memory.load_history(stack.redis.client(), cid)
     assert turns[0] == {"role": "user", "text": "[áudio]\n[a cliente pergunta se tem bolo de chocolate]"}
 
@@ -376,6 +376,6 @@ def test_a_part_in_flight_when_the_owner_takes_over_is_in_the_panel_and_in_histo
     turns = memory.load_history(redis, CID)
     assert [(t["role"], t["text"]) for t in turns] == [
         ("user", "quanto custa o bolo grande?"), ("model", "O bolo grande custa R$ 90."), ("model", "Deixa comigo")]
-    thread = [(item["from"], item["text"]) for item in chatlog.thread(redis, CID)]
+    thread = [(item["from"], item["text"]) for item in memory.thread(redis, CID)]
     assert ("bot", "O bolo grande custa R$ 90.") in thread and ("human", "Deixa comigo") in thread
     assert stack.post(echo(evolution))["results"] == ["own"] and state(stack) == "paused"

@@ -8,9 +8,8 @@ import wave
 import pytest
 
 import buffer
-import chatlog
-import config
 import memory
+import config
 from conftest import CUSTOMER, INSTANCE, load_payload, text_message, wait_until
 from fakes import tts_voice_name
 
@@ -53,7 +52,7 @@ def test_a_voice_note_in_gets_a_voice_note_out(voice_stack, gemini, evolution):
     assert speech["body"]["generationConfig"]["responseModalities"] == ["AUDIO"]
     assert tts_voice_name(speech["body"]) == "Kore"
     redis = voice_stack.redis.client()  # the panel and history keep the text
-    assert [m["text"] for m in chatlog.thread(redis, CID) if m["from"] == "bot"] == [ANSWER]
+    assert [m["text"] for m in memory.thread(redis, CID) if m["from"] == "bot"] == [ANSWER]
     assert memory.load_history(redis, CID)[-1] == {"role": "model", "text": ANSWER}
     assert int(redis.get(f"wa:gemini_calls:{int(time.time() // 3600)}")) == 2  # the answer and its speech
 

@@ -15,6 +15,7 @@ from rq import Queue
 from rq.registry import ScheduledJobRegistry
 
 import buffer
+import memory
 import chats
 import webhook
 from conftest import CUSTOMER, INSTANCE, TOKEN, RedisServer, free_port, load_payload, text_message, wait_until
@@ -224,12 +225,22 @@ def test_owner_typing_on_the_phone_pauses_the_chat(client, fake_redis):
     assert fake_redis.zcard(buffer.DUE) == 0  # what was waiting is dropped: no answer on top of a person
 
 
-def test_our_own_echo_by_message_id_does_not_pause(client, fake_redis):
+def sent_by_us(redis, settings, instance, cid, text, message_id):
+    """What the worker does around sendText: the text before, the id it answered after (holding the chat)."""
+    redis.set(buffer.keys(cid)["lock"], "job")
+    buffer.note_sending(redis, instance, cid, "r1", text)
+    assert memory.record_sent(redis, cid, instance, "r1", message_id, text, settings, buffer.keys(cid)["lock"], "job")
+    redis.delete(buffer.keys(cid)["lock"])
+
+
+def test_our_own_echo_by_message_id_does_not_pause(client, fake_redis, make_settings):
     body = fresh(HUMAN)
-    buffer.note_sending(fake_redis, "Ivo Teste", HUMAN_CHAT, "r1", "fala doto")
-    buffer.note_sent(fake_redis, "Ivo Teste", HUMAN_CHAT, "r1", "fala doto", body["data"]["key"]["id"])
+    sent_by_us(fake_redis, make_settings(), "Ivo Teste", HUMAN_CHAT, "fala doto", body["data"]["key"]["id"])
+    assert fake_redis.llen(memory.sending_key("Ivo Teste", "fala doto")) == 0  # from now on, by its id only
     assert post(client, body).json["results"] == ["own"]
     assert not paused(fake_redis, HUMAN_CHAT)
+    assert post(client, body).json["results"] == ["duplicate"]  # a redelivery of the echo
+    assert post(client, with_text(fresh(HUMAN), "fala doto", "3EB0OTHERID0000000001")).json["results"] == ["paused"]
 
 
 def test_our_own_echo_by_text_noted_before_sending_does_not_pause(client, fake_redis):
@@ -238,11 +249,10 @@ def test_our_own_echo_by_text_noted_before_sending_does_not_pause(client, fake_r
     assert not paused(fake_redis, HUMAN_CHAT)
 
 
-def test_send_message_event_of_our_send_is_own_and_of_an_attendant_pauses(client, fake_redis):
+def test_send_message_event_of_our_send_is_own_and_of_an_attendant_pauses(client, fake_redis, make_settings):
     body = fresh("65_v2_3_7_send_message_own_sendText.json")
     cid = buffer.chat_ref("atendimento", "5511999999901@s.whatsapp.net")
-    buffer.note_sending(fake_redis, "atendimento", cid, "r1", "Temos sim!")
-    buffer.note_sent(fake_redis, "atendimento", cid, "r1", "Temos sim!", body["data"]["key"]["id"])
+    sent_by_us(fake_redis, make_settings(), "atendimento", cid, "Temos sim!", body["data"]["key"]["id"])
     assert post(client, body).json["results"] == ["own"]
     attendant = with_text(body, "Oi, aqui é a Júlia, da loja", "3EB0000000000000000099")  # Chatwoot, not our sendText
     assert post(client, attendant).json["results"] == ["paused"]

@@ -306,11 +306,13 @@ def test_history_is_capped_by_characters(bot, gemini, evolution):
     for i in range(8):
         cid = receive(ctx, f"pergunta {i}: " + "ção " * 40, f"HCH{i}")
         run_job(ctx, cid)
-        sizes.append(sum(len(turn) for turn in ctx.redis.lrange(memory.key(cid), 0, -1)))
+        history = gemini.requests[-1]["body"]["contents"][:-1]  # what Gemini got besides the burst
+        sizes.append(sum(len(part["text"].encode()) for content in history for part in content["parts"]))
 
     assert max(sizes) <= 1000  # stored bytes: an accented letter counts two
     assert min(sizes[2:]) < 700  # trimmed to half when it passed the cap, then grew again
     assert history_texts(ctx, cid)[0][0] == "user"  # never starts with the shop's turn
+    assert ctx.redis.llen(memory.key(cid)) == 16  # the panel still has every message: it keeps the last 20
 
 
 def test_history_expires_after_history_ttl_days(bot, gemini, evolution):
