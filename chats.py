@@ -193,6 +193,7 @@ def _erase(redis, cid):
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
     chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
+    pipe.delete(f"wa:learn:{cid}")  # what learn.py kept of a handoff (learn.marker_key)
     return pipe.execute()[0]
 
 

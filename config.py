@@ -132,6 +132,11 @@ class Settings:
     gemini_max_output_tokens: int = 1024
     gemini_thinking_budget: int = 0  # 0: no thinking (short answers, faster, cheaper); -1: the model's default
 
+    # --- What the shop knows (issue 23): knowledge.py, gemini_cache.py, learn.py ---
+    gemini_cache_min_tokens: int = 0  # 0: the model's minimum for context caching (1,024 Flash, 4,096 Pro); -1: off
+    gemini_cache_ttl_minutes: float = 60.0  # how long Gemini keeps the cached persona + knowledge (renewed at half)
+    learn_from_handoffs: bool = True  # after a person answers a handed-over chat, suggest a Q&A for the knowledge
+
     # --- Official channels (issue 11), beside Evolution: a channel with none of its settings is off ---
     whatsapp_token: str = ""  # Meta WhatsApp Cloud API: a system user's access token
     whatsapp_app_secret: str = ""  # the Meta app's secret: checks X-Hub-Signature-256 of each delivery
@@ -277,6 +282,17 @@ def _validate(settings, require):
     if settings.max_regenerations < 0:
         raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
     _validate_owner_week(settings)
+    _validate_knowledge(settings)
+
+
+def _validate_knowledge(settings):
+    """The context cache's settings (issue 23); the message is for the shop, in Portuguese."""
+    if settings.gemini_cache_min_tokens < -1:
+        raise SettingsError("GEMINI_CACHE_MIN_TOKENS deve ser 0 (o mínimo do modelo), -1 (desligado) ou um número de "
+                            f"tokens, por exemplo GEMINI_CACHE_MIN_TOKENS=0 (veio {settings.gemini_cache_min_tokens!r})")
+    if not 1 <= settings.gemini_cache_ttl_minutes <= 7 * 24 * 60:
+        raise SettingsError("GEMINI_CACHE_TTL_MINUTES deve ser de 1 a 10080 minutos, por exemplo "
+                            f"GEMINI_CACHE_TTL_MINUTES=60 (veio {settings.gemini_cache_ttl_minutes!r})")
 
 
 EVOLUTION_SETTINGS = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY")

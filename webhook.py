@@ -26,6 +26,7 @@ import channels
 import chatlog
 import chats
 import instances
+import learn
 import panel
 import parser
 import sender
@@ -138,8 +139,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         if message.from_me or message.event != "messages.upsert":
             outcome = chats.note_from_me(redis, message, settings)
             if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
-                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
-                                       "human", settings)
+                cid = buffer.chat_ref(message.instance, message.chat_id, message.channel)
+                chatlog.record_message(redis, cid, message, "human", settings)
+                if outcome == "paused":  # a person's answer after a handoff may teach the bot
+                    learn.person_answered(redis, queue, cid, message.text, settings)
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None

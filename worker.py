@@ -31,8 +31,11 @@ import chatlog
 import chats
 import dispatch
 import doctor
+import gemini_cache
 import hours
 import instances
+import knowledge
+import learn
 import memory
 import sender
 import stats
@@ -168,9 +171,9 @@ def compose_reply(ctx, cid, token, entries, tries):
             return _lost(cid)
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
         usage, started = {}, time.monotonic()
-        text = ai_service.generate_reply(
-            ctx.genai, settings, memory.load_history(ctx.redis, cid), prompt_text,
-            ai_service.load_system_prompt(settings, instance), media, usage=usage,
+        text = gemini_cache.generate_reply(  # the persona and the shop's knowledge, cached when it pays
+            ctx.genai, ctx.redis, settings, memory.load_history(ctx.redis, cid), prompt_text,
+            knowledge.system_instruction(settings, instance), media, usage=usage, instance=instance,
         )
         reply["usage"] = {**usage, "seconds": time.monotonic() - started}
         understood, text = ai_service.split_media_note(text) if media else ("", text)
@@ -204,6 +207,8 @@ def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
     if stored is not None:
         alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
         alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert, channel=reply.get("channel"))
+        if hold == "handoff":  # a person's answer to it may teach the bot (learn.py)
+            learn.note_handoff(ctx.redis, cid, reply, ctx.settings)
     return stored
 
 
@@ -424,7 +429,7 @@ def answer_directly(ctx, message, fixed=None):
     try:
         parts = parts or split_reply(ai_service.generate_reply(
             ctx.genai, settings, [], message.text[: settings.max_input_chars],
-            ai_service.load_system_prompt(settings, message.instance),
+            knowledge.system_instruction(settings, message.instance),
         ), settings)
     except ai_service.Handoff:
         parts = [settings.handoff_message]

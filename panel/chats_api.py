@@ -8,6 +8,7 @@ from flask import Blueprint, jsonify, request
 import channels
 import chatlog
 import chats
+import learn
 import stats
 from panel.auth import login_required
 from panel.common import chat_list, chat_meta, deps, json_body, one_chat
@@ -103,5 +104,6 @@ def api_reply(cid):
         return jsonify(error=str(error)), 502
     message_id = message_id or f"panel-{secrets.token_hex(8)}"
     chatlog.record(redis, cid, chatlog.entry(message_id, "human", text.strip(), at), settings)
+    learn.person_answered(redis, deps().queue, cid, text, settings)  # after a handoff, the bot may learn from it
     log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
     return jsonify(result="sent", id=message_id, **chats.state(redis, cid))
