@@ -161,4 +161,5 @@ def generate_reply(client, redis, settings, history, user_text, system_text, med
         except ai_service.CacheRefused as error:
             log.warning("Gemini refused cache %s (%s): asking again with the text inline", name, error.reason)
             forget(redis, settings, system_text)
+            prepare(redis, client, settings, system_text, instance)  # a new one, beside this reply
     return ai_service.generate_reply(client, settings, history, user_text, system_text, media, usage)
