@@ -179,8 +179,12 @@ def scrub(text, name, number):
 
 
 def _names_customer(text, name, number):
+    """Whether `text` holds the customer's name or number, or any phone number or e-mail: every one was
+    taken out of what Gemini read, so one in its answer is the customer's or made up."""
     digits = re.sub(r"\D", "", number or "")
     if len(digits) >= 8 and digits[-8:] in re.sub(r"\D", "", text):
+        return True
+    if EMAIL.search(text) or any(len(re.sub(r"\D", "", m.group())) >= 8 for m in PHONE.finditer(text)):
         return True
     return any(re.search(rf"\b{re.escape(part)}\b", text, re.IGNORECASE) for part in _name_parts(name))
 
