@@ -8,6 +8,7 @@ import pytest
 
 import ai_service
 import gemini_cache
+from config import SettingsError
 from conftest import wait_until
 
 LONG = " ".join(f"palavra{n}" for n in range(1500))  # 1,500 words (the fake's tokens), about 14,000 characters
@@ -114,3 +115,13 @@ def test_a_reply_through_the_cache_sends_the_conversation_alone(settings, client
     body = gemini.requests[-1]["body"]
     assert body["cachedContent"] == record(fake_redis, settings, LONG)["name"] and "systemInstruction" not in body
     assert usage["cached_content_token_count"] == 1500 and usage["prompt_token_count"] == 1501
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"GEMINI_CACHE_MIN_TOKENS": "-2"}, "GEMINI_CACHE_MIN_TOKENS=0"),
+    ({"GEMINI_CACHE_TTL_MINUTES": "0"}, "GEMINI_CACHE_TTL_MINUTES=60"),
+    ({"GEMINI_CACHE_TTL_MINUTES": "20000"}, "GEMINI_CACHE_TTL_MINUTES=60"),
+])
+def test_a_wrong_cache_setting_stops_start_up_naming_it_with_an_example(make_settings, env, named):
+    with pytest.raises(SettingsError, match=f"deve ser .*por exemplo {named}"):
+        make_settings(**env)
