@@ -68,7 +68,7 @@ def note_handoff(redis, cid, reply, settings):
     """The bot handed the chat over: keep what the customer asked (and the turns before) for a day."""
     if not settings.learn_from_handoffs:
         return
-    before = [json.loads(turn) for turn in redis.lrange(memory.key(cid), -CONTEXT_TURNS, -1)]
+    before = memory.load_history(redis, cid)[-CONTEXT_TURNS:]
     asked = [{"role": t["role"], "text": t["text"]} for t in before if t.get("text") and t.get("by") != "human"]
     asked.append({"role": "user", "text": reply["user_text"]})
     key = marker_key(cid)
