@@ -123,5 +123,5 @@ def test_a_reply_through_the_cache_sends_the_conversation_alone(settings, client
     ({"GEMINI_CACHE_TTL_MINUTES": "20000"}, "GEMINI_CACHE_TTL_MINUTES=60"),
 ])
 def test_a_wrong_cache_setting_stops_start_up_naming_it_with_an_example(make_settings, env, named):
-    with pytest.raises(SettingsError, match=f"deve ser .*por exemplo {named}"):
+    with pytest.raises(SettingsError, match=f"^{named.split('=')[0]}: precisa ser .*Exemplo: {named}$"):
         make_settings(**env)
