@@ -39,6 +39,7 @@ TRANSFER_TO_HUMAN = types.FunctionDeclaration(
         "required": ["reason"],
     },
 )
+TOOLS = [types.Tool(function_declarations=[TRANSFER_TO_HUMAN])]
 
 # Asked when the burst carries media, so history keeps what Gemini understood of it, not only "[áudio]".
 MEDIA_NOTE_REQUEST = (
@@ -55,6 +56,10 @@ class ReplyError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
+
+
+class CacheRefused(ReplyError):
+    """Gemini refused the request's `cached_content` (expired, deleted, another model): ask again inline."""
 
 
 def make_client(settings):
@@ -135,15 +140,18 @@ def thinking_config(settings):
     return types.ThinkingConfig(thinking_budget=settings.gemini_thinking_budget)
 
 
-def generate_reply(client, settings, history, user_text, system_prompt, media=(), usage=None):
+def generate_reply(client, settings, history, user_text, system_prompt, media=(), usage=None, cached_content=None):
     """Return Gemini's answer text, or raise ReplyError (an empty or blocked answer is one) or Handoff.
 
     A `usage` dict is filled with the response's token counts (usage_metadata), for the counters.
+    With `cached_content` (gemini_cache.py) the system instruction and the tool are in that cache,
+    and Gemini refuses a request that repeats them.
     """
     contents = build_prompt(history, user_text, media)
     config = types.GenerateContentConfig(
-        system_instruction=system_prompt,
-        tools=[types.Tool(function_declarations=[TRANSFER_TO_HUMAN])],
+        system_instruction=None if cached_content else system_prompt,
+        tools=None if cached_content else TOOLS,
+        cached_content=cached_content,
         automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),  # we act on the call
         max_output_tokens=settings.gemini_max_output_tokens,
         thinking_config=thinking_config(settings),
@@ -151,6 +159,8 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
     try:
         response = client.models.generate_content(model=settings.gemini_model, contents=contents, config=config)
     except errors.APIError as error:
+        if cached_content and error.code in (400, 403, 404):
+            raise CacheRefused(f"Gemini answered {error.code} {error.status}", retryable=True) from error
         retryable = error.code in (408, 429) or (error.code or 500) >= 500
         raise ReplyError(f"Gemini answered {error.code} {error.status}", retryable) from error
     except Exception as error:  # the SDK's transport (httpx or httpx2) failed: refused, reset, timed out
@@ -158,11 +168,12 @@ def generate_reply(client, settings, history, user_text, system_prompt, media=()
 
     metadata = response.usage_metadata
     if metadata is not None:  # what each reply costs: README.pt-BR.md "Quanto custa o Gemini"
-        log.info("Gemini tokens: prompt %s, answer %s, thinking %s", metadata.prompt_token_count,
-                 metadata.candidates_token_count, metadata.thoughts_token_count or 0)
+        log.info("Gemini tokens: prompt %s, answer %s, thinking %s, cached %s", metadata.prompt_token_count,
+                 metadata.candidates_token_count, metadata.thoughts_token_count or 0,
+                 metadata.cached_content_token_count or 0)
         if usage is not None:  # for the panel's counters
             usage.update(metadata.model_dump(exclude_none=True, include={
-                "prompt_token_count", "candidates_token_count", "total_token_count"}))
+                "prompt_token_count", "cached_content_token_count", "candidates_token_count", "total_token_count"}))
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason:
         raise ReplyError(f"prompt blocked: {feedback.block_reason}", retryable=False)

@@ -59,7 +59,7 @@ class PrintingEvolution(requests.adapters.BaseAdapter):
 def main(argv):
     cli = argparse.ArgumentParser(description="Chat with the bot in the terminal")
     cli.add_argument("--debounce", type=float, default=3.0, help="seconds of quiet before the bot answers")
-    cli.add_argument("--instance", default="", help="use prompts/<instance>.md if it exists")
+    cli.add_argument("--instance", default="", help="use prompts/<instance>.md and <instance>.knowledge.md if they exist")
     cli.add_argument("--redis-url", default="", help="a real Redis (default: in memory)")
     args = cli.parse_args(argv)
 

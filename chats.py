@@ -302,6 +302,7 @@ def _erase(redis, cid, instance=None):
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
     memory.erase(pipe, cid, ours)  # the chat's record, details, ids, and our sends' ids naming it
+    pipe.delete(f"wa:learn:{cid}")  # what learn.py kept of a handoff (learn.marker_key)
     return pipe.execute()[0] + len(ours)
 
 

@@ -147,6 +147,11 @@ class Settings:
     gemini_max_output_tokens: int = 1024
     gemini_thinking_budget: int = 0  # 0: no thinking (short answers, faster, cheaper); -1: the model's default
 
+    # --- What the shop knows (issue 23): knowledge.py, gemini_cache.py, learn.py ---
+    gemini_cache_min_tokens: int = 0  # 0: the model's minimum for context caching (1,024 Flash, 4,096 Pro); -1: off
+    gemini_cache_ttl_minutes: float = 60.0  # how long Gemini keeps the cached persona + knowledge (renewed at half)
+    learn_from_handoffs: bool = True  # after a person answers a handed-over chat, suggest a Q&A for the knowledge
+
     # --- Official channels (issue 11), beside Evolution: a channel with none of its settings is off ---
     whatsapp_token: str = ""  # Meta WhatsApp Cloud API: a system user's access token
     whatsapp_app_secret: str = ""  # the Meta app's secret: checks X-Hub-Signature-256 of each delivery
@@ -345,6 +350,17 @@ def _validate(settings, require):
     if settings.max_regenerations < 0:
         raise refuse("MAX_REGENERATIONS", f"precisa ser 0 ou mais, veio {settings.max_regenerations}", "1")
     _validate_owner_week(settings)
+    _validate_knowledge(settings)
+
+
+def _validate_knowledge(settings):
+    """The context cache's settings (issue 23)."""
+    if settings.gemini_cache_min_tokens < -1:
+        raise refuse("GEMINI_CACHE_MIN_TOKENS", "precisa ser 0 (o mínimo do modelo), -1 (nunca) ou um número de tokens, "
+                     f"veio {settings.gemini_cache_min_tokens}", "0")
+    if not 1 <= settings.gemini_cache_ttl_minutes <= 7 * 24 * 60:
+        raise refuse("GEMINI_CACHE_TTL_MINUTES", f"precisa ser de 1 a 10080 minutos, veio {settings.gemini_cache_ttl_minutes:g}",
+                     "60")
     _validate_beyond(settings)
 
 

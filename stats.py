@@ -72,12 +72,23 @@ def gemini_call(pipe, seconds, tokens, now=None):
     count(pipe, f"gemini_le:{bucket}", 1, now)
 
 
+def prompt_tokens(pipe, usage, now=None):
+    """Queue on `pipe` the prompt's tokens, split into those Gemini read from a context cache and the rest."""
+    prompt = int(usage.get("prompt_token_count") or 0)
+    cached = min(int(usage.get("cached_content_token_count") or 0), prompt)
+    if cached:
+        count(pipe, "cached_tokens", cached, now)
+    if prompt - cached:
+        count(pipe, "uncached_tokens", prompt - cached, now)
+
+
 def record_reply(pipe, reply, settings, now=None):
     """Queue on `pipe` what one finished reply adds: replies, fallbacks, handoffs, latency, Gemini usage."""
     now = time.time() if now is None else now
     usage = reply.get("usage") or {}
     if "seconds" in usage:
         gemini_call(pipe, usage["seconds"], usage.get("total_token_count"), now)
+        prompt_tokens(pipe, usage, now)
     if not reply.get("sent"):
         return
     count(pipe, "replies", 1, now)
@@ -180,7 +191,8 @@ def daily(redis, days=14, now=None):
         out.append({
             "day": date,
             **{name: int(fields.get(name, 0)) for name in
-               ("received", "duplicates", "bursts", "replies", "fallbacks", "handoffs", "tokens", "gemini_calls")},
+               ("received", "duplicates", "bursts", "replies", "fallbacks", "handoffs", "tokens", "gemini_calls",
+                "cached_tokens", "uncached_tokens")},
             "latency_p50": percentile(samples, 0.5),
             "latency_p90": percentile(samples, 0.9),
         })
@@ -239,6 +251,10 @@ def metrics_text(redis, depth):
               "# TYPE whatsapp_outcomes_total counter"]
     for field in sorted(f for f in total if f.startswith("outcome:")):
         lines.append(f'whatsapp_outcomes_total{{outcome="{_label(field)}"}} {int(total[field])}')
+    lines += ["# HELP whatsapp_gemini_prompt_tokens_total Prompt tokens of Gemini's replies, read from a context "
+              "cache (cached) or not (uncached).", "# TYPE whatsapp_gemini_prompt_tokens_total counter"]
+    for cache in ("cached", "uncached"):
+        lines.append(f'whatsapp_gemini_prompt_tokens_total{{cache="{cache}"}} {int(total.get(f"{cache}_tokens", 0))}')
     lines += ["# HELP whatsapp_gemini_seconds Time Gemini took to answer.", "# TYPE whatsapp_gemini_seconds histogram"]
     cumulative = 0
     for bucket in GEMINI_BUCKETS:

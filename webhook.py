@@ -26,6 +26,7 @@ import channels
 import chats
 import events
 import instances
+import learn
 import panel
 import parser
 import sender
@@ -182,6 +183,11 @@ def create_app(settings=None, redis=None, direct_context=None):
     def apply_from_me(message):
         outcome = chats.note_from_me(redis, message, settings)  # a person's message joins the chat's record
         if outcome == "paused":  # a person's answer (commands stop or resume)
+            try:  # a person's answer after a handoff may teach the bot (learn.py)
+                learn.person_answered(redis, queue, buffer.chat_ref(message.instance, message.chat_id, message.channel),
+                                      message.text, settings)
+            except redis_lib.OutOfMemoryError:  # applied past maxmemory (chats._run): nothing learned this time
+                log.warning("Redis is full: a person's answer is not studied for the knowledge")
             events.from_message(redis, settings, "person.replied", message)
         return outcome
 

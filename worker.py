@@ -31,10 +31,13 @@ import channels
 import chats
 import dispatch
 import doctor
+import gemini_cache
 import events
 import followup
 import hours
 import instances
+import knowledge
+import learn
 import memory
 import runner
 import sender
@@ -185,9 +188,9 @@ def compose_reply(ctx, cid, token, entries, tries):
             return _lost(cid)
         prompt_text = "\n".join(filter(None, [user_text, *notes]))
         usage, started = {}, time.monotonic()
-        text = ai_service.generate_reply(
-            ctx.genai, settings, memory.load_history(ctx.redis, cid, {e.get("message_id") for e in entries}), prompt_text,
-            ai_service.load_system_prompt(settings, instance), media, usage=usage,
+        text = gemini_cache.generate_reply(  # the persona and the shop's knowledge, cached when it pays
+            ctx.genai, ctx.redis, settings, memory.load_history(ctx.redis, cid, {e.get("message_id") for e in entries}),
+            prompt_text, knowledge.system_instruction(settings, instance), media, usage=usage, instance=instance,
         )
         reply["usage"] = {**usage, "seconds": time.monotonic() - started}
         understood, text = ai_service.split_media_note(text) if media else ("", text)
@@ -222,6 +225,8 @@ def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
     if stored is not None:
         alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
         alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert, channel=reply.get("channel"))
+        if hold == "handoff":  # a person's answer to it may teach the bot (learn.py)
+            learn.note_handoff(ctx.redis, cid, reply, ctx.settings)
         events.record(ctx.redis, ctx.settings, "optout" if hold == "optout" else "handoff.requested", cid,
                       reply["instance"], reply["channel"], reply["reply_to"], reply["user_text"], reason=reason)
     return stored
@@ -476,7 +481,7 @@ def answer_directly(ctx, message, fixed=None):
     try:
         parts = parts or split_reply(ai_service.generate_reply(
             ctx.genai, settings, [], message.text[: settings.max_input_chars],
-            ai_service.load_system_prompt(settings, message.instance),
+            knowledge.system_instruction(settings, message.instance),
         ), settings, message.channel)
     except ai_service.Handoff:
         parts = [settings.handoff_message]

@@ -34,6 +34,7 @@ SCRIPTS = {  # name: (script and arguments, result file it writes, time limit in
     "memory": (["bench_memory.py"], "memory", 240),
     "prompt": (["bench_prompt.py"], "prompt", 150),
     "busy_hour": (["bench_busy_hour.py"], "busy_hour", 900),
+    "knowledge": (["bench_knowledge.py"], "knowledge", 150),
 }
 
 
@@ -122,6 +123,12 @@ FIGURES += [
     ("prompt_plateau_chars", "Prompt size (contents) where it plateaus (median of the last 10 of 40 exchanges)", "-",
      None, _chars),
     ("prompt_max_chars", "Prompt size (contents), max over 40 exchanges", "-", None, _chars),
+    ("knowledge_inline_chars_per_reply", "20,000-char knowledge, explicit cache off: prompt chars sent inline per reply",
+     "-", None, _chars),
+    ("knowledge_cached_chars_per_reply", "20,000-char knowledge, cached: prompt chars sent inline per reply",
+     "the conversation alone", lambda m, b, f: m < 0.2 * f.get("knowledge_inline_chars_per_reply", 0), _chars),
+    ("knowledge_cached_cached_share", "20,000-char knowledge, cached: share of prompt tokens read from the cache "
+     "(FakeGemini counts words)", "-", None, _pct),
 ]
 
 FIGURES += [

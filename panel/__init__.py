@@ -1,18 +1,20 @@
-"""The shop's web panel at /panel: every chat live, take over and answer, tune the persona, link the number,
-the owner's settings, health.
+"""The shop's web panel at /panel: every chat live, take over and answer, tune the persona and the shop's
+knowledge, what the bot learned, link the number, the owner's settings, health.
 
 A Flask blueprint on the webhook's app, registered only when PANEL_PASSWORD is set. Each page or API
-group is a module with a blueprint of its own (auth, inbox, chats_api, persona, connect, owner_settings,
-health, events), nested under `panel`; what they share (the bot's connections, how a chat is shown) is in common.py. Pages are
+group is a module with a blueprint of its own (auth, inbox, chats_api, persona, shop_knowledge, learned, connect,
+owner_settings, health, events), nested under `panel`; what they share (the bot's connections, how a chat is
+shown) is in common.py. Pages are
 server-rendered (templates/panel/) and refresh their parts by short polling; the JSON API under
 /panel/api serves the pages' buttons and scripts alike, with the same login session.
 """
 
 from flask import Blueprint
 
-from panel import auth, chats_api, common, connect, events, health, inbox, owner_settings, persona
+from panel import (auth, chats_api, common, connect, events, health, inbox, learned, owner_settings, persona,
+                   shop_knowledge)
 
-MODULES = (auth, inbox, chats_api, persona, connect, owner_settings, health, events)
+MODULES = (auth, inbox, chats_api, persona, shop_knowledge, learned, connect, owner_settings, health, events)
 
 
 def make_blueprint(settings, redis, queue, genai=None, http=None):

@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify, request
 
 import channels
 import chats
+import learn
 import events
 import stats
 from panel.auth import login_required
@@ -99,6 +100,7 @@ def api_reply(cid):
     except channels.Error as error:
         log.warning("panel: reply to chat %s failed: %s", cid, error)
         return jsonify(error=str(error)), 502
+    learn.person_answered(redis, deps().queue, cid, text, settings)  # after a handoff, the bot may learn from it
     events.record(redis, settings, "person.replied", cid, meta.get("instance", ""), meta.get("channel", "evolution"),
                   meta["reply_to"], text.strip())
     log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number

@@ -1,14 +1,13 @@
 """The persona page: read and write prompts/<name>.md, and try what the bot would answer with it."""
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 from flask import Blueprint, jsonify
 
 import ai_service
+import knowledge
 import memory
 import stats
 from panel.auth import login_required
@@ -37,7 +36,7 @@ def prompt_names():
     if folder.is_dir():
         names |= {p.stem for p in folder.glob("*.md")}
     names.discard(prompt_path("system").stem)
-    names.discard("system")
+    names -= {"system", "knowledge"}  # prompts/knowledge.md is the shop's knowledge (knowledge.py), not a persona
     return ["system", *sorted(n for n in names if PROMPT_NAME.fullmatch(n))]
 
 
@@ -74,14 +73,9 @@ def api_save_prompt(name):
             return jsonify(error="the system prompt cannot be empty"), 400
         path.unlink(missing_ok=True)
         return jsonify(name=name, exists=False)
-    tmp = None
     try:
-        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-            tmp.write(text.strip() + "\n")
-        os.replace(tmp.name, path)  # a reply reading it meanwhile sees the old or the new text, never half
+        knowledge.write_file(path, text.strip() + "\n")  # a reply reading it meanwhile sees the old or the new text
     except OSError as error:  # e.g. prompts/ not writable by the container's user (README "Panel")
-        if tmp is not None:
-            Path(tmp.name).unlink(missing_ok=True)
         log.error("panel: cannot save prompt %s: %s", name, error)
         return jsonify(error=f"cannot write {path.name}: {error.strerror or error}"), 500
     log.info("panel: prompt %s saved (%d chars)", name, len(text))
@@ -91,7 +85,10 @@ def api_save_prompt(name):
 @bp.post("/api/try")
 @login_required
 def api_try():
-    """What the bot would answer, as chat.py does (no history, split parts), sending nothing to WhatsApp."""
+    """What the bot would answer, as chat.py does (no history, split parts), sending nothing to WhatsApp.
+
+    `prompt` and `knowledge`, when sent, stand for the persona and the knowledge files (a draft being tried).
+    """
     import worker  # split_reply: the same split as real replies
 
     settings = deps().settings
@@ -102,11 +99,12 @@ def api_try():
         return jsonify(error='send JSON {"instance": "...", "text": "..."}'), 400
     if instance and not PROMPT_NAME.fullmatch(instance):
         return jsonify(error="instance names are letters, digits, - and _"), 400
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        prompt = ai_service.load_system_prompt(settings, instance)
+    prompt, known = body.get("prompt"), body.get("knowledge")  # drafts from the page, unsaved
+    prompt = prompt if isinstance(prompt, str) and prompt.strip() else None
+    known = known if isinstance(known, str) else None
+    system = knowledge.system_instruction(settings, instance, persona=prompt, knowledge=known)
     try:
-        answer = ai_service.generate_reply(deps().gemini(), settings, [], text[: settings.max_input_chars], prompt)
+        answer = ai_service.generate_reply(deps().gemini(), settings, [], text[: settings.max_input_chars], system)
     except ai_service.Handoff as handoff:  # Gemini would hand this chat to a person
         return jsonify(parts=[settings.handoff_message], handoff=handoff.reason)
     except ai_service.ReplyError as error:

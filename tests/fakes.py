@@ -814,6 +814,10 @@ class FakeEvolution(_FakeHTTPServer):
 # --------------------------------------------------------------------------------------------
 
 _GEMINI_PATH = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
+_CACHE_PATH = re.compile(r"^/(v1|v1beta)/cachedContents(?:/([^/:]+))?$")
+_CACHE_NOT_FOUND = "CachedContent not found (or permission denied)"
+_CACHE_WITH_SYSTEM = ("CachedContent can not be used with GenerateContent request setting system_instruction, tools or "
+                      "tool_config.\n\nProposed fix: move those values to CachedContent from GenerateContent request.")
 _GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                   429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 _GOOGLE_MESSAGES = {
@@ -861,6 +865,12 @@ def _safety_ratings(blocked_category: str = "HARM_CATEGORY_HARASSMENT") -> list:
             else {"category": c, "probability": "NEGLIGIBLE"} for c in categories]
 
 
+def _words(*contents) -> int:
+    """The fake's token count: words of every text part (the real API counts tokens, about 4 characters each)."""
+    return sum(len(part.get("text", "").split()) for content in contents if content
+               for part in content.get("parts", []))
+
+
 # The prebuilt voices of the TTS models (speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName).
 _TTS_VOICES = {"Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe",
                "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi",
@@ -883,16 +893,29 @@ def _wants_audio(body) -> bool:
     return isinstance(config, dict) and "AUDIO" in (config.get("responseModalities") or [])
 
 
-class FakeGemini(_FakeHTTPServer):
-    """The Gemini API's generateContent for the real google-genai SDK pointed at `url` via HttpOptions(base_url=...).
 
-    `models` (optional) limits the accepted model names; others get Google's 404 NOT_FOUND.
+def _rfc3339(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{int(seconds % 1 * 1e6):06d}Z"
+
+
+class FakeGemini(_FakeHTTPServer):
+    """The Gemini API's generateContent and cachedContents for the real google-genai SDK pointed at `url`
+    via HttpOptions(base_url=...).
+
+    `models` (optional) limits the accepted model names; others get Google's 404 NOT_FOUND. Tokens
+    are counted as words (system instruction and contents; a cache's words count as cached tokens).
+    `requests` holds generateContent calls; `cache_calls` holds the cachedContents ones (create,
+    get, patch, delete). A cache below `min_cache_tokens` words is refused as the real API refuses
+    one below the model's minimum; a request naming an unknown or expired cache gets 403.
     """
 
-    def __init__(self, api_key: str = "test-gemini-key", *, models=None, port: int = 0):
+    def __init__(self, api_key: str = "test-gemini-key", *, models=None, port: int = 0, min_cache_tokens: int = 1024):
         super().__init__(port)
         self.api_key = api_key
         self.models = set(models) if models else None
+        self.min_cache_tokens = min_cache_tokens
+        self.caches: dict[str, dict] = {}  # "cachedContents/<id>" -> the stored cache
+        self.cache_calls: list[dict] = []
         self.responder = None  # callable(request_json) -> str (reply text) or dict (whole response JSON)
         self.speech = b"\x00\x01" * 2400  # PCM a TTS model answers with (0.1 s of 24 kHz 16-bit mono)
         self._replies = 0
@@ -919,6 +942,20 @@ class FakeGemini(_FakeHTTPServer):
     def empty_next(self, times: int = 1, finish_reason: str = "SAFETY"):
         """Answer the next requests with a candidate that has `finish_reason` and no content."""
         self._push_fault(None, {"empty": finish_reason}, times)
+
+    def fail_cache_next(self, status=503, times: int = 1):
+        """Answer the next `times` cachedContents calls with Google's error for `status`, or "drop"."""
+        self._push_fault("cachedContents", {"status": status, "body": None, "retry": 30}, times)
+
+    def expire_caches(self):
+        """Every cache expires now (as after its TTL, or deleted by someone else)."""
+        with self._lock:
+            for cache in self.caches.values():
+                cache["expires"] = time.time() - 1
+
+    def cache_creations(self) -> list[dict]:
+        """Bodies of the successful cachedContents creations, in order."""
+        return [c["body"] for c in self.cache_calls if c["method"] == "POST" and c["status"] == 200]
 
     def speak_with(self, pcm: bytes):
         """Answer every following text-to-speech request (responseModalities ["AUDIO"]) with this PCM."""
@@ -981,8 +1018,93 @@ class FakeGemini(_FakeHTTPServer):
         return "".join(p.get("text", "") for p in si.get("parts", []))
 
     # -- server side -------------------------------------------------------------------------
+    def _authorize(self, record: dict, split):
+        key = record["headers"].get("x-goog-api-key") or (parse_qs(split.query).get("key") or [None])[0]
+        if not key:
+            return _google_error(403, _NO_KEY)
+        if key != self.api_key:
+            return _google_error(400, _KEY_INVALID, [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
+                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
+                 "message": _KEY_INVALID},
+            ])
+        return None
+
+    def _live_cache(self, name):
+        cache = self.caches.get(name)
+        return cache if cache and cache["expires"] > time.time() else None
+
+    @staticmethod
+    def _cache_view(cache: dict) -> dict:
+        return {"name": cache["name"], "model": cache["model"], "displayName": cache.get("displayName", ""),
+                "createTime": _rfc3339(cache["created"]), "updateTime": _rfc3339(cache["updated"]),
+                "expireTime": _rfc3339(cache["expires"]), "usageMetadata": {"totalTokenCount": cache["tokens"]}}
+
+    @staticmethod
+    def _expiry(body: dict, now: float):
+        if body.get("ttl"):
+            match = re.fullmatch(r"(\d+(?:\.\d+)?)s", str(body["ttl"]))
+            return now + float(match.group(1)) if match else None
+        return now + 3600  # the API's default TTL: one hour
+
+    def _cached_contents(self, record: dict, split, match):
+        """POST cachedContents (create), GET/PATCH/DELETE cachedContents/<id>, as the v1beta API answers them."""
+        with self._lock:
+            self.cache_calls.append(record)
+        fault = self._pop_fault("cachedContents")
+        if fault:
+            return None if fault["status"] == "drop" else _google_error(fault["status"])
+        refused = self._authorize(record, split)
+        if refused:
+            return refused
+        body, now, cid = record["body"] if isinstance(record["body"], dict) else {}, time.time(), match.group(2)
+        if cid is None and record["method"] == "POST":
+            model = str(body.get("model", "")).removeprefix("models/")
+            if not model:
+                return _google_error(400, "* CreateCachedContentRequest.cached_content.model: model is required\n")
+            if self.models is not None and model not in self.models:
+                return _google_error(404, f"models/{model} is not found for API version {match.group(1)}")
+            expires = self._expiry(body, now)
+            if expires is None:
+                return _google_error(400, f"Invalid value at 'cached_content.ttl' ({body.get('ttl')!r})")
+            tokens = _words(body.get("systemInstruction"), *(body.get("contents") or []))
+            if tokens < self.min_cache_tokens:
+                return _google_error(400, f"Cached content is too small. total_token_count={tokens}, "
+                                          f"min_total_token_count={self.min_cache_tokens}")
+            cache = {"name": "cachedContents/" + secrets.token_hex(8), "model": f"models/{model}",
+                     "displayName": body.get("displayName", ""), "systemInstruction": body.get("systemInstruction"),
+                     "tools": body.get("tools"), "contents": body.get("contents") or [], "tokens": tokens,
+                     "created": now, "updated": now, "expires": expires}
+            with self._lock:
+                self.caches[cache["name"]] = cache
+            return 200, self._cache_view(cache)
+        if cid is None:
+            return 200, {"cachedContents": [self._cache_view(c) for c in self.caches.values() if c["expires"] > now]}
+        cache = self._live_cache(f"cachedContents/{cid}")
+        if cache is None:
+            return _google_error(403, _CACHE_NOT_FOUND)
+        if record["method"] == "PATCH":
+            expires = self._expiry(body, now)
+            if expires is None or not (body.get("ttl") or body.get("expireTime")):
+                return _google_error(400, "ttl or expire_time must be set")
+            with self._lock:
+                cache.update(expires=expires, updated=now)
+        elif record["method"] == "DELETE":
+            with self._lock:
+                self.caches.pop(cache["name"], None)
+            return 200, {}
+        return 200, self._cache_view(cache)
+
     def _handle(self, record: dict):
         split = urlsplit(record["path"])
+        cached = _CACHE_PATH.match(split.path)
+        if cached:
+            try:
+                record["body"] = json.loads(record["raw"] or b"null")
+            except ValueError:
+                record["body"] = None
+            return self._cached_contents(record, split, cached)
         match = _GEMINI_PATH.match(split.path) if record["method"] == "POST" else None
         record.update(api_version=match and match.group(1), model=match and unquote(match.group(2)),
                       body=None)
@@ -1009,16 +1131,9 @@ class FakeGemini(_FakeHTTPServer):
             details = _quota_details(record["model"], fault["retry"]) if fault["status"] == 429 else None
             return _google_error(fault["status"], details=details)
 
-        key = record["headers"].get("x-goog-api-key") or (parse_qs(split.query).get("key") or [None])[0]
-        if not key:
-            return _google_error(403, _NO_KEY)
-        if key != self.api_key:
-            return _google_error(400, _KEY_INVALID, [
-                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                 "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
-                {"@type": "type.googleapis.com/google.rpc.LocalizedMessage", "locale": "en-US",
-                 "message": _KEY_INVALID},
-            ])
+        refused = self._authorize(record, split)
+        if refused:
+            return refused
         if self.models is not None and record["model"] not in self.models:
             return _google_error(404, f"models/{record['model']} is not found for API version "
                                  f"{record['api_version']}, or is not supported for generateContent. "
@@ -1033,9 +1148,19 @@ class FakeGemini(_FakeHTTPServer):
             if not content.get("parts"):
                 return _google_error(400, f"* GenerateContentRequest.contents[{n}].parts: "
                                           "contents.parts must not be empty.\n")
+        cache = None
+        if body.get("cachedContent"):
+            if any(body.get(name) for name in ("systemInstruction", "tools", "toolConfig")):
+                return _google_error(400, _CACHE_WITH_SYSTEM)
+            cache = self._live_cache(body["cachedContent"])
+            if cache is None:
+                return _google_error(403, _CACHE_NOT_FOUND)
+            if cache["model"] != f"models/{record['model']}":
+                return _google_error(400, f"Model used by GenerateContent request (models/{record['model']}) and "
+                                          f"CachedContent ({cache['model']}) has to be the same.")
         if _wants_audio(body):
             return self._speech(record)
-        return 200, self._success(record, fault)
+        return 200, self._success(record, fault, cache)
 
     def _speech(self, record: dict) -> tuple[int, dict]:
         """A TTS model's answer: one inlineData part, raw 16-bit little-endian PCM at 24 kHz, base64 (standard
@@ -1061,9 +1186,10 @@ class FakeGemini(_FakeHTTPServer):
             "modelVersion": record["model"], "responseId": secrets.token_urlsafe(16),
         }
 
-    def _success(self, record: dict, fault: dict | None) -> dict:
-        prompt_tokens = sum(len(t.split()) for c in record["body"]["contents"]
-                            for t in (p.get("text", "") for p in c.get("parts", []))) or 1
+    def _success(self, record: dict, fault: dict | None, cache: dict | None = None) -> dict:
+        cached_tokens = cache["tokens"] if cache else 0
+        prompt_tokens = (_words(record["body"].get("systemInstruction"), *record["body"]["contents"])
+                         + cached_tokens) or 1
         envelope = {"modelVersion": record["model"], "responseId": secrets.token_urlsafe(16)}
         if fault and "block" in fault:
             return {"promptFeedback": {"blockReason": fault["block"], "safetyRatings": _safety_ratings()},
@@ -1081,12 +1207,16 @@ class FakeGemini(_FakeHTTPServer):
         if isinstance(reply, dict):
             return reply
         out_tokens = len(reply.split()) or 1
+        usage = {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
+                 "totalTokenCount": prompt_tokens + out_tokens,
+                 "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]}
+        if cached_tokens:
+            usage.update(cachedContentTokenCount=cached_tokens,
+                         cacheTokensDetails=[{"modality": "TEXT", "tokenCount": cached_tokens}])
         return {
             "candidates": [{"content": {"parts": [{"text": reply}], "role": "model"},
                             "finishReason": "STOP", "index": 0}],
-            "usageMetadata": {"promptTokenCount": prompt_tokens, "candidatesTokenCount": out_tokens,
-                              "totalTokenCount": prompt_tokens + out_tokens,
-                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}]},
+            "usageMetadata": usage,
             **envelope,
         }
 

@@ -32,4 +32,5 @@ def test_each_reply_logs_its_token_counts(make_settings, gemini, caplog):
     gemini.reply_with("Temos sim, de 39 a 44.")
     with caplog.at_level("INFO", logger="ai_service"):
         ai_service.generate_reply(ai_service.make_client(settings), settings, [], "tem tênis 42?", "Seja breve.")
-    assert "Gemini tokens: prompt 3, answer 6, thinking 0" in caplog.text  # the fake counts words
+    # the fake counts words: 2 of the system instruction and 3 of the message
+    assert "Gemini tokens: prompt 5, answer 6, thinking 0, cached 0" in caplog.text

@@ -293,3 +293,60 @@ def test_webhook_find_is_null_until_set(evo):
     assert get(evo, "/webhook/find/shop", key="wrong").status_code == 401
     evo.fail_next("findWebhook", 500)
     assert get(evo, "/webhook/find/shop").status_code == 500
+
+
+# --- Gemini's cachedContents (explicit context caching) through the real SDK -------------------------
+
+def make_cache(c, text="um dois três quatro cinco seis", ttl="60s", **config):
+    return c.caches.create(model="gemini-2.5-flash", config=types.CreateCachedContentConfig(
+        system_instruction=text, ttl=ttl, **config))
+
+
+def test_gemini_cache_lifecycle_create_use_renew_delete(gem):
+    gem.min_cache_tokens = 5
+    c = client(gem)
+    cache = make_cache(c)
+    assert cache.name.startswith("cachedContents/") and cache.usage_metadata.total_token_count == 6
+    assert 55 < cache.expire_time.timestamp() - time.time() <= 60
+    created = gem.cache_calls[0]
+    assert (created["method"], created["headers"]["x-goog-api-key"]) == ("POST", "g-key")
+    assert created["body"]["model"] == "models/gemini-2.5-flash" and created["body"]["ttl"] == "60s"
+
+    response = c.models.generate_content(model="gemini-2.5-flash", contents="oi tudo bem",
+                                         config=types.GenerateContentConfig(cached_content=cache.name))
+    usage = response.usage_metadata
+    assert (usage.prompt_token_count, usage.cached_content_token_count) == (9, 6)  # words: 6 cached + 3
+    assert gem.requests[-1]["body"]["cachedContent"] == cache.name
+
+    renewed = c.caches.update(name=cache.name, config=types.UpdateCachedContentConfig(ttl="600s"))
+    assert renewed.expire_time.timestamp() - time.time() > 590 and gem.cache_calls[-1]["method"] == "PATCH"
+    c.caches.delete(name=cache.name)
+    with pytest.raises(errors.ClientError) as gone:
+        c.models.generate_content(model="gemini-2.5-flash", contents="oi",
+                                  config=types.GenerateContentConfig(cached_content=cache.name))
+    assert (gone.value.code, gone.value.status) == (403, "PERMISSION_DENIED")
+
+
+def test_gemini_cache_refusals_match_the_real_api(gem):
+    c = client(gem)
+    with pytest.raises(errors.ClientError, match="Cached content is too small. total_token_count=1, "
+                                                 "min_total_token_count=1024"):
+        make_cache(c, "curto")
+    gem.min_cache_tokens = 1
+    cache = make_cache(c)
+    with pytest.raises(errors.ClientError, match="CachedContent can not be used with GenerateContent request"):
+        c.models.generate_content(model="gemini-2.5-flash", contents="oi", config=types.GenerateContentConfig(
+            cached_content=cache.name, system_instruction="outra"))
+    with pytest.raises(errors.ClientError, match="has to be the same"):
+        c.models.generate_content(model="gemini-2.5-pro", contents="oi",
+                                  config=types.GenerateContentConfig(cached_content=cache.name))
+    gem.expire_caches()
+    with pytest.raises(errors.ClientError, match="CachedContent not found"):
+        c.caches.update(name=cache.name, config=types.UpdateCachedContentConfig(ttl="60s"))
+    with pytest.raises(errors.ClientError) as wrong_key:
+        make_cache(client(gem, key="wrong"))
+    assert wrong_key.value.code == 400
+    gem.fail_cache_next(503)
+    with pytest.raises(errors.ServerError):
+        make_cache(c)
+    assert len(gem.requests) == 2  # cachedContents calls are apart from generateContent's

@@ -2,7 +2,8 @@
 
 The owner logs in, sees a chat appear while the fake Evolution delivers a burst, opens it, takes
 over, answers as a person (the fake Evolution receives it; the bot stays quiet), edits the persona
-and tries it, hands back, and the next Gemini request carries the new persona. Screenshots go to
+and tries it, hands back, and the next Gemini request carries the new persona. The owner also writes
+the shop's knowledge and tries it, and approves or rejects what the bot learned. Screenshots go to
 docs/screenshots/ for the README.
 """
 
@@ -18,7 +19,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 import buffer
+import learn
 import stats
+from config import load_settings
 from conftest import CUSTOMER, ROOT, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
@@ -252,3 +255,57 @@ def test_owner_links_a_number_and_pauses_the_bot_from_the_panel(start_stack, gem
     stack.post(text_message("alô?", "PAUSED2"))
     evolution.wait_for(1, timeout=WAIT)
     assert evolution.sent_texts() == [("shop", CUSTOMER, "Oi! Estamos abertos até as 18h.")]
+
+
+BAKERY = "## Pães\n- Pão francês: R$ 0,90 a unidade\n- Pão de queijo: R$ 4,50\n\n## Horário\n- Todos os dias das 6h às 20h"
+
+
+def test_owner_writes_the_knowledge_and_approves_what_the_bot_learned(start_stack, gemini, browser, tmp_path):
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    shutil.copy(ROOT / "prompts" / "system.md", prompts / "system.md")
+    stack = start_stack(PANEL_PASSWORD=PASSWORD, SYSTEM_PROMPT_FILE=prompts / "system.md")
+    settings = load_settings({"SYSTEM_PROMPT_FILE": str(prompts / "system.md")}, require=())
+    redis = stack.redis.client()
+    learned = learn.suggest(redis, settings, "shop", CID, "Vocês fazem bolo de aniversário sob encomenda?",
+                            "Sim, com 3 dias de antecedência, a partir de R$ 80.")
+    unwanted = learn.suggest(redis, settings, "shop", CID, "Vocês abrem no feriado?", "Nesse feriado não.")
+
+    browser.get(f"{stack.url}/panel/login")
+    until(browser, lambda d: d.find_element(By.ID, "password"), "the login form")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-button").click()
+    until(browser, lambda d: d.find_elements(By.ID, "nav-knowledge"), "the panel")
+
+    # The knowledge: written, saved, tried (the draft reaches Gemini after the persona).
+    browser.find_element(By.ID, "nav-knowledge").click()
+    area = until(browser, lambda d: d.find_element(By.ID, "knowledge-text"), "the knowledge editor")
+    until(browser, lambda d: "caracteres" in d.find_element(By.ID, "knowledge-size").text, "the knowledge loaded")
+    area.send_keys(BAKERY)
+    browser.find_element(By.ID, "knowledge-save").click()
+    until(browser, lambda d: "Salvo" in d.find_element(By.ID, "knowledge-status").text, "the saved message")
+    assert (prompts / "knowledge.md").read_text() == BAKERY + "\n"
+    gemini.reply_with("O pão francês sai por R$ 0,90 a unidade.\n\nQuer reservar?")
+    browser.find_element(By.ID, "knowledge-try-send").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#knowledge-try-parts li")) == 2, "the try-it answer")
+    assert gemini.system_text().endswith("## O que a loja sabe\n\n" + BAKERY)
+    shot(browser, "knowledge")
+
+    # What the bot learned: one approved with an edited answer, one rejected.
+    browser.find_element(By.ID, "nav-learned").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".suggestion")) == 2, "two suggestions")
+    shot(browser, "learned")
+    item = browser.find_element(By.CSS_SELECTOR, f'.suggestion[data-id="{learned["id"]}"]')
+    answer = item.find_element(By.CSS_SELECTOR, "textarea.answer")
+    answer.clear()
+    answer.send_keys("Sim, sob encomenda com 3 dias de antecedência, a partir de R$ 80 (1 kg).")
+    item.find_element(By.CSS_SELECTOR, '[data-decision="approve"]').click()
+    until(browser, lambda d: "Aprovada" in item.find_element(By.CSS_SELECTOR, ".status").text, "the approval")
+    other = browser.find_element(By.CSS_SELECTOR, f'.suggestion[data-id="{unwanted["id"]}"]')
+    other.find_element(By.CSS_SELECTOR, '[data-decision="reject"]').click()
+    until(browser, lambda d: "Rejeitada" in other.find_element(By.CSS_SELECTOR, ".status").text, "the rejection")
+    assert (prompts / "knowledge.md").read_text() == BAKERY + "\n" + learn.qa_line(
+        "Vocês fazem bolo de aniversário sob encomenda?",
+        "Sim, sob encomenda com 3 dias de antecedência, a partir de R$ 80 (1 kg).") + "\n"
+    assert learn.suggestions(redis) == []
+    assert "feriado" not in (prompts / "knowledge.md").read_text()

@@ -51,6 +51,9 @@ CASES = [
     ({"HANDOFF_PAUSE_MINUTES": "-1"}, (), "HANDOFF_PAUSE_MINUTES"),
     ({"GEMINI_MAX_OUTPUT_TOKENS": "0"}, (), "GEMINI_MAX_OUTPUT_TOKENS"),
     ({"GEMINI_THINKING_BUDGET": "-2"}, (), "GEMINI_THINKING_BUDGET"),
+    ({"WORKER_CONCURRENCY": "0"}, (), "WORKER_CONCURRENCY"),  # main's refusal without a case (issue 18's merge)
+    ({"GEMINI_CACHE_MIN_TOKENS": "-2"}, (), "GEMINI_CACHE_MIN_TOKENS"),
+    ({"GEMINI_CACHE_TTL_MINUTES": "0"}, (), "GEMINI_CACHE_TTL_MINUTES"),
 ]
 
 ENGLISH = {"must", "got", "is", "are", "required", "cannot", "the", "should", "shorter", "than", "unknown",

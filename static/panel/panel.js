@@ -130,14 +130,78 @@ function personaPage() {
       const instance = name.value === "system" ? "" : name.value;
       const answer = await api("POST", "/panel/api/try",
         {instance, text: document.getElementById("try-text").value, prompt: text.value});
-      answer.parts.forEach((part) => {
-        const li = document.createElement("li");
-        li.className = "msg from-bot";
-        li.textContent = part;
-        list.appendChild(li);
-      });
+      showParts(list, answer.parts);
       say(tryStatus, `${answer.parts.length} mensagem(ns) — nada foi enviado ao WhatsApp.`);
     } catch (e) { say(tryStatus, "Erro: " + e.message, true); }
+  });
+}
+
+function showParts(list, parts) {
+  list.innerHTML = "";
+  parts.forEach((part) => {
+    const li = document.createElement("li");
+    li.className = "msg from-bot";
+    li.textContent = part;
+    list.appendChild(li);
+  });
+}
+
+function knowledgePage() {
+  const name = document.getElementById("knowledge-name");
+  const text = document.getElementById("knowledge-text");
+  const status = document.getElementById("knowledge-status");
+  const size = (known) => {
+    document.getElementById("knowledge-size").textContent = `${known.chars} caracteres` +
+      (known.cached ? " — grande o bastante para o cache do Gemini: cada resposta envia só a conversa." : ".");
+  };
+  const load = async () => {
+    const known = await api("GET", `/panel/api/knowledge?name=${encodeURIComponent(name.value)}`);
+    text.value = known.text;
+    size(known);
+    say(status, name.value !== "system" && !known.exists ? "Vazio: esta instância usa o conhecimento system." : "");
+  };
+  name.addEventListener("change", load);
+  load();
+  document.getElementById("knowledge-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      size(await api("PUT", "/panel/api/knowledge", {name: name.value, text: text.value}));
+      say(status, "Salvo. Vale a partir da próxima resposta.");
+    } catch (e) { say(status, "Não foi salvo: " + e.message, true); }
+  });
+  document.getElementById("knowledge-try-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const tryStatus = document.getElementById("knowledge-try-status");
+    const list = document.getElementById("knowledge-try-parts");
+    list.innerHTML = "";
+    say(tryStatus, "Perguntando ao Gemini…");
+    try {
+      const instance = name.value === "system" ? "" : name.value;
+      const answer = await api("POST", "/panel/api/try",
+        {instance, text: document.getElementById("knowledge-try-text").value, knowledge: text.value});
+      showParts(list, answer.parts);
+      say(tryStatus, `${answer.parts.length} mensagem(ns) — nada foi enviado ao WhatsApp.`);
+    } catch (e) { say(tryStatus, "Erro: " + e.message, true); }
+  });
+}
+
+function learnedPage() {
+  document.querySelectorAll(".suggestion [data-decision]").forEach((button) => {
+    button.addEventListener("click", async () => {
+      const item = button.closest(".suggestion");
+      const status = item.querySelector(".status");
+      const decision = button.dataset.decision;
+      const body = decision === "approve" ? {answer: item.querySelector(".answer").value} : undefined;
+      item.querySelectorAll("button").forEach((b) => { b.disabled = true; });
+      try {
+        await api("POST", `/panel/api/suggestions/${item.dataset.id}/${decision}`, body);
+        say(status, decision === "approve" ? "Aprovada: entrou no conhecimento da loja." : "Rejeitada: não será sugerida de novo.");
+        item.classList.add(decision === "approve" ? "approved" : "rejected");
+      } catch (e) {
+        say(status, "Erro: " + e.message, true);
+        item.querySelectorAll("button").forEach((b) => { b.disabled = false; });
+      }
+    });
   });
 }
 
@@ -261,6 +325,8 @@ document.addEventListener("DOMContentLoaded", () => {
   document.querySelectorAll("[data-poll]").forEach(poll);
   if (document.getElementById("reply-form")) chatPage();
   if (document.getElementById("persona-form")) personaPage();
+  if (document.getElementById("knowledge-form")) knowledgePage();
+  if (document.getElementById("suggestions")) learnedPage();
   if (document.getElementById("create-form")) connectPage();
   if (document.getElementById("settings-form")) settingsPage();
 });
