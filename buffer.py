@@ -57,6 +57,7 @@ def keys(cid):
         "session": f"wa:session:{cid}",
         "delivered": f"wa:delivered:{cid}",
         "media": f"wa:media:{cid}",
+        "uncertain": f"wa:uncertain:{cid}",  # the panel's sends whose outcome is unknown (timed out)
         "history": memory.key(cid),
     }
 

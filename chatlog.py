@@ -64,13 +64,14 @@ def log_keys(cid):
 def log_args(item, settings, meta=None, now=None):
     """The arguments `log_entry` takes for one entry: the log (capped, expiring), the chat index and the last message.
 
-    The score is the entry's `at`, plus for whole seconds a fraction from the arrival time, so two
-    messages of one second keep the order they came in.
+    The score is the entry's `at`, plus for whole seconds a fraction from the arrival time (how late it
+    came, up to an hour), so messages of one second keep the order they came in even when delivered late.
     """
     now = time.time() if now is None else now
     ttl = settings.history_ttl_seconds
     at = item["at"]
-    score = at + min(max(now - at, 0), 0.999) if isinstance(at, int) else at  # whole seconds: arrival order breaks ties
+    late = min(max(now - at, 0), 3600) / 3600 * 0.999 if isinstance(at, int) else None
+    score = at + late if late is not None else at  # whole seconds: arrival order breaks ties
     fields = {"last_text": item["text"] or f"[{item['kind']}]", "last_at": item["at"], "last_from": item["from"],
               **(meta or {})}
     return [json.dumps(item, sort_keys=True, ensure_ascii=False), repr(score), repr(item["at"]), repr(now - ttl),

@@ -13,6 +13,7 @@ import time
 
 import redis as redis_lib
 
+import attention
 import buffer
 import chatlog
 import memory
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
              "regenerated", "history", "media")
 
-_LUA_ACT = memory.LUA_HISTORY + """
+_LUA_ACT = memory.LUA_HISTORY + attention.LUA_ANSWERED + """
 local function chat_keys(offset)
   local K = {}
   for i, name in ipairs({%s}) do K[name] = KEYS[offset + i] end
@@ -32,6 +33,7 @@ end
 -- A person acts: 'resume' turns the bot back on; 'pause' and 'stop' void what a job holds and keep
 -- what was waiting (and what the bot had already sent of its reply) in history for the bot's next turn.
 local function act(K, due, action, pause_seconds, cid, human_turn, limit)
+  if action == 'resume' or human_turn ~= '' then person_answered(cid) end  -- the panel's "Precisa de você" ends
   if action == 'resume' then
     redis.call('DEL', K.paused, K.optout)
     return 'resumed'
@@ -193,6 +195,7 @@ def _erase(redis, cid):
     pipe.delete(*buffer.keys(cid).values())
     pipe.zrem(buffer.DUE, cid)
     chatlog.erase(pipe, cid)  # the panel's conversation log and chat details
+    attention.erase(pipe, cid)  # the panel's "Precisa de você" and search
     return pipe.execute()[0]
 
 

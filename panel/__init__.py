@@ -1,17 +1,17 @@
 """The shop's web panel at /panel: every chat live, take over and answer, tune the persona, health and numbers.
 
 A Flask blueprint on the webhook's app, registered only when PANEL_PASSWORD is set. Each page or API
-group is a module with a blueprint of its own (auth, inbox, chats_api, persona, health), nested under
-`panel`; what they share (the bot's connections, how a chat is shown) is in common.py. Pages are
+group is a module with a blueprint of its own (auth, inbox, chats_api, media, quick_replies, persona,
+health, manifest), nested under `panel`; what they share (the bot's connections, how a chat is shown) is in common.py. Pages are
 server-rendered (templates/panel/) and refresh their parts by short polling; the JSON API under
 /panel/api serves the pages' buttons and scripts alike, with the same login session.
 """
 
 from flask import Blueprint
 
-from panel import auth, chats_api, common, health, inbox, persona
+from panel import auth, chats_api, common, health, inbox, manifest, media, persona, quick_replies
 
-MODULES = (auth, inbox, chats_api, persona, health)
+MODULES = (auth, inbox, chats_api, media, quick_replies, persona, health, manifest)
 
 
 def make_blueprint(settings, redis, queue, genai=None, http=None):
@@ -26,5 +26,6 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
 
     for module in MODULES:
         bp.register_blueprint(module.bp)
+    bp.after_request(common.compress)
     auth.configure(bp, settings)
     return bp
