@@ -129,7 +129,8 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     until(browser, lambda d: "pode sim, obrigada!" in d.find_element(By.ID, "messages").text, "the customer's answer")
     time.sleep(DEBOUNCE + 2)  # a bot answer would come within this; absence cannot be waited for
     assert len(gemini.requests) == gemini_calls and len(evolution.sent_texts()) == 3
-    assert state(browser) == "paused"
+    until(browser, lambda d: state(d) == "needs_person", "the customer waiting for the person")  # wrote while paused
+    assert "escreveu enquanto pausado" in browser.find_element(By.ID, "now").text
     browser.execute_script("window.scrollTo(0, 0)")
     shot(browser, "conversation")
 
@@ -141,7 +142,10 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     browser.find_element(By.ID, "nav-inbox").click()
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".chats a.chat")) == 2, "two chats in the inbox")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '.chats [data-state="answering"]'), "the other chat answering")
-    assert browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"] .state').get_attribute("data-state") == "paused"
+    assert browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"] .state').get_attribute("data-state") == \
+        "needs_person"
+    assert browser.find_element(By.CSS_SELECTOR, ".chats li").get_attribute("data-cid") == CID  # pinned first
+    assert browser.title.startswith("(1) Conversas")
     shot(browser, "inbox")
     gemini.release()
     evolution.wait_for(5, timeout=WAIT)  # the other customer's answer, in two parts
