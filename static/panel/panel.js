@@ -278,7 +278,7 @@ function conversation() {
     });
     if (bottom) window.scrollTo(0, document.body.scrollHeight);
   };
-  const poll = poller(thread, () => thread.dataset.poll, apply);
+  poller(thread, () => thread.dataset.poll, apply);
 
   const actionStatus = $("action-status");
   thread.addEventListener("click", async (event) => {
@@ -290,7 +290,7 @@ function conversation() {
       say(actionStatus, {pause: "Você assumiu: o bot está pausado nesta conversa.",
         resume: "O bot voltou a responder esta conversa.", stop: "O bot não responde mais esta conversa."}
         [button.dataset.action]);
-      await poll.reset();
+      await Promise.all(pollers.map((p) => p.reset()));
     } catch (e) { say(actionStatus, e.message, true); button.disabled = false; }
   });
 
@@ -318,7 +318,7 @@ function conversation() {
       else say(status, e.message.startsWith("Não foi enviada") ? e.message : "Não foi enviada: " + e.message, true);
     } finally {
       $("reply-send").disabled = false;
-      await poll.reset();
+      await Promise.all(pollers.map((p) => p.reset()));  // the thread, and the list beside it
     }
   };
   form.addEventListener("submit", (event) => { event.preventDefault(); send(); });
@@ -379,7 +379,7 @@ function conversation() {
       else send();
     }
   });
-  box.addEventListener("blur", () => setTimeout(close, 150));
+  box.addEventListener("blur", () => setTimeout(() => { if (document.activeElement !== box) close(); }, 150));
 
   $("suggest").addEventListener("click", async () => {
     const button = $("suggest");
