@@ -33,6 +33,7 @@ SCRIPTS = {  # name: (script and arguments, result file it writes, time limit in
     "typing": (["bench_typing.py"], "typing", 150),
     "memory": (["bench_memory.py"], "memory", 150),
     "prompt": (["bench_prompt.py"], "prompt", 150),
+    "panel": (["bench_panel.py"], "panel", 420),
 }
 
 
@@ -115,6 +116,14 @@ FIGURES += [
     ("prompt_plateau_chars", "Prompt size (contents) where it plateaus (median of the last 10 of 40 exchanges)", "-",
      None, _chars),
     ("prompt_max_chars", "Prompt size (contents), max over 40 exchanges", "-", None, _chars),
+    ("panel_list_ms_first_page", "Panel: GET /panel/api/chats at 20,000 chats, first page (p50)", "<= 100 ms",
+     lambda m, b, f: m <= 100, _ms),
+    ("panel_list_ms_worst", "Panel: the same, slowest of search/filter/cursor (p50)", "<= 100 ms",
+     lambda m, b, f: m <= 100, _ms),
+    ("panel_idle_inbox_bytes_per_min", "Panel: idle inbox in a real Chromium, bytes received per minute", "<= 100 KB",
+     lambda m, b, f: m <= 100 * 1024, _kb),
+    ("panel_idle_thread_bytes_per_min", "Panel: idle 500-message conversation (list beside it), bytes per minute", "-",
+     None, _kb),
 ]
 
 current = None

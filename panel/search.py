@@ -3,7 +3,9 @@
 The chat index (chatlog.CHATS, by last activity) and the set of chats that need a person
 (attention.NEEDS) are walked inside Redis by one Lua script, so a call costs one round trip
 whatever the number of chats: a chat's state is read only when filtering by state (one EXISTS for
-most chats), its name, number and last text only when searching. The chats that need a person
+most chats). A search reads one hash (attention.SEARCH: each chat's name, number digits and last
+text, lowercased without accents), made again only for the chats active since the last search
+(by the index's scores), and emptied of chats that left the index. The chats that need a person
 come first, then every other chat, each group newest first. A cursor is where the last page ended
 (group, score, chat id), so new chats arriving meanwhile shift nothing.
 """
@@ -37,9 +39,9 @@ def _lua_fold_table():
     return "{" + ", ".join(pairs) + "}"
 
 
-# KEYS: chat index, needs-person set, due set, search cache
+# KEYS: chat index, needs-person set, due set, search cache, the index score the cache is made up to
 # ARGV: search terms (folded, space-separated), (unused), state, after group, after score, after cid, limit, then the key prefixes of
-#       a chat's details, pause, opt-out and lock
+#       a chat's details, pause, opt-out and lock, and the needs-person reasons' hash
 FIND_SCRIPT = """
 local FOLD = %s
 local want = ARGV[3]
@@ -64,28 +66,35 @@ local function bot_state(cid)  -- as chats.state says it, with one EXISTS for a 
   if p then return 'paused' end
   return 'answering'
 end
-local cache, visited = {}, {}
-if #terms > 0 then
+local hit = {}
+if #terms > 0 then  -- the search cache: folded name, number's digits, last text per chat; chats active lately made again
+  local since = tonumber(redis.call('GET', KEYS[5]) or '0')
+  local top = since
+  local fresh = redis.call('ZRANGEBYSCORE', KEYS[1], since - 300, '+inf', 'WITHSCORES')  -- 300 s: late deliveries
+  for i = 1, #fresh, 2 do
+    local d = redis.call('HMGET', meta .. fresh[i], 'name', 'reply_to', 'last_text')
+    redis.call('HSET', KEYS[4], fresh[i],
+               fold((d[1] or '') .. '\\n' .. (string.gsub(d[2] or '', '%%D', '')) .. '\\n' .. (d[3] or '')))
+    top = math.max(top, tonumber(fresh[i + 1]))
+  end
+  redis.call('SET', KEYS[5], tostring(top))
   local flat = redis.call('HGETALL', KEYS[4])
-  for i = 1, #flat, 2 do cache[flat[i]] = flat[i + 1] end
-end
-local function searched(cid, score)  -- score, then folded: name, number's digits, last text; made again when the chat moved
-  visited[cid] = true
-  local c = cache[cid]
-  if c and string.sub(c, 1, #score + 1) == score .. '\\n' then return c end
-  local d = redis.call('HMGET', meta .. cid, 'name', 'reply_to', 'last_text')
-  c = score .. '\\n' .. fold((d[1] or '') .. '\\n' .. (string.gsub(d[2] or '', '%%D', '')) .. '\\n' .. (d[3] or ''))
-  redis.call('HSET', KEYS[4], cid, c)
-  return c
-end
-local function wanted(cid, group, score)
-  if want == 'needs_person' and group == 1 then return false end
-  if #terms > 0 then
-    local text = searched(cid, score)
+  for i = 1, #flat, 2 do
+    local found = true
     for _, term in ipairs(terms) do
-      if not string.find(text, term, #score + 2, true) then return false end
+      if not string.find(flat[i + 1], term, 1, true) then found = false break end
+    end
+    if found then hit[flat[i]] = true end
+  end
+  if #flat / 2 > redis.call('ZCARD', KEYS[1]) then  -- chats left the index (expired): their text leaves the cache
+    for i = 1, #flat, 2 do
+      if not redis.call('ZSCORE', KEYS[1], flat[i]) then redis.call('HDEL', KEYS[4], flat[i]) end
     end
   end
+end
+local function wanted(cid, group)
+  if want == 'needs_person' and group == 1 then return false end
+  if #terms > 0 and not hit[cid] then return false end
   if want ~= '' and want ~= 'needs_person' and (group == 0 or bot_state(cid) ~= want) then return false end
   return true
 end
@@ -98,7 +107,7 @@ end
 local total, page, full = 0, {}, false
 local filtered = #terms > 0 or want ~= ''
 local function consider(cid, group, score)
-  if not wanted(cid, group, score) then return end
+  if not wanted(cid, group) then return end
   total = total + 1
   if not full and past_cursor(group, tonumber(score), cid) then
     page[#page + 1] = {cid, group, score}
@@ -113,6 +122,9 @@ for _, cid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if score then
     needs[cid] = true
     pinned[#pinned + 1] = {cid, score}
+  else  -- the chat left the index (its log expired): nobody is waiting there any more
+    redis.call('ZREM', KEYS[2], cid)
+    redis.call('HDEL', ARGV[12], cid)
   end
 end
 table.sort(pinned, function(a, b)
@@ -132,11 +144,6 @@ if want ~= 'needs_person' then
     start = start + %d
   end
   if not filtered then total = redis.call('ZCARD', KEYS[1]) end
-end
-if #terms > 0 and want ~= 'needs_person' then  -- every chat was looked at: drop what left the index (erased, expired)
-  for cid in pairs(cache) do
-    if not visited[cid] then redis.call('HDEL', KEYS[4], cid) end
-  end
 end
 local out = {total, #pinned}
 for _, item in ipairs(page) do
@@ -177,9 +184,9 @@ def find(redis, q="", state="", cursor="", limit=50):
     after = CURSOR.fullmatch(cursor).groups() if cursor else ("0", "0", "")
     prefixes = buffer.keys("")
     found = redis.register_script(FIND_SCRIPT)(
-        keys=[chatlog.CHATS, attention.NEEDS, buffer.DUE, attention.SEARCH],
+        keys=[chatlog.CHATS, attention.NEEDS, buffer.DUE, attention.SEARCH, attention.SEARCH + ":at"],
         args=[terms, "", state, *after, limit, chatlog.meta_key(""), prefixes["paused"], prefixes["optout"],
-              prefixes["lock"]])
+              prefixes["lock"], attention.WHY])
     total, pinned = int(found[0]), int(found[1])
     rows = [value.decode() if isinstance(value, bytes) else value for value in found[2:]]
     items = [rows[i:i + 3] for i in range(0, len(rows), 3)]

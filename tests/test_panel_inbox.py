@@ -184,6 +184,12 @@ def test_the_search_forgets_an_erased_chat(owner, fake_redis):
     post(owner, f"/panel/api/chats/{CID}/forget")
     assert not fake_redis.hexists(attention.SEARCH, CID) and listed(owner, q="segredo")["total"] == 0
 
+    deliver(owner, "outro segredo", "SE2", number="5511988887777")
+    other = buffer.chat_ref(INSTANCE, "5511988887777@s.whatsapp.net")
+    assert listed(owner, q="segredo")["total"] == 1 and fake_redis.hexists(attention.SEARCH, other)
+    fake_redis.zrem(chatlog.CHATS, other)  # its log expired: the index lets it go, and so does the search
+    assert listed(owner, q="segredo")["total"] == 0 and not fake_redis.hexists(attention.SEARCH, other)
+
 
 # --- cheap refresh ------------------------------------------------------------------------------------------------
 
