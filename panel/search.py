@@ -40,16 +40,16 @@ def _lua_fold_table():
 
 
 # KEYS: chat index, needs-person set, due set, search cache, the index score the cache is made up to
-# ARGV: search terms (folded, space-separated), (unused), state, after group, after score, after cid, limit, then the key prefixes of
+# ARGV: search terms (folded, space-separated), state, after group, after score, after cid, limit, then the key prefixes of
 #       a chat's details, pause, opt-out and lock, and the needs-person reasons' hash
 FIND_SCRIPT = """
 local FOLD = %s
-local want = ARGV[3]
+local want = ARGV[2]
 local terms = {}
 for term in string.gmatch(ARGV[1], '%%S+') do terms[#terms + 1] = term end
-local after_group, after_score, after_cid = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-local limit = tonumber(ARGV[7])
-local meta, paused, optout, lock = ARGV[8], ARGV[9], ARGV[10], ARGV[11]
+local after_group, after_score, after_cid = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local limit = tonumber(ARGV[6])
+local meta, paused, optout, lock = ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
 local function fold(s) return (string.gsub(string.lower(s), '\\195[\\128-\\191]', FOLD)) end
 local due = {}
@@ -124,7 +124,7 @@ for _, cid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
     pinned[#pinned + 1] = {cid, score}
   else  -- the chat left the index (its log expired): nobody is waiting there any more
     redis.call('ZREM', KEYS[2], cid)
-    redis.call('HDEL', ARGV[12], cid)
+    redis.call('HDEL', ARGV[11], cid)
   end
 end
 table.sort(pinned, function(a, b)
@@ -185,7 +185,7 @@ def find(redis, q="", state="", cursor="", limit=50):
     prefixes = buffer.keys("")
     found = redis.register_script(FIND_SCRIPT)(
         keys=[chatlog.CHATS, attention.NEEDS, buffer.DUE, attention.SEARCH, attention.SEARCH + ":at"],
-        args=[terms, "", state, *after, limit, chatlog.meta_key(""), prefixes["paused"], prefixes["optout"],
+        args=[terms, state, *after, limit, chatlog.meta_key(""), prefixes["paused"], prefixes["optout"],
               prefixes["lock"], attention.WHY])
     total, pinned = int(found[0]), int(found[1])
     rows = [value.decode() if isinstance(value, bytes) else value for value in found[2:]]
