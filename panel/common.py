@@ -62,7 +62,7 @@ def render(template, **context):
     from panel.auth import csrf_token  # every page's forms and scripts carry the session's token
 
     return render_template(f"panel/{template}", csrf_token=csrf_token(), kinds=KIND_LABELS, media_kinds=MEDIA_KINDS,
-                           now=time.time(), **context)
+                           **context)
 
 
 def summary(meta, now, needs=None, reveal=False):

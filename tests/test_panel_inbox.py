@@ -18,7 +18,7 @@ import buffer
 import chatlog
 import webhook
 import worker
-from conftest import CUSTOMER, INSTANCE, TOKEN, text_message
+from conftest import INSTANCE, TOKEN, text_message
 from test_panel import CID, app, client, deliver, owner, post, prompts, settings  # noqa: F401 (fixtures)
 from test_promise import transfer_call
 
