@@ -3,8 +3,8 @@
     python bench/bench_panel.py [--code DIR] [--chats 20000] [--seconds 60]      # about 3 minutes
 
 Real redis-server and `gunicorn webhook:app` (the compose flags) with PANEL_PASSWORD set. CHATS chats
-are written as the webhook writes them (chatlog's own Lua script, a message each, 1 % of them paused
-by a person, 20 needing a person), and one of them holds a 500-message conversation. Then:
+are written as the webhook writes them (buffer.add_message, a message each, 1 % of them paused by a
+person, 20 needing a person), and one of them holds a 500-message conversation. Then:
 
 (a) `GET /panel/api/chats` over HTTP, logged in, 20 times each: the first page, a search by name, by
     a number's digits and by a word of the last message, a state filter (paused), needs_person, and
@@ -38,39 +38,28 @@ QUERIES = {
 
 
 def seed(r, chats, settings):
-    """CHATS chats through chatlog's own script; every 100th paused by a person; 20 needing a person; one long chat."""
+    """CHATS chats as the webhook writes them; every 100th paused by a person; 20 needing a person; one long chat."""
     import attention
     import buffer
-    import chatlog
+    import parser
+    from conftest import seed_chats, text_message
 
-    script = r.register_script(chatlog.LOG_SCRIPT)
-    now = time.time()
-    cids = []
-    for start in range(0, chats, 2000):
-        pipe = r.pipeline(transaction=False)
-        for i in range(start, min(start + 2000, chats)):
-            number = f"55119{i:08d}"
-            cid = buffer.chat_ref(c.INSTANCE, f"{number}@s.whatsapp.net")
-            cids.append(cid)
-            name = "João da Silva" if i == 12_345 else f"Cliente {i}"
-            text = "quero um bolo de cenoura" if i % 1000 == 0 else f"oi, tudo bem? pedido {i}"
-            item = chatlog.entry(f"BENCH{i}", "customer", text, int(now) - chats + i)
-            meta = chatlog.chat_meta(c.INSTANCE, f"{number}@s.whatsapp.net", number, name)
-            script(keys=chatlog.log_keys(cid), args=[cid, "", *chatlog.log_args(item, settings, meta, now)], client=pipe)
-            if i % 100 == 0:
-                pipe.set(buffer.keys(cid)["paused"], "human", ex=3600)
-        pipe.execute()
+    cids = seed_chats(r, settings, chats, name=lambda i: "João da Silva" if i == 12_345 else f"Cliente {i}",
+                      text=lambda i: "quero um bolo de cenoura" if i % 1000 == 0 else f"oi, tudo bem? pedido {i}",
+                      instance=c.INSTANCE)
+    pipe = r.pipeline(transaction=False)
+    for cid in cids[::100]:
+        pipe.set(buffer.keys(cid)["paused"], "human", ex=3600)
+    pipe.execute()
     for cid in cids[100:2100:100]:
         attention.flag(r, cid, attention.ASKED)
-    long_chat = cids[-1]
-    pipe = r.pipeline(transaction=False)
-    for k in range(500):
-        sender = "customer" if k % 2 == 0 else "bot"
-        item = chatlog.entry(f"LONG{k}", sender, c.sample_text(200, k), int(now) - 1000 + k)
-        script(keys=chatlog.log_keys(long_chat), args=[long_chat, "", *chatlog.log_args(item, settings, None, now)],
-               client=pipe)
-    pipe.execute()
-    return cids, long_chat
+    number, start = f"55119{chats - 1:08d}", int(time.time()) - 1000
+    for k in range(500):  # the newest chat: 500 messages, written as the webhook writes them
+        message, = parser.parse_body(text_message(c.sample_text(200, k), f"LONG{k}", number=number,
+                                                  instance=c.INSTANCE, timestamp=start + k))
+        buffer.add_message(r, message, settings, now=start + k)
+    r.delete(buffer.DUE)
+    return cids, cids[-1]
 
 
 def login(base):

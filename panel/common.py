@@ -118,6 +118,7 @@ def one_chat(cid, reveal=False):
     item = found[0]
     messages = [{"id": m["id"], "from": m["from"], "text": m["text"], "at": m["at"], "kind": m.get("kind", "text")}
                 for m in chatlog.thread(deps().redis, cid)]
+    messages.sort(key=lambda m: float(m["at"] or 0))  # by the message's time; stable: then as they came in
     item["messages"] = messages + uncertain_sends(deps().redis, cid, messages)
     return item
 
@@ -151,7 +152,7 @@ def uncertain_sends(redis, cid, messages):
 
 def conditional(response):
     """An ETag on a list or thread, and 304 to a poll whose If-None-Match says nothing changed."""
-    response.add_etag()
+    response.add_etag(weak=True)  # one tag for the plain and the gzipped body
     return response.make_conditional(request)
 
 

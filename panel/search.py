@@ -17,6 +17,8 @@ import attention
 import buffer
 import chatlog
 
+CHATS = chatlog.CHATS  # the chat index, by last activity
+
 STATES = ("needs_person", "waiting", "answering", "paused", "stopped", "idle")
 MAX_LIMIT = 200
 CURSOR = re.compile(r"([01]):(-?[0-9][0-9.e+-]*):([0-9a-f]{20})")
@@ -184,7 +186,7 @@ def find(redis, q="", state="", cursor="", limit=50):
     after = CURSOR.fullmatch(cursor).groups() if cursor else ("0", "0", "")
     prefixes = buffer.keys("")
     found = redis.register_script(FIND_SCRIPT)(
-        keys=[chatlog.CHATS, attention.NEEDS, buffer.DUE, attention.SEARCH, attention.SEARCH + ":at"],
+        keys=[CHATS, attention.NEEDS, buffer.DUE, attention.SEARCH, attention.SEARCH + ":at"],
         args=[terms, state, *after, limit, chatlog.meta_key(""), prefixes["paused"], prefixes["optout"],
               prefixes["lock"], attention.WHY])
     total, pinned = int(found[0]), int(found[1])

@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 import buffer
 import stats
-from conftest import CUSTOMER, ROOT, text_message, wait_until
+from conftest import CUSTOMER, ROOT, seed_chats, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 SHOTS = ROOT / "docs" / "screenshots"
@@ -226,19 +226,8 @@ def test_owners_day_needs_person_search_quick_replies_suggest_media(size, start_
     stack = start_stack(PANEL_PASSWORD=PASSWORD, DEBOUNCE_SECONDS=1, HANDOFF_PAUSE_MINUTES=60)
     redis = stack.redis.client()
     settings = make_settings(PANEL_PASSWORD=PASSWORD)
-    import chatlog
-
-    script = redis.register_script(chatlog.LOG_SCRIPT)
-    now = time.time()
-    pipe = redis.pipeline(transaction=False)
-    for i in range(60):  # older chats, written as the webhook writes them; the newest with a very long name
-        number = f"55859{i:08d}"
-        cid = buffer.chat_ref("shop", f"{number}@s.whatsapp.net")
-        name = "Mariazinhadaconfeitariadobairrodesaojoaquimdasflores" if i == 59 else f"Cliente antigo {i}"
-        item = chatlog.entry(f"OLD{i}", "customer", f"pedido número {i}", int(now) - 7200 + i)
-        script(keys=chatlog.log_keys(cid), client=pipe, args=[cid, "", *chatlog.log_args(
-            item, settings, chatlog.chat_meta("shop", f"{number}@s.whatsapp.net", number, name), now)])
-    pipe.execute()
+    seed_chats(redis, settings, 60, name=lambda i: "Mariazinhadaconfeitariadobairrodesaojoaquimdasflores" if i == 59
+               else f"Cliente antigo {i}", text=lambda i: f"pedido número {i}")  # older chats, the newest a long name
     redis.set("wa:panel:quick_replies", json.dumps([{"shortcut": "pix", "text": "Nossa chave Pix é o CNPJ da loja."}]))
 
     browser.set_window_size(width, height)

@@ -15,10 +15,11 @@ import pytest
 
 import attention
 import buffer
-import chatlog
+import parser
 import webhook
 import worker
-from conftest import INSTANCE, TOKEN, text_message
+from panel import search
+from conftest import INSTANCE, TOKEN, seed_chats, text_message
 from test_panel import CID, app, client, deliver, owner, post, prompts, settings  # noqa: F401 (fixtures)
 from test_promise import transfer_call
 
@@ -117,28 +118,16 @@ def test_writing_while_a_person_holds_the_chat_pins_it_until_chatwoot_or_hash_bo
 
 @pytest.fixture
 def big_inbox(redis_server, settings):
-    """20,000 chats written as the webhook writes them (chatlog's own script), on a real redis-server."""
+    """20,000 chats written as the webhook writes them, on a real redis-server; every 100th paused by a person."""
     redis = redis_server.client()
-    script = redis.register_script(chatlog.LOG_SCRIPT)
-    now = time.time()
+    cids = seed_chats(redis, settings, 20_000, name=lambda i: "João Ninguém" if i == 12_345 else f"Cliente {i}",
+                      text=lambda i: "quero um bolo de cenoura" if i % 1000 == 0 else f"oi {i}", instance="loja")
     pipe = redis.pipeline(transaction=False)
-    cids = []
-    for i in range(20_000):
-        number = f"55119{i:08d}"
-        cid = buffer.chat_ref("loja", f"{number}@s.whatsapp.net")
-        cids.append(cid)
-        name = "João Ninguém" if i == 12_345 else f"Cliente {i}"
-        item = chatlog.entry(f"M{i}", "customer", "quero um bolo de cenoura" if i % 1000 == 0 else f"oi {i}",
-                             int(now) - 20_000 + i)
-        meta = chatlog.chat_meta("loja", f"{number}@s.whatsapp.net", number, name)
-        script(keys=chatlog.log_keys(cid), args=[cid, "", *chatlog.log_args(item, settings, meta, now)], client=pipe)
-        if i % 100 == 0:
-            pipe.set(buffer.keys(cid)["paused"], "human", ex=3600)
+    for cid in cids[::100]:
+        pipe.set(buffer.keys(cid)["paused"], "human", ex=3600)
     pipe.execute()
     attention.flag(redis, cids[5], attention.ASKED)  # an old chat that needs a person
-    app = webhook.create_app(settings, redis)
-    client = app.test_client()
-    return client, cids, redis
+    return webhook.create_app(settings, redis).test_client(), cids, redis
 
 
 def test_search_filter_and_cursor_at_20000_chats(big_inbox):
@@ -187,7 +176,7 @@ def test_the_search_forgets_an_erased_chat(owner, fake_redis):
     deliver(owner, "outro segredo", "SE2", number="5511988887777")
     other = buffer.chat_ref(INSTANCE, "5511988887777@s.whatsapp.net")
     assert listed(owner, q="segredo")["total"] == 1 and fake_redis.hexists(attention.SEARCH, other)
-    fake_redis.zrem(chatlog.CHATS, other)  # its log expired: the index lets it go, and so does the search
+    fake_redis.zrem(search.CHATS, other)  # its log expired: the index lets it go, and so does the search
     assert listed(owner, q="segredo")["total"] == 0 and not fake_redis.hexists(attention.SEARCH, other)
 
 
@@ -318,14 +307,13 @@ def test_a_send_that_timed_out_is_shown_as_uncertain_until_its_echo(owner, make_
         ("customer", "oi", None), ("human", "Já te respondo", None)]
 
 
-def test_same_second_messages_keep_their_arrival_order_even_when_late(make_settings, fake_redis):
-    settings = make_settings()
+def test_same_second_messages_keep_their_arrival_order_even_when_late(owner, settings, fake_redis):
     at = int(time.time()) - 30
-    script = fake_redis.register_script(chatlog.LOG_SCRIPT)
     for i in range(10):  # all stamped the same second, arriving 1.2 s apart from 2 s late on
-        item = chatlog.entry(f"id{i}", "customer", f"m{i}", at)
-        script(keys=chatlog.log_keys("c1"), args=["c1", "", *chatlog.log_args(item, settings, now=at + 2 + i * 1.2)])
-    assert [e["text"] for e in chatlog.thread(fake_redis, "c1")] == [f"m{i}" for i in range(10)]
+        message, = parser.parse_body(text_message(f"m{i}", f"SS{i}", timestamp=at))
+        buffer.add_message(fake_redis, message, settings, now=at + 2 + i * 1.2)
+    deliver(owner, "antes", "SS-EARLIER", timestamp=at - 5)  # an older message delivered last goes before them
+    assert [m["text"] for m in chat(owner)["messages"]] == ["antes"] + [f"m{i}" for i in range(10)]
 
 
 # --- installable --------------------------------------------------------------------------------------------------
