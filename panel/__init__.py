@@ -1,17 +1,20 @@
-"""The shop's web panel at /panel: every chat live, take over and answer, tune the persona, health and numbers.
+"""The shop's web panel at /panel: every chat live, take over and answer, tune the persona, link the number,
+the owner's settings, health.
 
 A Flask blueprint on the webhook's app, registered only when PANEL_PASSWORD is set. Each page or API
 group is a module with a blueprint of its own (auth, inbox, chats_api, media, quick_replies, persona,
-health, manifest), nested under `panel`; what they share (the bot's connections, how a chat is shown) is in common.py. Pages are
+connect, owner_settings, health, manifest), nested under `panel`; what they share (the bot's connections,
+how a chat is shown) is in common.py. Pages are
 server-rendered (templates/panel/) and refresh their parts by short polling; the JSON API under
 /panel/api serves the pages' buttons and scripts alike, with the same login session.
 """
 
 from flask import Blueprint
 
-from panel import auth, chats_api, common, health, inbox, manifest, media, persona, quick_replies
+from panel import (auth, chats_api, common, connect, health, inbox, manifest, media, owner_settings, persona,
+                   quick_replies)
 
-MODULES = (auth, inbox, chats_api, media, quick_replies, persona, health, manifest)
+MODULES = (auth, inbox, chats_api, media, quick_replies, persona, connect, owner_settings, health, manifest)
 
 
 def make_blueprint(settings, redis, queue, genai=None, http=None):
