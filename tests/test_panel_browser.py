@@ -320,6 +320,7 @@ def test_owners_day_needs_person_search_quick_replies_suggest_media(size, start_
     until(browser, lambda d: d.execute_script("return window.__notes.length") == 1, "a browser notification")
     assert "pediu uma pessoa" in browser.execute_script("return window.__notes[0]")
     until(browser, lambda d: "Precisa de você" in d.find_element(By.ID, "announce").text, "said through aria-live")
+    browser.execute_script("window.scrollTo(0, 0)")
     shot(browser, f"inbox-needs-{size}")
 
     # Search and filter
@@ -381,6 +382,7 @@ def test_owners_day_needs_person_search_quick_replies_suggest_media(size, start_
     assert evolution.sent_texts()[-1] == ("shop", CUSTOMER, "Nossa chave Pix é o CNPJ da loja.")
     until(browser, lambda d: state(d) == "paused", "answered: nobody waiting")
     assert browser.switch_to.active_element == box  # the refresh kept the focus in the reply box
+    browser.execute_script("window.scrollTo(0, 0)")
     shot(browser, f"conversation-{size}")
     assert browser.execute_script(CONTRAST) == []
 
