@@ -4,7 +4,6 @@ Every error here is Portuguese and says what to do: the page shows it as it is.
 """
 
 import logging
-import secrets
 import time
 
 from flask import Blueprint, jsonify, request
@@ -13,7 +12,6 @@ import ai_service
 import attention
 import budget
 import channels
-import chatlog
 import chats
 import memory
 import stats
@@ -124,16 +122,13 @@ def api_reply(cid):
     take_over(cid)
     now = time.time()
     try:
-        message_id, at = channels.send_text(deps().evolution(), settings, meta.get("channel", "evolution"),
-                                            meta.get("instance", ""), meta["reply_to"], text.strip())
+        message_id, _ = chats.answer_as_person(redis, deps().evolution(), settings, cid, meta, text.strip())
     except channels.Error as error:
         log.warning("panel: reply to chat %s failed: %s", cid, error)
         shown, uncertain = send_failure(error)
         if uncertain:
             note_uncertain(redis, cid, text.strip(), now)
         return jsonify(error=shown, uncertain=uncertain), 504 if uncertain else 502
-    message_id = message_id or f"panel-{secrets.token_hex(8)}"
-    chatlog.record(redis, cid, chatlog.entry(message_id, "human", text.strip(), at), settings)
     attention.clear(redis, cid)
     log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
     return jsonify(result="sent", id=message_id, **chats.state(redis, cid))
