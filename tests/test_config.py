@@ -284,3 +284,16 @@ def test_init_env_never_overwrites_a_chosen_value_and_replaces_placeholders(tmp_
     before = env_file.read_text()
     assert init_env(env_file, ROOT / ".env.example") == []  # a second run changes nothing
     assert env_file.read_text() == before
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "5000"])
+def test_worker_concurrency_out_of_range_stops_start_up_in_portuguese(value):
+    with pytest.raises(SettingsError) as error:
+        load_settings({"WORKER_CONCURRENCY": value}, require=())
+    assert str(error.value).startswith("WORKER_CONCURRENCY: precisa ser de 1 a 1000")
+    assert str(error.value).endswith("Exemplo: WORKER_CONCURRENCY=200")
+
+
+def test_worker_concurrency_is_read():
+    assert load_settings({}, require=()).worker_concurrency == 200
+    assert load_settings({"WORKER_CONCURRENCY": "8"}, require=()).worker_concurrency == 8
