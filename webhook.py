@@ -26,6 +26,7 @@ import buffer
 import channels
 import chatlog
 import chats
+import events
 import instances
 import panel
 import parser
@@ -157,6 +158,8 @@ def create_app(settings=None, redis=None, direct_context=None):
         if outcome in ("paused", "opted_out"):  # the customer wrote while a person holds the chat: the panel says so
             attention.flag(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), attention.WROTE)
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
+        if outcome != "duplicate":
+            events.from_message(redis, settings, "message.received", message)
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
 
@@ -187,6 +190,8 @@ def create_app(settings=None, redis=None, direct_context=None):
                                        message, "human", settings)
             except redis_lib.OutOfMemoryError:  # applied past maxmemory (chats._run); the log is only for reading
                 log.warning("Redis is full: a person's message is not in the panel's log")
+        if outcome == "paused":  # a person's answer (commands stop or resume)
+            events.from_message(redis, settings, "person.replied", message)
         return outcome
 
     def replay_refused():

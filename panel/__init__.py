@@ -3,18 +3,18 @@ the owner's settings, health.
 
 A Flask blueprint on the webhook's app, registered only when PANEL_PASSWORD is set. Each page or API
 group is a module with a blueprint of its own (auth, inbox, chats_api, media, quick_replies, persona,
-connect, owner_settings, health, manifest), nested under `panel`; what they share (the bot's connections,
-how a chat is shown) is in common.py. Pages are
+connect, owner_settings, health, events, manifest), nested under `panel`; what they share (the bot's
+connections, how a chat is shown) is in common.py. Pages are
 server-rendered (templates/panel/) and refresh their parts by short polling; the JSON API under
 /panel/api serves the pages' buttons and scripts alike, with the same login session.
 """
 
 from flask import Blueprint
 
-from panel import (auth, chats_api, common, connect, health, inbox, manifest, media, owner_settings, persona,
-                   quick_replies)
+from panel import (auth, chats_api, common, connect, events, health, inbox, manifest, media, owner_settings,
+                   persona, quick_replies)
 
-MODULES = (auth, inbox, chats_api, media, quick_replies, persona, connect, owner_settings, health, manifest)
+MODULES = (auth, inbox, chats_api, media, quick_replies, persona, connect, owner_settings, health, events, manifest)
 
 
 def make_blueprint(settings, redis, queue, genai=None, http=None):

@@ -13,6 +13,7 @@ import attention
 import budget
 import channels
 import chats
+import events
 import memory
 import stats
 from panel import search
@@ -130,6 +131,8 @@ def api_reply(cid):
             note_uncertain(redis, cid, text.strip(), now)
         return jsonify(error=shown, uncertain=uncertain), 504 if uncertain else 502
     attention.clear(redis, cid)
+    events.record(redis, settings, "person.replied", cid, meta.get("instance", ""), meta.get("channel", "evolution"),
+                  meta["reply_to"], text.strip())
     log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
     return jsonify(result="sent", id=message_id, **chats.state(redis, cid))
 

@@ -21,7 +21,7 @@ from parser import mask
 CHAT_ID = re.compile(r"[0-9a-f]{20}")
 MEDIA_KINDS = ("image", "audio", "video", "document", "sticker")  # shown through panel/media.py
 KIND_LABELS = {"image": "imagem", "audio": "áudio", "video": "vídeo", "document": "documento", "sticker": "figurinha",
-               "location": "localização", "contact": "contato", "poll": "enquete"}
+               "location": "localização", "contact": "contato", "poll": "enquete", "followup": "lembrete"}
 
 
 @dataclass
