@@ -58,6 +58,7 @@ def keys(cid):
         "session": f"wa:session:{cid}",
         "delivered": f"wa:delivered:{cid}",
         "media": f"wa:media:{cid}",
+        "uncertain": f"wa:uncertain:{cid}",  # the panel's sends whose outcome is unknown (timed out)
         "followup": f"wa:followup:{cid}",  # followup.py
         "history": memory.key(cid),
         "ids": memory.ids_key(cid),

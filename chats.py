@@ -14,6 +14,7 @@ import time
 
 import redis as redis_lib
 
+import attention
 import buffer
 import memory
 
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
              "regenerated", "media", "taken", "followup")
 
-_LUA_ACT = memory.LUA_STORE + """
+_LUA_ACT = memory.LUA_STORE + attention.LUA_ANSWERED + """
 local function chat_keys(offset)
   local K = {}
   for i, name in ipairs({%s}) do K[name] = KEYS[offset + i] end
@@ -34,6 +35,7 @@ end
 -- the bot's next turn sees it.
 local function act(K, due, action, pause_seconds, cid, S, limit)
   if action == 'resume' then
+    person_answered(cid)  -- handed back: the panel's "Precisa de você" ends
     redis.call('DEL', K.paused, K.optout)
     return 'resumed'
   end
@@ -90,7 +92,10 @@ if owner then
 end
 local S = {record = KEYS[6], meta = KEYS[7], chats = KEYS[8], cid = ARGV[3]}
 local outcome = act(chat_keys(8), KEYS[5], ARGV[1], ARGV[2], ARGV[3], S, limits(11))
-if ARGV[9] ~= '' then push(S, ARGV[9], ARGV[10], limits(11), true, '') end
+if ARGV[9] ~= '' then  -- a person answered: the panel's "Precisa de você" ends
+  person_answered(ARGV[3])
+  push(S, ARGV[9], ARGV[10], limits(11), true, '')
+end
 return outcome
 """
 
@@ -303,6 +308,7 @@ def _erase(redis, cid, instance=None):
     pipe.zrem(buffer.DUE, cid)
     memory.erase(pipe, cid, ours)  # the chat's record, details, ids, and our sends' ids naming it
     pipe.delete(f"wa:learn:{cid}")  # what learn.py kept of a handoff (learn.marker_key)
+    attention.erase(pipe, cid)  # the panel's "Precisa de você" and search
     return pipe.execute()[0] + len(ours)
 
 

@@ -21,6 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from rq import Queue
 
+import attention
 import buffer
 import channels
 import chats
@@ -155,6 +156,8 @@ def create_app(settings=None, redis=None, direct_context=None):
         replay_refused()
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
         outcome = buffer.add_message(redis, message, settings, trigger, counts=tally.take() + Counter(received=1))
+        if outcome in ("paused", "opted_out"):  # the customer wrote while a person holds the chat: the panel says so
+            attention.flag(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), attention.WROTE)
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         if outcome != "duplicate":
             events.from_message(redis, settings, "message.received", message)

@@ -25,6 +25,7 @@ from rq import Queue
 
 import ai_service
 import alerts
+import attention
 import budget
 import buffer
 import channels
@@ -223,6 +224,7 @@ def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
     holds back, and the owner is told who, why and the customer's last words (OWNER_NUMBER)."""
     stored = _stored(ctx, cid, token, {**reply, "parts": [text or ctx.settings.handoff_message], "hold": hold})
     if stored is not None:
+        attention.flag(ctx.redis, cid, attention.OPTED_OUT if hold == "optout" else attention.ASKED)
         alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
         alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert, channel=reply.get("channel"))
         if hold == "handoff":  # a person's answer to it may teach the bot (learn.py)

@@ -35,6 +35,7 @@ SCRIPTS = {  # name: (script and arguments, result file it writes, time limit in
     "prompt": (["bench_prompt.py"], "prompt", 150),
     "busy_hour": (["bench_busy_hour.py"], "busy_hour", 900),
     "knowledge": (["bench_knowledge.py"], "knowledge", 150),
+    "panel": (["bench_panel.py"], "panel", 420),
 }
 
 
@@ -129,6 +130,14 @@ FIGURES += [
      "the conversation alone", lambda m, b, f: m < 0.2 * f.get("knowledge_inline_chars_per_reply", 0), _chars),
     ("knowledge_cached_cached_share", "20,000-char knowledge, cached: share of prompt tokens read from the cache "
      "(FakeGemini counts words)", "-", None, _pct),
+    ("panel_list_ms_first_page", "Panel: GET /panel/api/chats at 20,000 chats, first page (p50)", "<= 100 ms",
+     lambda m, b, f: m <= 100, _ms),
+    ("panel_list_ms_worst", "Panel: the same, slowest of search/filter/cursor (p50)", "<= 100 ms",
+     lambda m, b, f: m <= 100, _ms),
+    ("panel_idle_inbox_bytes_per_min", "Panel: idle inbox in a real Chromium, bytes received per minute", "<= 100 KB",
+     lambda m, b, f: m <= 100 * 1024, _kb),
+    ("panel_idle_thread_bytes_per_min", "Panel: idle 500-message conversation (list beside it), bytes per minute", "-",
+     None, _kb),
 ]
 
 FIGURES += [

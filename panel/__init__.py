@@ -2,19 +2,20 @@
 knowledge, what the bot learned, link the number, the owner's settings, health.
 
 A Flask blueprint on the webhook's app, registered only when PANEL_PASSWORD is set. Each page or API
-group is a module with a blueprint of its own (auth, inbox, chats_api, persona, shop_knowledge, learned, connect,
-owner_settings, health, events), nested under `panel`; what they share (the bot's connections, how a chat is
-shown) is in common.py. Pages are
+group is a module with a blueprint of its own (auth, inbox, chats_api, media, quick_replies, persona,
+shop_knowledge, learned, connect, owner_settings, health, events, manifest), nested under `panel`; what they
+share (the bot's connections, how a chat is shown) is in common.py. Pages are
 server-rendered (templates/panel/) and refresh their parts by short polling; the JSON API under
 /panel/api serves the pages' buttons and scripts alike, with the same login session.
 """
 
 from flask import Blueprint
 
-from panel import (auth, chats_api, common, connect, events, health, inbox, learned, owner_settings, persona,
-                   shop_knowledge)
+from panel import (auth, chats_api, common, connect, events, health, inbox, learned, manifest, media,
+                   owner_settings, persona, quick_replies, shop_knowledge)
 
-MODULES = (auth, inbox, chats_api, persona, shop_knowledge, learned, connect, owner_settings, health, events)
+MODULES = (auth, inbox, chats_api, media, quick_replies, persona, shop_knowledge, learned, connect, owner_settings,
+           health, events, manifest)
 
 
 def make_blueprint(settings, redis, queue, genai=None, http=None):
@@ -29,5 +30,6 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
 
     for module in MODULES:
         bp.register_blueprint(module.bp)
+    bp.after_request(common.compress)
     auth.configure(bp, settings)
     return bp

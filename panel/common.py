@@ -1,18 +1,25 @@
 """What every panel module shares: the bot's connections (`deps()`), how a chat is shown, page rendering."""
 
+import gzip
+import json
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
 from flask import current_app, render_template, request
 
 import ai_service
+import attention
+import buffer
 import chats
 import memory
 import sender
+from panel import search
 from parser import mask
 
 CHAT_ID = re.compile(r"[0-9a-f]{20}")
+MEDIA_KINDS = ("image", "audio", "video", "document", "sticker")  # shown through panel/media.py
 KIND_LABELS = {"image": "imagem", "audio": "áudio", "video": "vídeo", "document": "documento", "sticker": "figurinha",
                "location": "localização", "contact": "contato", "poll": "enquete", "followup": "lembrete"}
 
@@ -54,12 +61,15 @@ def json_body():
 def render(template, **context):
     from panel.auth import csrf_token  # every page's forms and scripts carry the session's token
 
-    return render_template(f"panel/{template}", csrf_token=csrf_token(), kinds=KIND_LABELS, now=time.time(),
+    return render_template(f"panel/{template}", csrf_token=csrf_token(), kinds=KIND_LABELS, media_kinds=MEDIA_KINDS,
                            **context)
 
 
-def summary(meta, now, reveal=False):
-    """One chat as the API and the pages show it."""
+def summary(meta, now, needs=None, reveal=False):
+    """One chat as the API and the pages show it; `needs` is (since, reason) when it needs a person.
+
+    `state` is needs_person then, and `bot_state` always what the bot is doing (the buttons follow it).
+    """
     number = meta.get("reply_to", "")
     item = {
         "id": meta["id"], "instance": meta.get("instance", ""), "name": meta.get("name", ""),
@@ -68,14 +78,26 @@ def summary(meta, now, reveal=False):
         "last_from": meta.get("last_from", ""),
     }
     item.update(chats.state(deps().redis, meta["id"], now))
+    since, reason = needs or (None, None)
+    item.update(bot_state=item["state"], needs_person_since=since, needs_person_reason=reason)
+    if since is not None:
+        item["state"] = "needs_person"
     if reveal:
         item["number"] = number
     return item
 
 
-def chat_list():
-    now = time.time()
-    return [summary(meta, now) for meta in memory.chats(deps().redis)]
+def summaries(cids, now=None, reveal=False):
+    """These chats, in this order, as `summary` shows them (those that have gone meanwhile left out)."""
+    redis, now = deps().redis, time.time() if now is None else now
+    needs = attention.waiting(redis, cids)
+    return [summary(meta, now, needs.get(meta["id"]), reveal) for meta in memory.details_of(redis, cids)]
+
+
+def chat_list(q="", state="", cursor="", limit=50):
+    """A page of the inbox: {"chats", "total", "next", "needs_person"} (how many need a person, whatever the filter)."""
+    cids, total, nxt, pinned = search.find(deps().redis, q, state, cursor, limit)
+    return {"chats": summaries(cids), "total": total, "next": nxt, "needs_person": pinned}
 
 
 def chat_meta(cid):
@@ -84,10 +106,62 @@ def chat_meta(cid):
 
 
 def one_chat(cid, reveal=False):
-    meta = chat_meta(cid)
-    if meta is None:
+    """The chat with its messages (and the person's sends still uncertain), or None."""
+    found = summaries([cid], reveal=reveal) if CHAT_ID.fullmatch(cid) else []
+    if not found:
         return None
-    item = summary(meta, time.time(), reveal)
-    item["messages"] = [{"id": m["id"], "from": m["from"], "text": m["text"], "at": m["at"],
-                         "kind": m.get("kind", "text")} for m in memory.thread(deps().redis, cid)]
+    item = found[0]
+    messages = [{"id": m["id"], "from": m["from"], "text": m["text"], "at": m["at"], "kind": m.get("kind", "text")}
+                for m in memory.thread(deps().redis, cid)]
+    messages.sort(key=lambda m: float(m["at"] or 0))  # by the message's time; stable: then as they came in
+    item["messages"] = messages + uncertain_sends(deps().redis, cid, messages)
     return item
+
+
+UNCERTAIN_TTL = 86400
+
+
+def note_uncertain(redis, cid, text, now):
+    """Keep a send whose outcome is unknown, so the thread shows it as "envio incerto" until its echo comes."""
+    key = buffer.keys(cid)["uncertain"]
+    pipe = redis.pipeline()
+    pipe.hset(key, secrets.token_hex(6), json.dumps({"text": text, "at": now}, ensure_ascii=False))
+    pipe.expire(key, UNCERTAIN_TTL)
+    pipe.execute()
+
+
+def uncertain_sends(redis, cid, messages):
+    """The chat's uncertain sends not yet settled by their echo (a person's message with the same text since)."""
+    key = buffer.keys(cid)["uncertain"]
+    pending = []
+    for token, raw in redis.hgetall(key).items():
+        item = json.loads(raw)
+        if any(m["from"] == "human" and m["text"] == item["text"] and float(m["at"]) >= item["at"] - 60
+               for m in messages):
+            redis.hdel(key, token)
+        else:
+            pending.append({"id": f"uncertain-{token.decode()}", "from": "human", "text": item["text"],
+                            "at": item["at"], "kind": "text", "uncertain": True})
+    return pending
+
+
+def conditional(response):
+    """An ETag on a list or thread, and 304 to a poll whose If-None-Match says nothing changed."""
+    response.add_etag(weak=True)  # one tag for the plain and the gzipped body
+    return response.make_conditional(request)
+
+
+def compress(response):
+    """gzip a text or JSON answer past ~1 KB when the browser takes it (every poll of a long thread or list)."""
+    if (response.status_code != 200 or response.direct_passthrough or "Content-Encoding" in response.headers
+            or "gzip" not in request.headers.get("Accept-Encoding", "")
+            or response.mimetype not in ("text/html", "application/json", "text/css", "text/javascript",
+                                         "application/javascript", "application/manifest+json")):
+        return response
+    body = response.get_data()
+    if len(body) < 1024:
+        return response
+    response.set_data(gzip.compress(body, 6))
+    response.headers["Content-Encoding"] = "gzip"
+    response.vary.add("Accept-Encoding")
+    return response

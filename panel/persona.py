@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("persona", __name__)
 
 PROMPT_NAME = re.compile(r"\+?[A-Za-z0-9_-]{1,64}")  # "+5511…": a Twilio number's prompt
+BAD_NAME = "Nome inválido: use só letras, números, - e _ (até 64)."
 
 
 def prompt_path(name):
@@ -50,7 +51,7 @@ def persona_page():
 @login_required
 def api_prompt(name):
     if not PROMPT_NAME.fullmatch(name):
-        return jsonify(error="prompt names are letters, digits, - and _"), 400
+        return jsonify(error=BAD_NAME), 400
     path = prompt_path(name)
     exists = path.is_file()
     return jsonify(name=name, text=path.read_text(encoding="utf-8") if exists else "", exists=exists,
@@ -62,22 +63,23 @@ def api_prompt(name):
 def api_save_prompt(name):
     """Write prompts/<name>.md; the next reply reads it (no restart). An empty instance prompt is removed."""
     if not PROMPT_NAME.fullmatch(name):
-        return jsonify(error="prompt names are letters, digits, - and _"), 400
+        return jsonify(error=BAD_NAME), 400
     body = json_body()
     text = body.get("text") if body else None
     if not isinstance(text, str) or len(text) > 100_000:
-        return jsonify(error='send JSON {"text": "..."} (at most 100000 characters)'), 400
+        return jsonify(error="Escreva o texto da persona (até 100000 caracteres) e salve de novo."), 400
     path = prompt_path(name)
     if not text.strip():
         if name == "system":
-            return jsonify(error="the system prompt cannot be empty"), 400
+            return jsonify(error="O texto system não pode ficar vazio: ele vale para todos os números."), 400
         path.unlink(missing_ok=True)
         return jsonify(name=name, exists=False)
     try:
         knowledge.write_file(path, text.strip() + "\n")  # a reply reading it meanwhile sees the old or the new text
     except OSError as error:  # e.g. prompts/ not writable by the container's user (README "Panel")
         log.error("panel: cannot save prompt %s: %s", name, error)
-        return jsonify(error=f"cannot write {path.name}: {error.strerror or error}"), 500
+        return jsonify(error=f"Não foi possível salvar {path.name}: a pasta prompts/ não aceita gravação "
+                             f"({error.strerror or error}). Veja a seção Painel do guia."), 500
     log.info("panel: prompt %s saved (%d chars)", name, len(text))
     return jsonify(name=name, exists=True)
 
@@ -96,9 +98,9 @@ def api_try():
     text = body.get("text") if body else None
     instance = body.get("instance") or "" if body else ""
     if not isinstance(text, str) or not text.strip() or not isinstance(instance, str):
-        return jsonify(error='send JSON {"instance": "...", "text": "..."}'), 400
+        return jsonify(error="Escreva a mensagem do cliente para testar."), 400
     if instance and not PROMPT_NAME.fullmatch(instance):
-        return jsonify(error="instance names are letters, digits, - and _"), 400
+        return jsonify(error=BAD_NAME), 400
     prompt, known = body.get("prompt"), body.get("knowledge")  # drafts from the page, unsaved
     prompt = prompt if isinstance(prompt, str) and prompt.strip() else None
     known = known if isinstance(known, str) else None
@@ -108,5 +110,5 @@ def api_try():
     except ai_service.Handoff as handoff:  # Gemini would hand this chat to a person
         return jsonify(parts=[settings.handoff_message], handoff=handoff.reason)
     except ai_service.ReplyError as error:
-        return jsonify(error=error.reason), 502
+        return jsonify(error=f"O Gemini não respondeu ({error.reason}). Tente de novo em instantes."), 502
     return jsonify(parts=worker.split_reply(answer, settings))

@@ -75,6 +75,25 @@ def text_message(text, message_id, number=CUSTOMER, instance=INSTANCE, timestamp
     }
 
 
+def seed_chats(redis, settings, count, name=lambda i: f"Cliente {i}", text=lambda i: f"oi {i}", instance=INSTANCE):
+    """`count` chats, one customer message each, written as the webhook writes them (buffer.add_message), a
+    second apart, newest last, none left waiting for the bot. Returns their chat ids in that order."""
+    import buffer
+    import parser
+
+    start, later = int(time.time()) - count, time.time() + 600  # due only later: out of the schedule before any job
+    cids = []
+    for i in range(count):
+        number = f"55119{i:08d}"
+        body = text_message(text(i), f"SEED{i}", number=number, instance=instance, timestamp=start + i)
+        body["data"]["pushName"] = name(i)
+        message, = parser.parse_body(body)
+        buffer.add_message(redis, message, settings, now=later)
+        cids.append(buffer.chat_ref(instance, f"{number}@s.whatsapp.net"))
+    redis.delete(buffer.DUE)
+    return cids
+
+
 @pytest.fixture
 def evolution():
     fake = FakeEvolution(api_key=EVOLUTION_KEY, instances={INSTANCE, "Ivo Teste", "loja2"}, time_scale=0)

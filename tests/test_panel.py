@@ -185,12 +185,13 @@ def test_state_changing_api_calls_need_the_csrf_header(owner, fake_redis):
 def test_a_customer_message_shows_in_the_inbox_masked_with_its_state(owner, settings):
     assert deliver(owner, "Oi, tem bolo de cenoura?", "IN1") == "scheduled"
     listed = owner.get("/panel/api/chats").get_json()
-    assert len(listed) == 1
-    chat = listed[0]
+    assert listed["total"] == 1 and listed["next"] is None and listed["needs_person"] == 0
+    chat, = listed["chats"]
     assert chat["id"] == CID
     assert chat["instance"] == INSTANCE and chat["name"] == "Cliente"
     assert chat["number_masked"] == parser.mask(CUSTOMER) != CUSTOMER
-    assert chat["state"] == "waiting" and chat["last_text"] == "Oi, tem bolo de cenoura?"
+    assert chat["state"] == chat["bot_state"] == "waiting" and chat["needs_person_since"] is None
+    assert chat["last_text"] == "Oi, tem bolo de cenoura?"
     assert "number" not in chat and CUSTOMER not in json.dumps(listed)
 
     page = owner.get("/panel/").get_data(as_text=True)
@@ -228,7 +229,13 @@ def test_media_is_shown_as_what_it_is(owner):
     owner.post(f"/webhook?token={TOKEN}", json=body)
     message, = owner.get(f"/panel/api/chats/{CID}").get_json()["messages"]
     assert message["kind"] == "image" and message["text"] == "olha essa foto"
-    assert "[imagem]" in owner.get(f"/panel/part/chats/{CID}").get_data(as_text=True)
+    part = owner.get(f"/panel/part/chats/{CID}").get_data(as_text=True)
+    assert f'<img class="thumb" src="/panel/media/{CID}/IMG1"' in part and "olha essa foto" in part
+    location = text_message("", "LOC1")
+    location["data"]["message"] = {"locationMessage": {"degreesLatitude": -3.7, "degreesLongitude": -38.5}}
+    location["data"]["messageType"] = "locationMessage"
+    owner.post(f"/webhook?token={TOKEN}", json=location)
+    assert "[localização]" in owner.get(f"/panel/part/chats/{CID}").get_data(as_text=True)  # no media to fetch
 
 
 def test_take_over_hand_back_and_stop(owner, fake_redis):
@@ -290,7 +297,8 @@ def test_a_failed_send_says_so(owner, evolution):
     evolution.fail_next("sendText", 400, message=[{"jid": "x", "exists": False}])
     response = post(owner, f"/panel/api/chats/{CID}/reply", {"text": "olá"})
     assert response.status_code == 502
-    assert "Evolution" in response.get_json()["error"]
+    assert response.get_json()["error"] == ("Não foi enviada: o WhatsApp recusou a mensagem (erro 400). Confira se o "
+                                           "número do cliente ainda usa WhatsApp e se a conexão está ativa em Saúde.")
     assert [m["from"] for m in owner.get(f"/panel/api/chats/{CID}").get_json()["messages"]] == ["customer"]
 
 
@@ -307,7 +315,7 @@ def test_forget_erases_the_chat_everywhere(owner, fake_redis):
     deliver(owner, "meu CPF é 123", "FG1")
     response = post(owner, f"/panel/api/chats/{CID}/forget")
     assert response.status_code == 200 and response.get_json()["result"] == "forgotten"
-    assert owner.get("/panel/api/chats").get_json() == []
+    assert owner.get("/panel/api/chats").get_json()["chats"] == []
     assert owner.get(f"/panel/api/chats/{CID}").status_code == 404
     leftovers = [key for key in fake_redis.keys() if CID.encode() in key]
     assert leftovers == []
@@ -340,7 +348,7 @@ def test_prompts_read_and_write_files_next_to_the_system_prompt(owner, prompts, 
     assert put("loja2", {"texto": "x"}).status_code == 400
     (prompts / "loja3.md").mkdir()  # something in the way: the answer says so, and nothing is left behind
     failed = put("loja3", {"text": "Você é o Tom."})
-    assert failed.status_code == 500 and "cannot write loja3.md" in failed.get_json()["error"]
+    assert failed.status_code == 500 and "Não foi possível salvar loja3.md" in failed.get_json()["error"]
     assert sorted(p.name for p in prompts.iterdir()) == ["loja3.md", "system.md"]
     assert "loja2" not in [p.stem for p in prompts.iterdir()]
 
@@ -361,7 +369,7 @@ def test_try_runs_the_reply_path_and_sends_nothing(owner, gemini, evolution, pro
 
     gemini.fail_next(400)
     failed = post(owner, "/panel/api/try", {"instance": "", "text": "oi"})
-    assert failed.status_code == 502 and "Gemini answered 400" in failed.get_json()["error"]
+    assert failed.status_code == 502 and "O Gemini não respondeu (Gemini answered 400" in failed.get_json()["error"]
     assert post(owner, "/panel/api/try", {"text": ""}).status_code == 400
     assert post(owner, "/panel/api/try", {"instance": "../x", "text": "oi"}).status_code == 400
 

@@ -22,7 +22,7 @@ import buffer
 import learn
 import stats
 from config import load_settings
-from conftest import CUSTOMER, ROOT, text_message, wait_until
+from conftest import CUSTOMER, ROOT, seed_chats, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 SHOTS = ROOT / "docs" / "screenshots"
@@ -132,7 +132,8 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     until(browser, lambda d: "pode sim, obrigada!" in d.find_element(By.ID, "messages").text, "the customer's answer")
     time.sleep(DEBOUNCE + 2)  # a bot answer would come within this; absence cannot be waited for
     assert len(gemini.requests) == gemini_calls and len(evolution.sent_texts()) == 3
-    assert state(browser) == "paused"
+    until(browser, lambda d: state(d) == "needs_person", "the customer waiting for the person")  # wrote while paused
+    assert "escreveu enquanto pausado" in browser.find_element(By.ID, "now").text
     browser.execute_script("window.scrollTo(0, 0)")
     shot(browser, "conversation")
 
@@ -144,7 +145,10 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     browser.find_element(By.ID, "nav-inbox").click()
     until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".chats a.chat")) == 2, "two chats in the inbox")
     until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, '.chats [data-state="answering"]'), "the other chat answering")
-    assert browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"] .state').get_attribute("data-state") == "paused"
+    assert browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"] .state').get_attribute("data-state") == \
+        "needs_person"
+    assert browser.find_element(By.CSS_SELECTOR, ".chats li").get_attribute("data-cid") == CID  # pinned first
+    assert browser.title.startswith("(1) Conversas")
     shot(browser, "inbox")
     gemini.release()
     evolution.wait_for(5, timeout=WAIT)  # the other customer's answer, in two parts
@@ -309,3 +313,142 @@ def test_owner_writes_the_knowledge_and_approves_what_the_bot_learned(start_stac
         "Sim, sob encomenda com 3 dias de antecedência, a partir de R$ 80 (1 kg).") + "\n"
     assert learn.suggestions(redis) == []
     assert "feriado" not in (prompts / "knowledge.md").read_text()
+
+
+# --- the owner's day (issue 21), at a phone's and a laptop's size ----------------------------------------------------
+
+CONTRAST = """
+// WCAG 2 contrast of every visible text against the background it is drawn on; the failures, as text.
+const lum = (c) => { const [r, g, b] = c.map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+                     return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+const rgb = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+const background = (el) => { for (; el; el = el.parentElement) { const c = rgb(getComputedStyle(el).backgroundColor);
+                             if (c.length === 3 || c[3] > 0.5) return c.slice(0, 3); } return [255, 255, 255]; };
+const bad = [];
+document.querySelectorAll("body *").forEach((el) => {
+  const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+  if (!own || !el.getClientRects().length || el.closest("[disabled], .sr-only")) return;
+  const style = getComputedStyle(el);
+  if (style.visibility === "hidden") return;
+  const a = lum(rgb(style.color).slice(0, 3)), b = lum(background(el));
+  const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+  const large = parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.6 && Number(style.fontWeight) >= 700);
+  if (ratio < (large ? 3 : 4.5)) bad.push(`${el.tagName}.${el.className} "${el.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}`);
+});
+return bad;
+"""
+
+SIZES = {"phone": (390, 844), "laptop": (1366, 768)}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_owners_day_needs_person_search_quick_replies_suggest_media(size, start_stack, gemini, evolution, browser,
+                                                                   make_settings):
+    width, height = SIZES[size]
+    stack = start_stack(PANEL_PASSWORD=PASSWORD, DEBOUNCE_SECONDS=1, HANDOFF_PAUSE_MINUTES=60)
+    redis = stack.redis.client()
+    settings = make_settings(PANEL_PASSWORD=PASSWORD)
+    seed_chats(redis, settings, 60, name=lambda i: "Mariazinhadaconfeitariadobairrodesaojoaquimdasflores" if i == 59
+               else f"Cliente antigo {i}", text=lambda i: f"pedido número {i}")  # older chats, the newest a long name
+    redis.set("wa:panel:quick_replies", json.dumps([{"shortcut": "pix", "text": "Nossa chave Pix é o CNPJ da loja."}]))
+
+    browser.set_window_size(width, height)
+    browser.get(f"{stack.url}/panel/login")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-button").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chats li[data-cid]")) == 50, "the first 50 chats")
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width  # long names wrap
+    browser.execute_script("""window.__notes = [];
+      window.Notification = function (title, options) { window.__notes.push(title + " | " + options.body); };
+      window.Notification.permission = "granted";""")
+
+    # "mais antigas": the next page joins the list
+    browser.find_element(By.ID, "more").click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chats li[data-cid]")) == 60, "all 60 chats")
+    assert not browser.find_elements(By.ID, "more")
+
+    # A customer asks for a person: pinned first, in the title, a notification, said aloud
+    stack.post(text_message("quero falar com uma pessoa, por favor", "DAY1"))
+    until(browser, lambda d: d.find_element(By.CSS_SELECTOR, "#chats li").get_attribute("data-cid") == CID,
+          "the chat pinned first")
+    row = browser.find_element(By.CSS_SELECTOR, "#chats li")
+    assert row.get_attribute("data-state") == "needs_person" and "pediu uma pessoa" in row.text
+    until(browser, lambda d: d.title.startswith("(1) Conversas"), "the count in the title")
+    until(browser, lambda d: d.execute_script("return window.__notes.length") == 1, "a browser notification")
+    assert "pediu uma pessoa" in browser.execute_script("return window.__notes[0]")
+    until(browser, lambda d: "Precisa de você" in d.find_element(By.ID, "announce").text, "said through aria-live")
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, f"inbox-needs-{size}")
+
+    # Search and filter
+    browser.set_window_size(width, height)
+    search = browser.find_element(By.ID, "q")
+    search.send_keys("mariazinha")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chats li[data-cid]")) == 1, "one chat found")
+    assert browser.switch_to.active_element == search  # typing kept its place
+    search.clear()
+    search.send_keys(" ")
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chats li[data-cid]")) > 1, "the list back")
+    browser.find_element(By.CSS_SELECTOR, '.chips a[data-state="needs_person"]').click()
+    until(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chats li[data-cid]")) == 1, "only who needs you")
+
+    # The conversation: the reason, buttons that fit, the customer's voice note and picture
+    voice = b"OggS" + bytes(100)
+    evolution.add_media("DAY2", "audio/ogg; codecs=opus", voice)
+    audio = text_message("", "DAY2")
+    audio["data"]["message"] = {"audioMessage": {"mimetype": "audio/ogg; codecs=opus", "seconds": 3, "ptt": True}}
+    audio["data"]["messageType"] = "audioMessage"
+    stack.post(audio)
+    from panel.manifest import png
+
+    evolution.add_media("DAY3", "image/png", png(192), "imageMessage")
+    image = text_message("", "DAY3")
+    image["data"]["message"] = {"imageMessage": {"mimetype": "image/png", "caption": "esse aqui"}}
+    image["data"]["messageType"] = "imageMessage"
+    stack.post(image)
+    browser.find_element(By.CSS_SELECTOR, f'a.chat[data-cid="{CID}"]').click()
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#messages img.thumb"), "the picture's thumbnail")
+    until(browser, lambda d: d.execute_script(
+        "const i = document.querySelector('#messages img.thumb'); return i.complete && i.naturalWidth"), "the picture")
+    source = browser.find_element(By.CSS_SELECTOR, "#messages audio").get_attribute("src")
+    assert browser.execute_script("return fetch(arguments[0]).then((r) => r.status)", source) == 200
+    assert "pediu uma pessoa" in browser.find_element(By.ID, "now").text
+    assert browser.find_elements(By.ID, "hand-back") and not browser.find_elements(By.ID, "take-over")
+    side = browser.find_element(By.CSS_SELECTOR, ".split .side")
+    if size == "laptop":  # the list beside the conversation
+        conversation = browser.find_element(By.CSS_SELECTOR, ".conversation")
+        assert side.is_displayed() and side.rect["x"] + side.rect["width"] <= conversation.rect["x"]
+    else:
+        assert not side.is_displayed()
+    assert browser.execute_script("return document.documentElement.scrollWidth") <= width
+
+    # Suggest, then a quick reply with "/" and Enter: sent, and nobody is waiting any more
+    gemini.reply_with("Oi! Já vou te atender, um minuto.")
+    browser.find_element(By.ID, "suggest").click()
+    box = browser.find_element(By.ID, "reply-text")
+    until(browser, lambda d: box.get_attribute("value") == "Oi! Já vou te atender, um minuto.", "the suggestion")
+    sent = len(evolution.sent_texts())
+    box.clear()
+    box.send_keys("/pi")
+    until(browser, lambda d: d.find_element(By.ID, "quick-list").is_displayed(), "the quick replies")
+    assert "/pix" in browser.find_element(By.ID, "quick-list").text
+    box.send_keys("\n")
+    assert box.get_attribute("value") == "Nossa chave Pix é o CNPJ da loja."
+    box.send_keys("\n")  # Enter sends
+    evolution.wait_for(lambda: len(evolution.sent_texts()) == sent + 1, timeout=WAIT)
+    assert evolution.sent_texts()[-1] == ("shop", CUSTOMER, "Nossa chave Pix é o CNPJ da loja.")
+    until(browser, lambda d: state(d) == "paused", "answered: nobody waiting")
+    assert browser.switch_to.active_element == box  # the refresh kept the focus in the reply box
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, f"conversation-{size}")
+    assert browser.execute_script(CONTRAST) == []
+
+    # Dark, following the system's theme, with the same contrast
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                            {"features": [{"name": "prefers-color-scheme", "value": "dark"}]})
+    browser.get(f"{stack.url}/panel/")
+    until(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#chats li[data-cid]"), "the inbox")
+    assert browser.execute_script("return getComputedStyle(document.body).backgroundColor") == "rgb(16, 21, 23)"
+    assert browser.execute_script(CONTRAST) == []
+    shot(browser, f"inbox-dark-{size}")
+    browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
