@@ -121,6 +121,9 @@ class Settings:
 
     # Owner's web panel: empty means no panel.
     panel_password: str = ""
+    panel_secret_key: str = ""  # signs the panel's cookies and keys chat ids in logs and URLs; --init-env makes it
+    panel_max_failed_logins_per_hour: int = 100  # wrong panel passwords per hour from every address together
+    trusted_proxy: tuple = ()  # addresses (or networks) of the reverse proxy whose X-Forwarded-For is believed
     log_max_entries: int = 500  # messages per chat the panel's conversation log keeps
 
     # --- The owner's first week (issue 13): business hours, alerts to the owner, Gemini limits ---
@@ -165,10 +168,12 @@ REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_K
 
 # Secrets: none may be a `change-me…` placeholder or only spaces. The shop chooses the ones in
 # CHOSEN_SECRETS (Google issues the Gemini key), so those must also be long enough to resist guessing.
-SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY",
+SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "GEMINI_API_KEY",
            "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN")
 CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD")
 MIN_SECRET_CHARS = 16
+MIN_PANEL_KEY_CHARS = 32
+WEAK_PASSWORDS = Path(__file__).resolve().parent / "weak_passwords.txt"  # common passwords and words, one a line
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -256,6 +261,7 @@ def _validate(settings, require):
             hint = " (or ALLOW_UNAUTHENTICATED_WEBHOOK=true for a local demo)" if name == "WEBHOOK_TOKEN" else ""
             raise SettingsError(f"{name} is required but not set (see .env.example){hint}")
     _check_secrets(settings)
+    _check_panel(settings)
     if settings.evolution_api_url and not re.match(r"^https?://", settings.evolution_api_url):
         raise SettingsError(f"EVOLUTION_API_URL must start with http:// or https://, got {settings.evolution_api_url!r}")
     if settings.redis_down not in ("direct", "retry"):
@@ -317,6 +323,54 @@ def _check_secrets(settings):
                                 "(python3 config.py --init-env)")
 
 
+def _check_panel(settings):
+    """With the panel on: its own random signing key, a password not guessable by a list, a valid TRUSTED_PROXY."""
+    import ipaddress
+
+    for value in settings.trusted_proxy:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise SettingsError(f"TRUSTED_PROXY: {value!r} não é um endereço IP nem uma rede; "
+                                "exemplo: TRUSTED_PROXY=127.0.0.1 (o nginx na mesma máquina)") from None
+    if settings.panel_max_failed_logins_per_hour <= 0:
+        raise SettingsError("PANEL_MAX_FAILED_LOGINS_PER_HOUR precisa ser maior que zero; exemplo: "
+                            "PANEL_MAX_FAILED_LOGINS_PER_HOUR=100")
+    if not settings.panel_password:
+        return
+    if len(settings.panel_secret_key.strip()) < MIN_PANEL_KEY_CHARS:
+        raise SettingsError(f"PANEL_SECRET_KEY falta ou tem menos de {MIN_PANEL_KEY_CHARS} caracteres (o painel está "
+                            "ligado): rode python3 config.py --init-env, que cria uma; exemplo: "
+                            "PANEL_SECRET_KEY=9f2c4e...(48 caracteres hexadecimais aleatórios)")
+    if settings.panel_secret_key in (settings.panel_password, settings.webhook_token, settings.evolution_api_key):
+        raise SettingsError("PANEL_SECRET_KEY não pode ser igual a outro segredo: rode python3 config.py --init-env "
+                            "depois de apagar a linha PANEL_SECRET_KEY do .env")
+    weakness = password_weakness(settings.panel_password, settings.evolution_instance)
+    if weakness:
+        raise SettingsError(f"PANEL_PASSWORD é fraca ({weakness}): use uma senha longa e aleatória, por exemplo a "
+                            "que python3 config.py --init-env cria quando a linha PANEL_PASSWORD está vazia")
+
+
+def password_weakness(password, instance=""):
+    """Why a panel password would fall to a guessing list (in pt-BR, for the start-up error), or ""."""
+    lower = password.lower()
+    if len(set(lower)) <= 2 or any(lower == lower[:n] * (len(lower) // n) + lower[:len(lower) % n]
+                                   for n in range(1, 5)):
+        return "é um mesmo trecho curto repetido"
+    instance = instance.strip().lower()
+    if len(instance) >= 3 and instance in lower:
+        return "contém o nome da instância"
+    letters = re.sub(r"[^a-z]", "", lower)
+    words = {line.strip().lower() for line in WEAK_PASSWORDS.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")}
+    if lower in words or re.sub(r"[^a-z0-9]", "", lower) in words:
+        return "está numa lista de senhas comuns"
+    if not letters or any(letters == word * (len(letters) // len(word)) for word in words if len(word) >= 3
+                          and len(letters) % len(word) == 0) or letters in words:
+        return "é uma palavra comum com números"
+    return ""
+
+
 def redis_password(url):
     """The password inside a Redis URL (`redis://:PASSWORD@host:6379/0` or `?password=`), or ""."""
     parts = urlsplit(url)
@@ -355,12 +409,16 @@ def setup_logging(settings):
     )
     for noisy in ("httpx", "httpx2", "urllib3"):  # one line per HTTP call, with URLs: not worth INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    import chat_ids
+
+    chat_ids.install(settings)  # chat ids in log lines are keyed, never the plain hash
 
 
 # --- python3 config.py --init-env ----------------------------------------------------------------
 
 # Filled by --init-env. REDIS_PASSWORD and EVOLUTION_DB_PASSWORD are read by docker-compose.yml only.
-GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD")
+GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "REDIS_PASSWORD",
+                     "EVOLUTION_DB_PASSWORD")
 
 
 def init_env(env_path=".env", example_path=".env.example"):

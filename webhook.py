@@ -7,7 +7,6 @@ or history, until Redis is back. `gunicorn webhook:app` serves the module-level 
 
 import gc
 import hmac
-import json
 import logging
 import sys
 import threading
@@ -70,9 +69,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         if not authorized(request, settings.webhook_token, token):
             warn_refused(request)
             return jsonify(error="missing or wrong token"), 401
-        try:
-            body = json.loads(request.get_data())
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's limit
+        body = parser.parse_json(request.get_data())
+        if body is parser.TOO_MANY_VALUES:
+            return jsonify(error=f"body has more than {parser.MAX_JSON_VALUES} JSON values"), 413
+        if body is None:
             return jsonify(error="body is not valid JSON"), 400
         recorded = connection_updates(body, event)
         messages = parser.parse_body(body, event)
@@ -152,12 +152,20 @@ def create_app(settings=None, redis=None, direct_context=None):
 
     @app.get("/health")
     def health():
+        """Anyone: {"status": "ok"|"degraded"}; with the webhook token or a panel session, the details too."""
         try:
             redis.ping()
             states = instances.all_states(redis)
         except redis_lib.RedisError:
-            return jsonify(redis="unreachable"), 503
-        return jsonify(redis="ok", instances=states)
+            details, code = {"redis": "unreachable"}, 503
+        else:
+            details, code = {"redis": "ok", "instances": states}, 200
+        ok = code == 200 and all(state.get("state") == "open" for state in details.get("instances", {}).values())
+        status = {"status": "ok" if ok else "degraded"}
+        if (settings.webhook_token and authorized(request, settings.webhook_token)) or (
+                code == 200 and settings.panel_password and panel.logged_in()):
+            status.update(details)
+        return jsonify(status), code
 
     @app.errorhandler(413)
     def too_large(_error):

@@ -28,3 +28,8 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
         bp.register_blueprint(module.bp)
     auth.configure(bp, settings)
     return bp
+
+
+def logged_in():
+    """Whether this request carries a live panel session (for /health's details outside /panel)."""
+    return auth.current() is not None

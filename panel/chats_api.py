@@ -10,7 +10,7 @@ import chatlog
 import chats
 import stats
 from panel.auth import login_required
-from panel.common import chat_list, chat_meta, deps, json_body, one_chat
+from panel.common import chat_list, chat_meta, deps, json_body, one_chat, resolve
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +25,10 @@ def api_chats():
     return jsonify(chat_list())
 
 
-@bp.get("/<cid>")
+@bp.get("/<pid>")
 @login_required
-def api_chat(cid):
-    chat = one_chat(cid, reveal=request.args.get("reveal") in ("1", "true"))
+def api_chat(pid):
+    chat = one_chat(pid, reveal=request.args.get("reveal") in ("1", "true"))
     return jsonify(chat) if chat else (jsonify(error="no such chat"), 404)
 
 
@@ -40,30 +40,35 @@ def act(cid, action):
     return jsonify(result=result, **chats.state(deps().redis, cid))
 
 
-@bp.post("/<cid>/pause")
+@bp.post("/<pid>/pause")
 @login_required
-def api_pause(cid):
+def api_pause(pid):
+    cid = resolve(pid)
     return act(cid, lambda: take_over(cid))
 
 
-@bp.post("/<cid>/resume")
+@bp.post("/<pid>/resume")
 @login_required
-def api_resume(cid):
+def api_resume(pid):
+    cid = resolve(pid)
     return act(cid, lambda: chats.hand_back(deps().redis, cid, deps().settings))
 
 
-@bp.post("/<cid>/stop")
+@bp.post("/<pid>/stop")
 @login_required
-def api_stop(cid):
+def api_stop(pid):
+    cid = resolve(pid)
     return act(cid, lambda: chats.stop(deps().redis, cid, deps().settings))
 
 
-@bp.post("/<cid>/forget")
+@bp.post("/<pid>/forget")
 @login_required
-def api_forget(cid):
+def api_forget(pid):
+    cid = resolve(pid)
     if chat_meta(cid) is None:
         return jsonify(error="no such chat"), 404
     erased = chats.forget(deps().redis, cid)
+    deps().refs.pop(pid, None)
     log.info("panel: chat %s erased (%d keys)", cid, erased)
     return jsonify(result="forgotten", erased=erased)
 
@@ -80,9 +85,10 @@ def take_over(cid):
     return result
 
 
-@bp.post("/<cid>/reply")
+@bp.post("/<pid>/reply")
 @login_required
-def api_reply(cid):
+def api_reply(pid):
+    cid = resolve(pid)
     """Answer as a person: pause the bot first, send through the chat's own instance and channel, log it as "human"."""
     settings, redis = deps().settings, deps().redis
     body = json_body()

@@ -2,11 +2,12 @@
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app, render_template, request
 
 import ai_service
+import chat_ids
 import chatlog
 import chats
 import sender
@@ -26,6 +27,7 @@ class Deps:
     queue: object
     genai: object = None
     http: object = None
+    refs: dict = field(default_factory=dict)  # keyed id -> Redis ref, filled from the chat index on a miss
 
     def gemini(self):
         if self.genai is None:
@@ -62,7 +64,7 @@ def summary(meta, now, reveal=False):
     """One chat as the API and the pages show it."""
     number = meta.get("reply_to", "")
     item = {
-        "id": meta["id"], "instance": meta.get("instance", ""), "name": meta.get("name", ""),
+        "id": chat_ids.public(chat_ids.key(deps().settings), meta["id"]), "instance": meta.get("instance", ""), "name": meta.get("name", ""),
         "number_masked": mask(number),
         "last_text": meta.get("last_text", ""), "last_at": int(float(meta.get("last_at") or 0)),
         "last_from": meta.get("last_from", ""),
@@ -78,12 +80,27 @@ def chat_list():
     return [summary(meta, now) for meta in chatlog.chats(deps().redis)]
 
 
+def resolve(pid):
+    """The Redis ref of the chat the panel's URLs call `pid` (its keyed id, chat_ids.py), or None."""
+    if not chat_ids.PUBLIC.fullmatch(pid):
+        return None
+    refs = deps().refs
+    if pid not in refs:
+        if len(refs) > 10_000:
+            refs.clear()
+        secret = chat_ids.key(deps().settings)
+        for cid in deps().redis.zrange(chatlog.CHATS, 0, -1):
+            refs[chat_ids.public(secret, cid.decode())] = cid.decode()
+    return refs.get(pid)
+
+
 def chat_meta(cid):
-    """The chat's details, or None for an unknown or malformed id."""
-    return chatlog.details(deps().redis, cid) if CHAT_ID.fullmatch(cid) else None
+    """The chat's details, or None for an unknown or malformed ref."""
+    return chatlog.details(deps().redis, cid) if cid and CHAT_ID.fullmatch(cid) else None
 
 
-def one_chat(cid, reveal=False):
+def one_chat(pid, reveal=False):
+    cid = resolve(pid)
     meta = chat_meta(cid)
     if meta is None:
         return None

@@ -21,19 +21,19 @@ def inbox_part():
     return render("_inbox_rows.html", chats=chat_list())
 
 
-@bp.get("/chats/<cid>")
+@bp.get("/chats/<pid>")
 @login_required
-def chat_page(cid):
-    chat = one_chat(cid)
+def chat_page(pid):
+    chat = one_chat(pid)
     if chat is None:
         return render("missing.html", page="inbox"), 404
     return render("chat.html", chat=chat, page="inbox")
 
 
-@bp.get("/part/chats/<cid>")
+@bp.get("/part/chats/<pid>")
 @login_required
-def chat_part(cid):
-    chat = one_chat(cid)
+def chat_part(pid):
+    chat = one_chat(pid)
     if chat is None:
         return "", 404
     return render("_thread.html", chat=chat)
