@@ -27,6 +27,7 @@ import chats
 import instances
 import panel
 import parser
+import replay
 import sender
 import stats
 from config import REQUIRED_FOR_REPLYING, SettingsError, load_settings, setup_logging
@@ -142,8 +143,14 @@ def create_app(settings=None, redis=None, direct_context=None):
                                        "human", settings)
             log.info("fromMe in chat %s: %s", who, outcome)
             return outcome
+        if replay.seen(redis, message):  # a signed Twilio or Cloud delivery replayed after the dedupe forgot it
+            log.warning("%s from %s: message id seen in the last %d days; not answered again", message.kind, who,
+                        replay.DAYS)
+            tally.add("duplicates")
+            return "duplicate"
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
         outcome = buffer.add_message(redis, message, settings, trigger, counts=tally.take() + Counter(received=1))
+        replay.remember(redis, message)
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome

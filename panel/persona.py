@@ -9,6 +9,7 @@ from pathlib import Path
 from flask import Blueprint, jsonify
 
 import ai_service
+import budget
 import chatlog
 import stats
 from panel.auth import login_required
@@ -19,6 +20,7 @@ log = logging.getLogger(__name__)
 bp = Blueprint("persona", __name__)
 
 PROMPT_NAME = re.compile(r"\+?[A-Za-z0-9_-]{1,64}")  # "+5511…": a Twilio number's prompt
+MAX_PROMPT_CHARS = 100_000  # the editor's limit, for saving and trying alike
 
 
 def prompt_path(name):
@@ -66,8 +68,8 @@ def api_save_prompt(name):
         return jsonify(error="prompt names are letters, digits, - and _"), 400
     body = json_body()
     text = body.get("text") if body else None
-    if not isinstance(text, str) or len(text) > 100_000:
-        return jsonify(error='send JSON {"text": "..."} (at most 100000 characters)'), 400
+    if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
+        return jsonify(error=f'send JSON {{"text": "..."}} (at most {MAX_PROMPT_CHARS} characters)'), 400
     path = prompt_path(name)
     if not text.strip():
         if name == "system":
@@ -103,8 +105,13 @@ def api_try():
     if instance and not PROMPT_NAME.fullmatch(instance):
         return jsonify(error="instance names are letters, digits, - and _"), 400
     prompt = body.get("prompt")
+    if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+        return jsonify(error=f"prompt longer than {MAX_PROMPT_CHARS} characters"), 400
     if not isinstance(prompt, str) or not prompt.strip():
         prompt = ai_service.load_system_prompt(settings, instance)
+    if not budget.allow(deps().redis, settings):  # a try is a Gemini call like any other
+        return jsonify(error=f"GEMINI_MAX_CALLS_PER_HOUR={settings.gemini_max_calls_per_hour} reached; "
+                             "try again in the next hour"), 429
     try:
         answer = ai_service.generate_reply(deps().gemini(), settings, [], text[: settings.max_input_chars], prompt)
     except ai_service.Handoff as handoff:  # Gemini would hand this chat to a person
