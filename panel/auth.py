@@ -269,14 +269,23 @@ def logout():
     return logged_out(json=False)
 
 
-@bp.post("/logout-all")
-@bp.post("/api/logout-all")
-@login_required
-def logout_all():
-    """"Sair de todos os aparelhos": every session ends, this one too."""
+def end_everywhere(json):
     ended = end_all_sessions(deps().redis)
     log.warning("panel: every session ended (%d) from %s", ended, client_address())
-    return logged_out(json=request.path.startswith("/panel/api/"))
+    return logged_out(json)
+
+
+@bp.post("/logout-all")
+@login_required
+def logout_all():
+    """"Sair de todos os aparelhos", the button on every page: every session ends, this one too."""
+    return end_everywhere(json=False)
+
+
+@bp.post("/api/logout-all")
+@login_required
+def api_logout_all():
+    return end_everywhere(json=True)
 
 
 @bp.get("/api/session")

@@ -17,15 +17,18 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+import requests
+
 import buffer
+import chat_ids
 import stats
-from conftest import CUSTOMER, ROOT, text_message, wait_until
+from conftest import CUSTOMER, PANEL_KEY, ROOT, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 SHOTS = ROOT / "docs" / "screenshots"
 DEBOUNCE = 3
 WAIT = 30  # generous: the machine is shared
-CID = buffer.chat_ref("shop", f"{CUSTOMER}@s.whatsapp.net")
+CID = chat_ids.public(PANEL_KEY.encode(), buffer.chat_ref("shop", f"{CUSTOMER}@s.whatsapp.net"))  # as URLs show it
 
 
 @pytest.fixture
@@ -36,6 +39,7 @@ def browser():
         pytest.fail("chromium and chromium-driver are not installed: run `bash .ci/run`, which installs them")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations show in the console
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=430,1000", "--lang=pt-BR", "--force-device-scale-factor=1"):
         options.add_argument(arg)
@@ -187,3 +191,19 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
 
     browser.find_element(By.ID, "logout").click()
     until(browser, lambda d: d.find_elements(By.ID, "password"), "the login page after logout")
+
+    # Log in again, then leave every device: a copy of the cookie no longer reads anything.
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-button").click()
+    until(browser, lambda d: d.find_elements(By.ID, "nav-health"), "the inbox")
+    browser.find_element(By.ID, "nav-health").click()
+    until(browser, lambda d: d.find_elements(By.ID, "logout-all"), "the health page's button")
+    copied = {"panel_session": browser.get_cookie("panel_session")["value"]}
+    assert requests.get(f"{stack.url}/panel/api/chats", cookies=copied, timeout=10).status_code == 200
+    browser.find_element(By.ID, "logout-all").click()
+    until(browser, lambda d: d.find_elements(By.ID, "password"), "the login page after leaving every device")
+    assert requests.get(f"{stack.url}/panel/api/chats", cookies=copied, timeout=10).status_code == 401
+
+    # The pages worked under `Content-Security-Policy: default-src 'self'`: nothing inline was refused.
+    refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert refused == []

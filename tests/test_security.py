@@ -109,7 +109,7 @@ def test_leaving_every_device_ends_every_session(panel_server, redis_server):
     phone, laptop = owner(url), owner(url)
     stolen = copy_of(laptop)
     assert len(redis_server.client().smembers("wa:panel:sessions")) == 2
-    page = phone.get(f"{url}/panel/", timeout=10).text
+    page = phone.get(f"{url}/panel/health", timeout=10).text
     assert 'id="logout-all"' in page and "Sair de todos os aparelhos" in page
     assert phone.post(f"{url}/panel/api/logout-all", timeout=10).status_code == 403  # CSRF still needed
     done = phone.post(f"{url}/panel/api/logout-all", headers={"X-CSRF-Token": phone.csrf}, timeout=10)
