@@ -36,10 +36,17 @@ class LogFilter(logging.Filter):
 
     def filter(self, record):
         message = record.getMessage()
-        keyed = REF.sub(lambda match: public(self.secret, match.group()), message)
+        keyed = self.key(message)
         if keyed != message:
             record.msg, record.args = keyed, None
+        if record.exc_info and not record.exc_text:  # a traceback may name a key such as wa:log:<ref>
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.key(record.exc_text)
         return True
+
+    def key(self, text):
+        return REF.sub(lambda match: public(self.secret, match.group()), text)
 
 
 def install(settings):

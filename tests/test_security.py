@@ -4,7 +4,9 @@ Sessions that end, throttled passwords behind a shared address, keyed chat ids i
 replayed signed deliveries, headers, /health, body memory, the persona's try-it and the owner's alert.
 """
 
+import io
 import json
+import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import requests
+from itsdangerous import BadSignature, URLSafeTimedSerializer
 from twilio.request_validator import RequestValidator
 
 import buffer
 import chat_ids
-from conftest import CUSTOMER, INSTANCE, PANEL_KEY, PAYLOADS, TOKEN, free_port, text_message, wait_until
+from conftest import CUSTOMER, INSTANCE, PANEL_KEY, PAYLOADS, TOKEN, _descendants, free_port, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
@@ -140,14 +143,12 @@ def test_the_webhook_refuses_to_start_with_no_panel_key_or_a_weak_password(panel
 
 def test_cookies_are_signed_with_the_panel_key_not_the_webhook_token(panel_server):
     """Whoever holds WEBHOOK_TOKEN and PANEL_PASSWORD cannot forge a known-device cookie without the key."""
-    from itsdangerous import URLSafeTimedSerializer
-
     url = panel_server()
     browser = owner(url)
     device = browser.cookies.get("panel_device", path="/panel")
     assert URLSafeTimedSerializer(PANEL_KEY, salt="panel-device").loads(device)
     for key in (TOKEN, PASSWORD, f"panel\n{TOKEN}"):
-        with pytest.raises(Exception):
+        with pytest.raises(BadSignature):
             URLSafeTimedSerializer(key, salt="panel-device").loads(device)
 
 
@@ -216,6 +217,25 @@ def test_logs_and_panel_urls_carry_a_keyed_chat_id_never_the_plain_hash(start_st
     assert not re.search(r"(?<![0-9a-f])[0-9a-f]{20}(?![0-9a-f])", logs)  # no ref-shaped id at all
 
 
+def test_the_log_filter_keys_refs_in_messages_and_tracebacks_but_leaves_other_ids():
+    log = logging.getLogger("test.chat_ids")
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(chat_ids.LogFilter(PANEL_KEY.encode()))
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(handler)
+    try:
+        log.warning("chat %s: %d%% done, job %s", CID, 50, "480f8d76e80644de9152756f8b447a7b")
+        try:
+            raise KeyError(f"wa:log:{CID}")
+        except KeyError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    text = handler.stream.getvalue()
+    assert f"chat {PID}: 50% done, job 480f8d76e80644de9152756f8b447a7b" in text
+    assert f"wa:log:{PID}" in text and CID not in text
+
+
 # --- 6. a signed delivery replayed after the dedupe forgot it ---------------------------------------
 
 TWILIO_URL = "https://bot.example.com/webhook/twilio"
@@ -273,21 +293,20 @@ def test_panel_pages_send_the_security_headers_and_health_hides_its_details(pane
 
 # --- 8. memory: a body of many small values; the persona's try-it ---------------------------------
 
-def rss_kb(pid):
-    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
+def peak_rss_kb(pid):
+    """The process's highest resident memory so far (VmHWM): parsing's objects are freed before we can look."""
+    return int(re.search(r"VmHWM:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1))
 
 
 def test_a_16_mib_body_of_tiny_values_is_refused_before_it_is_parsed(panel_server):
     url = panel_server(gunicorn_workers=1)
-    from conftest import _descendants
-
     worker_pid, = _descendants(panel_server.proc.process.pid)
     body = b"[" + b"{}," * (16 * 1024 * 1024 // 3 - 1) + b"{}]"
-    before = rss_kb(worker_pid)
+    before = peak_rss_kb(worker_pid)
     response = requests.post(f"{url}/webhook", params={"token": TOKEN}, data=body,
                              headers={"Content-Type": "application/json"}, timeout=120)
-    grown_mb = (rss_kb(worker_pid) - before) / 1024
-    print(f"16 MiB of {{}}: HTTP {response.status_code}, webhook worker grew {grown_mb:.0f} MB")
+    grown_mb = (peak_rss_kb(worker_pid) - before) / 1024
+    print(f"16 MiB of {{}}: HTTP {response.status_code}, webhook worker's peak grew {grown_mb:.0f} MB")
     assert response.status_code == 413 and "JSON values" in response.json()["error"]
     assert grown_mb < 80  # the body itself, read once; parsing it grew the worker by ~440 MB
 
