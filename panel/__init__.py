@@ -26,7 +26,7 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
 
     for module in MODULES:
         bp.register_blueprint(module.bp)
-    auth.configure(bp, settings)
+    auth.configure(bp)
     return bp
 
 

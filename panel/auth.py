@@ -64,7 +64,7 @@ return 0
 """
 
 
-def configure(panel_bp, settings):
+def configure(panel_bp):
     """The headers of every panel response: no inline script or framing, no sniffing, no referrer outside."""
 
     @panel_bp.after_request
