@@ -64,7 +64,8 @@ def summary(meta, now, reveal=False):
     """One chat as the API and the pages show it."""
     number = meta.get("reply_to", "")
     item = {
-        "id": chat_ids.public(chat_ids.key(deps().settings), meta["id"]), "instance": meta.get("instance", ""), "name": meta.get("name", ""),
+        "id": chat_ids.public(chat_ids.key(deps().settings), meta["id"]),  # never the plain ref: it is reversible
+        "instance": meta.get("instance", ""), "name": meta.get("name", ""),
         "number_masked": mask(number),
         "last_text": meta.get("last_text", ""), "last_at": int(float(meta.get("last_at") or 0)),
         "last_from": meta.get("last_from", ""),
