@@ -167,9 +167,9 @@ def test_parallel_guesses_cannot_race_past_the_limit_and_the_owners_browser_stil
         return attacker.post(f"{url}/panel/login", data={"password": f"chute-{i}", "csrf_token": token},
                              allow_redirects=False, timeout=20).status_code
 
-    with ThreadPoolExecutor(16) as pool:
-        codes = list(pool.map(guess, range(32)))
-    assert codes.count(401) == 5 and codes.count(429) == 27  # FREE_TRIES evaluated, whatever the concurrency
+    with ThreadPoolExecutor(16) as pool:  # one burst, well within the 1 s wait that follows the 5th failure
+        codes = list(pool.map(guess, range(16)))
+    assert codes.count(401) == 5 and codes.count(429) == 11  # FREE_TRIES compared, whatever the concurrency
     spoofed = log_in(attacker, url, headers={"X-Forwarded-For": "203.0.113.9"})  # no TRUSTED_PROXY: ignored
     assert spoofed.status_code == 429 and "Tente de novo em" in spoofed.text
     forged = requests.Session()
