@@ -278,7 +278,7 @@ def end_everywhere(json):
 @bp.post("/logout-all")
 @login_required
 def logout_all():
-    """"Sair de todos os aparelhos", the button on every page: every session ends, this one too."""
+    """"Sair de todos os aparelhos", the button on the health page: every session ends, this one too."""
     return end_everywhere(json=False)
 
 
