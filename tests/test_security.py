@@ -4,6 +4,8 @@ Sessions that end, throttled passwords behind a shared address, keyed chat ids i
 replayed signed deliveries, headers, /health, body memory, the persona's try-it and the owner's alert.
 """
 
+import hashlib
+import hmac
 import io
 import json
 import logging
@@ -19,7 +21,7 @@ from twilio.request_validator import RequestValidator
 
 import buffer
 import chat_ids
-from conftest import CUSTOMER, INSTANCE, PANEL_KEY, PAYLOADS, TOKEN, _descendants, free_port, text_message, wait_until
+from conftest import CUSTOMER, GRAPH_TOKEN, INSTANCE, PANEL_KEY, PAYLOADS, TOKEN, _descendants, free_port, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
@@ -264,6 +266,32 @@ def test_a_signed_twilio_delivery_replayed_after_the_dedupe_window_is_not_answer
     day_set, = stack.redis.client().keys("wa:replay:*")  # one set a day, of 8-byte digests
     assert [len(member) for member in stack.redis.client().smembers(day_set)] == [8]
     assert 30 * 86400 < stack.redis.client().ttl(day_set) <= 31 * 86400
+
+
+def test_a_signed_cloud_delivery_is_answered_once_in_30_days_and_never_when_older_than_the_backlog_guard(
+        start_stack, gemini, graph):
+    secret = "test-app-secret-0123456789"
+    stack = start_stack(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret=secret, whatsapp_verify_token="verify-0123456789",
+                        whatsapp_graph_url=graph.url, dedupe_ttl_seconds=2)
+
+    def delivery(message_id, timestamp):
+        body = json.loads((PAYLOADS / "cloud_api_webhooks.json").read_text())["text"]
+        message, = body["entry"][0]["changes"][0]["value"]["messages"]
+        message.update(id=message_id, timestamp=str(int(timestamp)))
+        raw = json.dumps(body).encode()
+        signature = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+        return lambda: requests.post(f"{stack.url}/webhook/cloud", data=raw, timeout=20, headers={
+            "Content-Type": "application/json", "X-Hub-Signature-256": signature}).json()
+
+    gemini.reply_with("Oi!")
+    fresh = delivery("wamid.REPLAY1", time.time())
+    assert fresh()["results"] == ["scheduled"]
+    wait_until(graph.texts, timeout=30, message="the first answer")
+    time.sleep(3)  # past DEDUPE_TTL_SECONDS
+    assert fresh()["results"] == ["duplicate"]  # remembered for 30 days
+    assert delivery("wamid.OLD1", time.time() - 3600)()["results"] == ["ignored"]  # older than MAX_MESSAGE_AGE_SECONDS
+    time.sleep(2)
+    assert len(gemini.requests) == 1 and len(graph.texts()) == 1
 
 
 # --- 7. headers and /health ---------------------------------------------------------------------
