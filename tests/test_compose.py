@@ -308,7 +308,8 @@ def in_build_context(path, rules):
 def test_dockerignore_is_an_allowlist_of_what_the_image_needs():
     rules = dockerignore_rules()
     assert rules[0] == "*", "the first rule must leave everything out"
-    for needed in ("webhook.py", "worker.py", "config.py", "prompts", "requirements.lock", "templates", "static"):
+    for needed in ("webhook.py", "worker.py", "config.py", "prompts", "requirements.lock", "templates", "static",
+                   "weak_passwords.txt"):  # config.py reads it at start-up
         assert in_build_context(needed, rules), needed
     for secret in (".env", ".env.local", ".git", "tests", "bench", "appendonly.aof", "dump.rdb", ".ci"):
         assert not in_build_context(secret, rules), secret
