@@ -6,8 +6,16 @@ Needs only GEMINI_API_KEY; Redis is an in-memory fakeredis unless --redis-url is
 Python 3.11 or newer, in a virtual environment (Debian 12 and Ubuntu 24.04 refuse system-wide pip
 installs, PEP 668):
 
-    python3 -m venv .venv && . .venv/bin/activate && pip install -r requirements-test.txt
-    GEMINI_API_KEY=... python chat.py [--debounce 3] [--instance loja] [--redis-url redis://localhost:6379/0]
+    python3 -m venv .venv && .venv/bin/pip install -r requirements-test.txt
+    GEMINI_API_KEY=... .venv/bin/python chat.py [--debounce 3] [--instance loja] [--redis-url redis://localhost:6379/0]
+
+Offline, GEMINI_BASE_URL points the real google-genai client at the tests' fake Gemini
+(tests/fakes.py), which answers whatever its `responder` returns:
+
+    .venv/bin/python -c 'import sys, time; sys.path.insert(0, "tests"); from fakes import FakeGemini
+    g = FakeGemini(api_key="offline", port=8089).start(); g.reply_with("Olá! (resposta de teste)")
+    time.sleep(3600)' &
+    GEMINI_API_KEY=offline GEMINI_BASE_URL=http://127.0.0.1:8089 .venv/bin/python chat.py --debounce 1
 """
 
 import argparse
@@ -100,4 +108,4 @@ if __name__ == "__main__":
     try:
         sys.exit(main(sys.argv[1:]))
     except SettingsError as error:  # e.g. no GEMINI_API_KEY: one line, not a traceback
-        sys.exit(f"error: {error}")
+        sys.exit(f"erro de configuração: {error}")

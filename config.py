@@ -22,7 +22,16 @@ PT_MEDIA_FAILED = "Não consegui abrir o arquivo que você enviou. Pode me conta
 
 
 class SettingsError(Exception):
-    """A required setting is missing or a setting cannot be parsed; the message names it."""
+    """A required setting is missing or a setting cannot be parsed.
+
+    The message is one pt-BR line for the shop owner: the setting's name first, what is wrong, and
+    an example of a right value (`refuse` builds it).
+    """
+
+
+def refuse(name, problem, example):
+    """The SettingsError for `name`: "NAME: problem. Exemplo: NAME=example" (one line, pt-BR)."""
+    return SettingsError(f"{name}: {problem}. Exemplo: {name}={example}")
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,7 @@ class Settings:
     business_hours: str = ""  # e.g. "mon-fri 08:00-18:00, sat 08:00-12:00" (seg…dom too); see hours.py
     business_timezone: str = "America/Sao_Paulo"
     bot_active: str = "always"  # always · outside_business_hours · during_business_hours
+    bot_paused: bool = False  # the owner's switch (panel's Configurações): no customer answered, messages still kept
     closed_message: str = ""  # sent once per chat per day while the bot is off; empty: stay silent
     owner_number: tuple = ()  # numbers that get WhatsApp alerts (handoff, fallback, a number unlinked)
     gemini_max_output_tokens: int = 1024
@@ -179,7 +189,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _parse(name, text, kind):
+def _parse(name, text, kind, default=None):
     """Turn one environment string into the field's type, or raise SettingsError naming the variable."""
     text = text.strip()
     try:
@@ -196,7 +206,10 @@ def _parse(name, text, kind):
         if kind is tuple:
             return tuple(item.strip().lower() for item in text.split(",") if item.strip())
     except ValueError:
-        raise SettingsError(f"{name} must be a {kind.__name__}, got {text!r}") from None
+        if kind is bool:
+            raise refuse(name, f"use true ou false, veio {text!r}", "true" if default else "false") from None
+        what = "um número inteiro" if kind is int else "um número (decimais com ponto: 2.5)"
+        raise refuse(name, f"precisa ser {what}, veio {text!r}", _number(default)) from None
     return text
 
 
@@ -204,7 +217,8 @@ def _split_send_text_url(url):
     """Read a full sendText URL (the original README's EVOLUTION_API) into (base URL, instance)."""
     match = re.match(r"^(.*?)/message/sendText/([^/?#]+)", url.strip())
     if not match:
-        raise SettingsError(f"EVOLUTION_API must look like http://host:8080/message/sendText/<instance>, got {url!r}")
+        raise refuse("EVOLUTION_API", f"precisa ser o endereço completo do sendText, veio {url!r}",
+                     "http://evolution:8080/message/sendText/loja")
     return match.group(1), unquote(match.group(2))
 
 
@@ -226,9 +240,10 @@ def load_settings(environ=None, require=("REDIS_URL",)):
         if raw is None and name in FALLBACK_NAMES:
             raw = environ.get(FALLBACK_NAMES[name])
         if name in SECRETS and raw and not raw.strip():
-            raise SettingsError(f"{name} is only spaces: set a real secret (python3 config.py --init-env) or leave it empty")
+            raise refuse(name, "só tem espaços; rode python3 config.py --init-env, que põe uma senha longa",
+                         SECRET_EXAMPLE)
         if raw is not None and (raw.strip() or field.type is str):
-            values[field.name] = _parse(name, raw, field.type)
+            values[field.name] = _parse(name, raw, field.type, field.default)
     for name in ("redis_down", "bot_active"):
         if name in values:
             values[name] = values[name].strip().lower()
@@ -242,6 +257,22 @@ def load_settings(environ=None, require=("REDIS_URL",)):
     settings = Settings(**values)
     _validate(settings, require)
     return settings
+
+
+def with_values(settings, strings):
+    """`settings` with some fields given as environment strings ({"debounce_seconds": "30"}), checked as at start-up.
+
+    The panel's settings (shop_settings.py) go through here, so they meet the same validators as `.env`;
+    raises SettingsError naming the first wrong one.
+    """
+    fields = {field.name: field for field in dataclasses.fields(Settings)}
+    values = {name: _parse(name.upper(), text, fields[name].type, fields[name].default) for name, text in strings.items()}
+    for name in ("redis_down", "bot_active"):
+        if name in values:
+            values[name] = values[name].strip().lower()
+    changed = dataclasses.replace(settings, **values)
+    _validate(changed, require=())
+    return changed
 
 
 def _validate(settings, require):
@@ -258,37 +289,76 @@ def _validate(settings, require):
                 getattr(settings, other.lower()) for other in EVOLUTION_SETTINGS):
             continue  # a stack that serves only the Cloud API or Twilio needs no Evolution
         if not str(getattr(settings, name.lower())).strip():
-            hint = " (or ALLOW_UNAUTHENTICATED_WEBHOOK=true for a local demo)" if name == "WEBHOOK_TOKEN" else ""
-            raise SettingsError(f"{name} is required but not set (see .env.example){hint}")
+            problem = "falta no .env"
+            if name == "WEBHOOK_TOKEN":
+                problem += " (ALLOW_UNAUTHENTICATED_WEBHOOK=true liga sem ele, só para teste no seu computador)"
+            raise refuse(name, problem, REQUIRED_EXAMPLES.get(name, SECRET_EXAMPLE))
     _check_secrets(settings)
     _check_panel(settings)
     if settings.evolution_api_url and not re.match(r"^https?://", settings.evolution_api_url):
-        raise SettingsError(f"EVOLUTION_API_URL must start with http:// or https://, got {settings.evolution_api_url!r}")
+        raise refuse("EVOLUTION_API_URL", f"precisa começar com http:// ou https://, veio {settings.evolution_api_url!r}",
+                     "http://evolution:8080")
     if settings.redis_down not in ("direct", "retry"):
-        raise SettingsError(f"REDIS_DOWN must be 'direct' or 'retry', got {settings.redis_down!r}")
+        raise refuse("REDIS_DOWN", f"use direct ou retry, veio {settings.redis_down!r}", "direct")
     if settings.log_level.upper() not in logging.getLevelNamesMapping():
-        raise SettingsError(f"LOG_LEVEL must be a logging level such as INFO, got {settings.log_level!r}")
+        raise refuse("LOG_LEVEL", f"use DEBUG, INFO, WARNING ou ERROR, veio {settings.log_level!r}", "INFO")
     positive = ("debounce_seconds", "dedupe_ttl_seconds", "history_max_turns", "history_max_chars", "history_ttl_days",
                 "gemini_max_attempts", "job_lease_seconds", "sweep_seconds", "max_body_bytes",
                 "max_input_chars", "max_burst_messages", "gemini_timeout_seconds", "evolution_timeout_seconds",
-                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries")
+                "max_wait_seconds", "max_reply_parts", "max_burst_media", "max_burst_media_mb", "log_max_entries",
+                "handoff_pause_minutes")
+    zero_ok = ("debounce_seconds", "handoff_pause_minutes")
     for name in positive:
-        if getattr(settings, name) < 0 or (name != "debounce_seconds" and getattr(settings, name) == 0):
-            raise SettingsError(f"{name.upper()} must be positive, got {getattr(settings, name)!r}")
+        value = getattr(settings, name)
+        if value < 0 or (name not in zero_ok and value == 0):
+            least = "0 ou mais" if name in zero_ok else "maior que zero"
+            raise refuse(name.upper(), f"precisa ser {least}, veio {_number(value)}", _number(_default(name)))
     if settings.max_typing_ms / 1000 + 5 > settings.evolution_timeout_seconds:
-        raise SettingsError("EVOLUTION_TIMEOUT_SECONDS must exceed MAX_TYPING_MS by 5 s: Evolution holds sendText while typing")
+        raise refuse("EVOLUTION_TIMEOUT_SECONDS", f"precisa passar MAX_TYPING_MS ({settings.max_typing_ms} ms) em 5 "
+                     "segundos, porque o Evolution segura o envio enquanto mostra digitando",
+                     _number(settings.max_typing_ms / 1000 + 10))
     # Each slow step (Gemini, a download, a part's typing and send) renews the lease first, so the lease must outlast the longest.
-    if settings.gemini_timeout_seconds + settings.evolution_timeout_seconds >= settings.job_lease_seconds:
-        raise SettingsError("JOB_LEASE_SECONDS must be longer than GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS")
+    slowest = settings.gemini_timeout_seconds + settings.evolution_timeout_seconds
+    if slowest >= settings.job_lease_seconds:
+        raise refuse("JOB_LEASE_SECONDS", f"precisa ser maior que GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS "
+                     f"({_number(slowest)} segundos)", _number(max(_default("job_lease_seconds"), slowest + 30)))
     if settings.max_regenerations < 0:
-        raise SettingsError(f"MAX_REGENERATIONS must be 0 or more, got {settings.max_regenerations!r}")
+        raise refuse("MAX_REGENERATIONS", f"precisa ser 0 ou mais, veio {settings.max_regenerations}", "1")
     _validate_owner_week(settings)
 
 
+def _default(name):
+    """A field's default, for the example of a right value."""
+    return Settings.__dataclass_fields__[name].default
+
+
+def _number(value):
+    """120.0 → "120", 2.5 → "2.5": how the owner would write it in .env."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# Examples of right values in the refusals (pt-BR, one line each).
+SECRET_EXAMPLE = "9f2c4e7a1b8d3f60c5e2a7b9d4f1c8e3 (o python3 config.py --init-env cria)"
+REQUIRED_EXAMPLES = {
+    "REDIS_URL": "redis://localhost:6379/0",
+    "EVOLUTION_API_URL": "http://evolution:8080",
+    "GEMINI_API_KEY": "AIzaSy... (crie a chave em https://aistudio.google.com/apikey)",
+}
+
 EVOLUTION_SETTINGS = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY")
 CHANNEL_SETTINGS = {
-    "the WhatsApp Cloud API": ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"),
-    "Twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_URL"),
+    "a API oficial da Meta (Cloud API)": ("WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN"),
+    "a Twilio": ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_WEBHOOK_URL"),
+}
+CHANNEL_EXAMPLES = {
+    "WHATSAPP_TOKEN": "EAAG... (token permanente de um usuário do sistema, na Meta)",
+    "WHATSAPP_APP_SECRET": "1a2b3c4d5e6f... (a chave secreta do app, na Meta: Configurações do app, Básico)",
+    "WHATSAPP_VERIFY_TOKEN": "um-texto-longo-que-voce-escolhe",
+    "TWILIO_ACCOUNT_SID": "AC... (Twilio: Account info)",
+    "TWILIO_AUTH_TOKEN": "9f8e7d6c5b4a... (o Auth Token, na Twilio: Account info)",
+    "TWILIO_WEBHOOK_URL": "https://bot.minhaloja.com.br/webhook/twilio",
+    "WHATSAPP_GRAPH_URL": "https://graph.facebook.com",
+    "TWILIO_API_URL": "https://api.twilio.com",
 }
 
 
@@ -299,28 +369,31 @@ def _validate_channels(settings):
     for channel, names in CHANNEL_SETTINGS.items():
         missing = [name for name in names if not getattr(settings, name.lower()).strip()]
         if missing and len(missing) < len(names):
-            raise SettingsError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} required for {channel} "
-                                f"({', '.join(name for name in names if name not in missing)} set; see .env.example)")
+            given = ", ".join(name for name in names if name not in missing)
+            raise SettingsError(f"{', '.join(missing)}: {'falta' if len(missing) == 1 else 'faltam'} para usar {channel} "
+                                f"({given} já no .env). Exemplo: {missing[0]}={CHANNEL_EXAMPLES[missing[0]]}")
         on = on or not missing
     for name in ("WHATSAPP_GRAPH_URL", "TWILIO_API_URL", "TWILIO_WEBHOOK_URL"):
         value = getattr(settings, name.lower())
         if value and not re.match(r"^https?://", value):
-            raise SettingsError(f"{name} must start with https:// (or http://), got {value!r}")
+            raise refuse(name, f"precisa começar com https:// (ou http://), veio {value!r}", CHANNEL_EXAMPLES[name])
     if not re.fullmatch(r"v\d+\.\d+", settings.whatsapp_api_version.strip()):
-        raise SettingsError(f"WHATSAPP_API_VERSION must look like v23.0, got {settings.whatsapp_api_version!r}")
+        raise refuse("WHATSAPP_API_VERSION", f"precisa ser como v23.0, veio {settings.whatsapp_api_version!r}", "v23.0")
     return on
 
 
 def _check_secrets(settings):
     """Refuse placeholder secrets and short ones the shop chose; empty ones are left to `require`."""
     checks = [(name, getattr(settings, name.lower()), name in CHOSEN_SECRETS) for name in SECRETS]
-    checks.append(("REDIS_URL's password (REDIS_PASSWORD in .env)", redis_password(settings.redis_url), True))
+    checks.append(("REDIS_PASSWORD", redis_password(settings.redis_url), True))
     for name, value, chosen in checks:
+        where = " (a senha dentro de REDIS_URL)" if name == "REDIS_PASSWORD" else ""
         if value and value.lower().startswith("change-me"):
-            raise SettingsError(f"{name} is still the placeholder from .env.example: run python3 config.py --init-env")
+            raise SettingsError(f"{name}{where}: ainda é o valor de exemplo do .env.example; rode python3 config.py "
+                                f"--init-env, que põe uma senha longa. Exemplo: {name}={SECRET_EXAMPLE}")
         if value and chosen and len(value) < MIN_SECRET_CHARS:
-            raise SettingsError(f"{name} is shorter than {MIN_SECRET_CHARS} characters: use a long random one "
-                                "(python3 config.py --init-env)")
+            raise SettingsError(f"{name}{where}: curta demais (menos de {MIN_SECRET_CHARS} letras e números); rode "
+                                f"python3 config.py --init-env, que põe uma longa. Exemplo: {name}={SECRET_EXAMPLE}")
 
 
 def _check_panel(settings):
@@ -331,24 +404,22 @@ def _check_panel(settings):
         try:
             ipaddress.ip_network(value, strict=False)
         except ValueError:
-            raise SettingsError(f"TRUSTED_PROXY: {value!r} não é um endereço IP nem uma rede; "
-                                "exemplo: TRUSTED_PROXY=127.0.0.1 (o nginx na mesma máquina)") from None
+            raise refuse("TRUSTED_PROXY", f"{value!r} não é um endereço IP nem uma rede",
+                         "127.0.0.1 (o nginx na mesma máquina)") from None
     if settings.panel_max_failed_logins_per_hour <= 0:
-        raise SettingsError("PANEL_MAX_FAILED_LOGINS_PER_HOUR precisa ser maior que zero; exemplo: "
-                            "PANEL_MAX_FAILED_LOGINS_PER_HOUR=100")
+        raise refuse("PANEL_MAX_FAILED_LOGINS_PER_HOUR", "precisa ser maior que zero", "100")
     if not settings.panel_password:
         return
     if len(settings.panel_secret_key.strip()) < MIN_PANEL_KEY_CHARS:
-        raise SettingsError(f"PANEL_SECRET_KEY falta ou tem menos de {MIN_PANEL_KEY_CHARS} caracteres (o painel está "
-                            "ligado): rode python3 config.py --init-env, que cria uma; exemplo: "
-                            "PANEL_SECRET_KEY=9f2c4e...(48 caracteres hexadecimais aleatórios)")
+        raise refuse("PANEL_SECRET_KEY", f"falta ou tem menos de {MIN_PANEL_KEY_CHARS} caracteres (o painel está ligado); "
+                     "rode python3 config.py --init-env, que cria uma", SECRET_EXAMPLE)
     if settings.panel_secret_key in (settings.panel_password, settings.webhook_token, settings.evolution_api_key):
-        raise SettingsError("PANEL_SECRET_KEY não pode ser igual a outro segredo: rode python3 config.py --init-env "
-                            "depois de apagar a linha PANEL_SECRET_KEY do .env")
+        raise refuse("PANEL_SECRET_KEY", "não pode ser igual a outro segredo; apague a linha dela no .env e rode "
+                     "python3 config.py --init-env", SECRET_EXAMPLE)
     weakness = password_weakness(settings.panel_password, settings.evolution_instance)
     if weakness:
-        raise SettingsError(f"PANEL_PASSWORD é fraca ({weakness}): use uma senha longa e aleatória, por exemplo a "
-                            "que python3 config.py --init-env cria quando a linha PANEL_PASSWORD está vazia")
+        raise refuse("PANEL_PASSWORD", f"fraca ({weakness}); use uma senha longa e aleatória (apague a linha e rode "
+                     "python3 config.py --init-env, que cria uma)", SECRET_EXAMPLE)
 
 
 def password_weakness(password, instance=""):
@@ -385,20 +456,29 @@ def _validate_owner_week(settings):
     try:
         hours.parse_business_hours(settings.business_hours)
     except ValueError as error:
-        raise SettingsError(f"BUSINESS_HOURS: {error}") from None
+        raise refuse("BUSINESS_HOURS", str(error), HOURS_EXAMPLE) from None
     try:
         hours.timezone(settings.business_timezone)
     except ValueError as error:
-        raise SettingsError(f"BUSINESS_TIMEZONE: {error}") from None
+        raise refuse("BUSINESS_TIMEZONE", str(error), "America/Sao_Paulo") from None
     if settings.bot_active not in hours.BOT_ACTIVE_CHOICES:
-        raise SettingsError(f"BOT_ACTIVE must be one of {', '.join(hours.BOT_ACTIVE_CHOICES)}, got {settings.bot_active!r}")
+        raise refuse("BOT_ACTIVE", f"use {', '.join(hours.BOT_ACTIVE_CHOICES[:-1])} ou {hours.BOT_ACTIVE_CHOICES[-1]}, "
+                     f"veio {settings.bot_active!r}", "outside_business_hours")
     if settings.bot_active != "always" and not settings.business_hours.strip():
-        raise SettingsError(f"BUSINESS_HOURS is required when BOT_ACTIVE={settings.bot_active}")
+        raise refuse("BUSINESS_HOURS", f"precisa ser preenchido quando BOT_ACTIVE={settings.bot_active}", HOURS_EXAMPLE)
+    for number in settings.owner_number:
+        if not 10 <= len(re.sub(r"[\s()+-]", "", number)) <= 15 or not re.fullmatch(r"[\d\s()+-]+", number):
+            raise refuse("OWNER_NUMBER", f"{number!r} não é um número de WhatsApp com DDI e DDD",
+                         "5511999998888 (vários: separe com vírgula)")
     if settings.gemini_max_output_tokens <= 0:
-        raise SettingsError(f"GEMINI_MAX_OUTPUT_TOKENS must be positive, got {settings.gemini_max_output_tokens!r}")
+        raise refuse("GEMINI_MAX_OUTPUT_TOKENS", f"precisa ser maior que zero, veio {settings.gemini_max_output_tokens}",
+                     "1024")
     if settings.gemini_thinking_budget < -1:
-        raise SettingsError(f"GEMINI_THINKING_BUDGET must be -1 (model default), 0 (off) or a number of tokens, "
-                            f"got {settings.gemini_thinking_budget!r}")
+        raise refuse("GEMINI_THINKING_BUDGET", "use -1 (o padrão do modelo), 0 (sem pensar) ou um número de tokens, "
+                     f"veio {settings.gemini_thinking_budget}", "0")
+
+
+HOURS_EXAMPLE = "seg-sex 08:00-18:00, sab 08:00-12:00"
 
 
 def setup_logging(settings):
@@ -419,29 +499,50 @@ def setup_logging(settings):
 # Filled by --init-env. REDIS_PASSWORD and EVOLUTION_DB_PASSWORD are read by docker-compose.yml only.
 GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "REDIS_PASSWORD",
                      "EVOLUTION_DB_PASSWORD")
+GEMINI_KEY_PAGE = "https://aistudio.google.com/apikey"
 
 
-def init_env(env_path=".env", example_path=".env.example"):
+def _env_line(name):
+    return re.compile(rf"^\s*(export\s+)?{name}\s*=(.*)$")
+
+
+def _unset(value):
+    value = value.strip().strip("'\"").strip()
+    return not value or value.lower().startswith("change-me")
+
+
+def env_value(env_path, name):
+    """The value `.env` gives `name` ("" when the file or the line is missing)."""
+    env_path = Path(env_path)
+    for line in env_path.read_text().splitlines() if env_path.exists() else ():
+        match = _env_line(name).match(line)
+        if match:
+            return match.group(2).strip().strip("'\"").strip()
+    return ""
+
+
+def init_env(env_path=".env", example_path=".env.example", gemini_key=""):
     """Write a strong random value for each empty or `change-me…` secret in `.env`; returns the names filled.
 
-    `.env` is made from `.env.example` when missing. Values already chosen are kept. Hex values: safe
-    in URLs (WEBHOOK_TOKEN, REDIS_PASSWORD), connection URIs and command lines.
+    `.env` is made from `.env.example` when missing. Values already chosen are kept; `gemini_key`, when
+    given, is written as GEMINI_API_KEY (the owner pasted it just now). Hex values: safe in URLs
+    (WEBHOOK_TOKEN, REDIS_PASSWORD), connection URIs and command lines.
     """
     env_path, example_path = Path(env_path), Path(example_path)
     text = env_path.read_text() if env_path.exists() else example_path.read_text()
     lines = text.splitlines()
+    wanted = {name: secrets.token_hex(24) for name in GENERATED_SECRETS}
+    if gemini_key:
+        wanted["GEMINI_API_KEY"] = gemini_key
     filled = []
-    for name in GENERATED_SECRETS:
-        pattern = re.compile(rf"^\s*(export\s+)?{name}\s*=(.*)$")
-        value = secrets.token_hex(24)
+    for name, value in wanted.items():
         found = False
         for index, line in enumerate(lines):
-            match = pattern.match(line)
+            match = _env_line(name).match(line)
             if not match:
                 continue
             found = True
-            current = match.group(2).strip().strip("'\"").strip()
-            if not current or current.lower().startswith("change-me"):
+            if _unset(match.group(2)) or (name == "GEMINI_API_KEY" and match.group(2).strip() != value):
                 lines[index] = f"{name}={value}"
                 filled.append(name)
         if not found:
@@ -457,20 +558,57 @@ def init_env(env_path=".env", example_path=".env.example"):
     return list(dict.fromkeys(filled))
 
 
+def ask_gemini_key(stdin=sys.stdin):
+    """The key the owner pastes: asked on a terminal, else the first line of standard input ("" when none)."""
+    if stdin.isatty():
+        print(f"Cole a chave do Gemini (crie em {GEMINI_KEY_PAGE}) e tecle Enter; vazio para pular:")
+        try:
+            return input("GEMINI_API_KEY = ").strip()
+        except EOFError:
+            return ""
+    return stdin.readline().strip()
+
+
 def main(argv):
-    """`python3 config.py --init-env [path]`: fill the secrets of `.env` (next to this file by default)."""
-    if not argv or argv[0] != "--init-env" or len(argv) > 2:
-        print("usage: python3 config.py --init-env [path/to/.env]", file=sys.stderr)
+    """`python3 config.py --init-env [--gemini-key KEY] [path]`: fill `.env`'s secrets and the Gemini key."""
+    args = list(argv)
+    gemini_key = None
+    if "--gemini-key" in args:
+        at = args.index("--gemini-key")
+        if at + 1 >= len(args):
+            args = []  # --gemini-key without its value: print the usage
+        else:
+            gemini_key = args.pop(at + 1).strip()
+            args.pop(at)
+    if not args or args[0] != "--init-env" or len(args) > 2:
+        print("uso: python3 config.py --init-env [--gemini-key SUA_CHAVE] [caminho/do/.env]", file=sys.stderr)
         return 2
     here = Path(__file__).resolve().parent
-    env_path = Path(argv[1]) if len(argv) > 1 else here / ".env"
-    filled = init_env(env_path, here / ".env.example")
-    if filled:
-        print(f"{env_path}: wrote random values for {', '.join(filled)}.")
+    env_path = Path(args[1]) if len(args) > 1 else here / ".env"
+    if gemini_key is None and _unset(env_value(env_path, "GEMINI_API_KEY")):
+        gemini_key = ask_gemini_key()
+    if gemini_key and not re.fullmatch(r"[A-Za-z0-9_-]{20,}", gemini_key):
+        print("erro: GEMINI_API_KEY: essa chave não parece uma chave do Google (só letras, números, - e _, como "
+              f"AIzaSy…). Copie de novo em {GEMINI_KEY_PAGE}; nada foi mudado.", file=sys.stderr)
+        return 2
+    filled = init_env(env_path, here / ".env.example", gemini_key or "")
+    generated = [name for name in filled if name != "GEMINI_API_KEY"]
+    if generated:
+        print(f"{env_path}: criei senhas aleatórias para {', '.join(generated)}.")
     else:
-        print(f"{env_path}: every secret already has a value; nothing changed.")
-    print("The values are in that file (readable by you only). The Evolution manager login is EVOLUTION_API_KEY;"
-          " the panel login is PANEL_PASSWORD. Set GEMINI_API_KEY there yourself.")
+        print(f"{env_path}: as senhas já estavam preenchidas; não mudei nenhuma.")
+    print(f"Elas ficam nesse arquivo, que só você pode ler. A senha do painel é PANEL_PASSWORD (veja com: "
+          f"grep PANEL_PASSWORD {env_path}).")
+    if "GEMINI_API_KEY" in filled:
+        print("A chave do Gemini foi salva em GEMINI_API_KEY.")
+    if _unset(env_value(env_path, "GEMINI_API_KEY")):
+        print(f"Falta a chave do Gemini: crie em {GEMINI_KEY_PAGE} e rode de novo: "
+              "python3 config.py --init-env --gemini-key SUA_CHAVE")
+        return 1  # `--init-env && docker compose up` stops here, not at compose's refusal
+    print("Próximos passos:")
+    print("  1. docker compose up -d --build   (liga tudo; a primeira vez leva alguns minutos)")
+    print("  2. docker compose ps   (todos devem estar running ou healthy)")
+    print("  3. Abra http://localhost:8000/panel, entre com a PANEL_PASSWORD e vá em Conectar WhatsApp para ler o QR code.")
     return 0
 
 

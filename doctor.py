@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 TEMPLATE_MARKER = "[PREENCHA"  # every blank of the shipped prompts/system.md starts with it
 OK, FAIL, UNKNOWN = "✓", "✗", "?"
+CONNECT_PAGE = "Conectar WhatsApp (http://localhost:8000/panel/connect)"  # the panel's page that links a number
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,15 @@ def check_redis(settings):
         return Check(OK, "Redis", "respondendo")
     except redis_lib.RedisError as error:
         return Check(FAIL, "Redis", f"não responde em {_hide_password(settings.redis_url)} ({type(error).__name__}). "
-                     "Confira REDIS_URL no .env e se o serviço está rodando: docker compose ps redis")
+                     "Confira se o serviço está rodando (docker compose ps redis) e REDIS_URL no .env (no docker "
+                     "compose ele vem pronto; fora dele, por exemplo: REDIS_URL=redis://localhost:6379/0)")
 
 
 def check_gemini_key(settings):
     if settings.gemini_api_key.strip():
         return Check(OK, "Gemini", "chave configurada (o teste completo: python worker.py check)")
-    return Check(FAIL, "Gemini", "GEMINI_API_KEY está vazia. Crie uma chave em https://aistudio.google.com/apikey e coloque no .env")
+    return Check(FAIL, "Gemini", "GEMINI_API_KEY está vazia. Crie uma chave em https://aistudio.google.com/apikey e "
+                 "coloque no .env (GEMINI_API_KEY=AIzaSy…); depois: docker compose up -d")
 
 
 def check_gemini(settings):
@@ -95,7 +98,7 @@ def check_gemini(settings):
                          "thinking, ponha GEMINI_THINKING_BUDGET=-1 no .env")
         if error.code in (400, 401, 403):
             return Check(FAIL, "Gemini", f"a chave foi recusada ({error.code} {error.status}). Confira GEMINI_API_KEY no "
-                         ".env (copie de novo em https://aistudio.google.com/apikey, sem espaços)")
+                         ".env (copie de novo em https://aistudio.google.com/apikey, sem espaços: GEMINI_API_KEY=AIzaSy…)")
         if error.code == 404:
             return Check(FAIL, "Gemini", f"o modelo {settings.gemini_model!r} não existe mais. Ponha "
                          "GEMINI_MODEL=gemini-flash-latest no .env")
@@ -129,7 +132,8 @@ def check_evolution(settings, session, timeout):
     status, body = _get(settings, session, timeout, "/instance/fetchInstances")
     if status is None:
         return Check(FAIL, "Evolution", f"não responde em {settings.evolution_api_url} ({body}). Confira se está "
-                     "rodando (docker compose ps evolution) e EVOLUTION_API_URL no .env"), []
+                     "rodando (docker compose ps evolution) e EVOLUTION_API_URL no .env (no docker compose: "
+                     "EVOLUTION_API_URL=http://evolution:8080)"), []
     if status in (401, 403):
         return Check(FAIL, "Evolution", "a chave foi recusada (401). EVOLUTION_API_KEY no .env deve ser igual à "
                      "AUTHENTICATION_API_KEY do Evolution; depois: docker compose up -d"), []
@@ -139,10 +143,10 @@ def check_evolution(settings, session, timeout):
     names = [row.get("name") for row in body if isinstance(row, dict) and isinstance(row.get("name"), str)]
     if settings.evolution_instance and settings.evolution_instance not in names:
         return Check(FAIL, "Evolution", f"a instância {settings.evolution_instance!r} (EVOLUTION_INSTANCE) não existe. "
-                     f"Crie no gerenciador do Evolution (existem: {', '.join(names) or 'nenhuma'})"), names
+                     f"Crie no painel, em {CONNECT_PAGE} (existem: {', '.join(names) or 'nenhuma'})"), names
     if not names:
-        return Check(FAIL, "Evolution", "nenhuma instância criada. Abra o gerenciador (http://localhost:8080/manager), "
-                     "crie uma e leia o QR code"), []
+        return Check(FAIL, "Evolution", f"nenhuma instância criada. Abra o painel em {CONNECT_PAGE}, crie uma "
+                     "e leia o QR code"), []
     return Check(OK, "Evolution", f"respondendo, com a chave certa; instâncias: {', '.join(names)}"), names
 
 
@@ -156,10 +160,10 @@ def check_connection(settings, session, timeout, name):
     if status is None or status != 200:
         return Check(FAIL, label, f"não consegui ver o estado ({status or body})")
     if state == "connecting":
-        return Check(FAIL, label, "conectando ainda. Se não passar disso, leia o QR code de novo no gerenciador; se "
-                     "o QR code não aparece ou falha, veja CONFIG_SESSION_PHONE_VERSION no guia README.pt-BR.md")
-    return Check(FAIL, label, f"desconectado (estado {state or 'desconhecido'}). Abra o gerenciador, conecte a "
-                 "instância e leia o QR code em WhatsApp → Aparelhos conectados")
+        return Check(FAIL, label, f"conectando ainda. Se não passar disso, leia o QR code de novo no painel, em "
+                     f"{CONNECT_PAGE}; se o QR code não aparece, veja \"O QR code não aparece\" no README.pt-BR.md")
+    return Check(FAIL, label, f"desconectado (estado {state or 'desconhecido'}). Abra o painel em {CONNECT_PAGE} "
+                 "e leia o QR code em WhatsApp → Aparelhos conectados")
 
 
 def check_webhook(settings, session, timeout, name, seen):

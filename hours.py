@@ -21,21 +21,21 @@ _RANGE = re.compile(r"^([a-zá]+)(?:\s*-\s*([a-zá]+))?\s+(\d{1,2})[:h](\d{2})\s
 def parse_business_hours(text):
     """`mon-fri 08:00-18:00, sat 08:00-12:00` → {weekday: [(start, end), ...]} in minutes after midnight.
 
-    Day ranges may wrap (`sat-mon`); `24:00` ends a day. Raises ValueError with a message saying
-    which part is wrong, for config.py to turn into a SettingsError naming BUSINESS_HOURS.
+    Day ranges may wrap (`sat-mon`); `24:00` ends a day. Raises ValueError with a pt-BR message saying
+    which part is wrong (the owner reads it), for config.py to turn into a SettingsError naming BUSINESS_HOURS.
     """
     schedule = {}
     for part in filter(None, (chunk.strip().lower() for chunk in (text or "").replace(";", ",").split(","))):
         match = _RANGE.match(part)
         if not match:
-            raise ValueError(f"cannot read {part!r}: write it like 'mon-fri 08:00-18:00' or 'seg-sex 08:00-18:00'")
+            raise ValueError(f"não entendi {part!r}: escreva como 'seg-sex 08:00-18:00'")
         first, last, h1, m1, h2, m2 = match.groups()
         for day in (first, last or first):
             if day not in DAYS:
-                raise ValueError(f"unknown day {day!r} in {part!r}: use mon…sun or seg, ter, qua, qui, sex, sab, dom")
+                raise ValueError(f"dia desconhecido {day!r} em {part!r}: use seg, ter, qua, qui, sex, sab, dom (ou mon…sun)")
         start, end = _clock(h1, m1, part), _clock(h2, m2, part)
         if end <= start:
-            raise ValueError(f"{part!r} ends before it starts (hours that cross midnight: split them per day)")
+            raise ValueError(f"{part!r} termina antes de começar (um horário que passa da meia-noite: separe por dia)")
         day, stop = DAYS[first], DAYS[last or first]
         while True:
             schedule.setdefault(day, []).append((start, end))
@@ -49,7 +49,7 @@ def _clock(hours, minutes, part):
     """Minutes after midnight; 24:00 is allowed as the end of a day."""
     hours, minutes = int(hours), int(minutes)
     if minutes > 59 or hours > 24 or (hours == 24 and minutes):
-        raise ValueError(f"{hours:02d}:{minutes:02d} in {part!r} is not a time of day")
+        raise ValueError(f"{hours:02d}:{minutes:02d} em {part!r} não é uma hora do dia")
     return hours * 60 + minutes
 
 
@@ -58,7 +58,7 @@ def timezone(name):
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}; use a name like America/Sao_Paulo") from None
+        raise ValueError(f"fuso horário desconhecido {name!r}") from None
 
 
 def is_business_time(settings, now_utc):

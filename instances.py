@@ -1,11 +1,16 @@
-"""Each Evolution instance's last connection state, as its `connection.update` events tell it, kept in Redis.
+"""Evolution's instances (the shop's linked numbers): their last connection state, and linking them from the panel.
 
-The webhook records them; `GET /health`, the doctor and the panel read them back.
+The webhook records each `connection.update` in Redis; `GET /health`, the doctor and the panel read
+them back. `create`, `qr_code` and `logout` are the Evolution calls behind the panel's Conectar
+WhatsApp page, so the owner never needs Evolution's manager.
 """
 
 import json
 import logging
 import threading
+from urllib.parse import quote
+
+import requests
 
 import alerts
 import sender
@@ -48,7 +53,7 @@ def handle_updates(redis, settings, updates, session, now):
             log.info("instance %s: %s (%s)", mask(instance), state, reason)
             continue
         log.error("INSTANCE CLOSED: WhatsApp number %s is disconnected (state %s, reason %s); nobody is answered "
-                  "there until it is linked again in Evolution's manager", mask(instance), state, reason)
+                  "there until it is linked again (the panel's Conectar WhatsApp)", mask(instance), state, reason)
         if alerts.owner_numbers(settings):
             threading.Thread(target=alert_closed, args=(redis, settings, session, instance, state, reason),
                              daemon=True).start()
@@ -69,3 +74,59 @@ def alert_closed(redis, settings, session, instance, state, reason):
         return
     alerts.notify_owner(session, settings, redis, others[0], alerts.instance_closed_alert(instance, state, reason),
                         cause=f"closed:{instance}")
+
+
+# --- linking a number (the panel's Conectar WhatsApp) -------------------------------------------
+
+def _call(session, settings, method, path, payload=None):
+    """One Evolution call with the global `apikey`; JSON back, or sender.EvolutionError with its status and body."""
+    url = settings.evolution_api_url.rstrip("/") + path
+    try:
+        response = session.request(method, url, json=payload, headers={"apikey": settings.evolution_api_key},
+                                   timeout=settings.evolution_timeout_seconds)
+    except requests.RequestException as error:
+        raise sender.EvolutionError(path, None, type(error).__name__) from None
+    if response.status_code >= 300:
+        raise sender.EvolutionError(path, response.status_code, response.text[:300])
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def create(session, settings, name):
+    """`POST /instance/create` for a Baileys (QR code) instance; False when the name is already in use."""
+    try:
+        _call(session, settings, "POST", "/instance/create",
+              {"instanceName": name, "integration": "WHATSAPP-BAILEYS", "qrcode": True})
+    except sender.EvolutionError as error:
+        if error.status == 403 and "already in use" in str(error.body):
+            return False
+        raise
+    log.info("instance %s created", mask(name))
+    return True
+
+
+def qr_code(session, settings, name):
+    """(state, QR code as a data: URL or "") from `GET /instance/connect/{name}`, which also starts the connection
+    of a closed instance. It answers the state when open, else {pairingCode, code, base64, count}: `base64` is
+    missing until Baileys made the first QR code."""
+    body = _call(session, settings, "GET", f"/instance/connect/{quote(name, safe='')}")
+    if not isinstance(body, dict):
+        return "connecting", ""
+    if body.get("error"):  # the controller's catch: {"error": true, "message": "..."} with 200
+        raise sender.EvolutionError("/instance/connect", 200, body.get("message"))
+    if isinstance(body.get("instance"), dict):
+        return str(body["instance"].get("state") or body["instance"].get("status") or "close"), ""
+    qr = body.get("base64")
+    return "connecting", qr if isinstance(qr, str) and qr.startswith("data:image/") else ""
+
+
+def logout(session, settings, name):
+    """`DELETE /instance/logout/{name}`: unlink the phone, keep the instance. An instance already closed is fine."""
+    try:
+        _call(session, settings, "DELETE", f"/instance/logout/{quote(name, safe='')}")
+    except sender.EvolutionError as error:
+        if error.status != 400 or "not connected" not in str(error.body):
+            raise
+    log.info("instance %s logged out", mask(name))

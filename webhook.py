@@ -29,6 +29,7 @@ import panel
 import parser
 import replay
 import sender
+import shop_settings
 import stats
 from config import REQUIRED_FOR_REPLYING, SettingsError, load_settings, setup_logging
 
@@ -56,6 +57,7 @@ def create_app(settings=None, redis=None, direct_context=None):
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     tally = stats.Tally()  # counts that wait for the next message's script: no round trip of their own
+    live = shop_settings.Live(redis, settings)  # the owner's settings from the panel, over .env's
     app.register_blueprint(stats.metrics_blueprint(settings, redis, worker.QUEUE_NAME, authorized))
     if settings.panel_password:
         app.register_blueprint(panel.make_blueprint(settings, redis, queue))
@@ -113,7 +115,7 @@ def create_app(settings=None, redis=None, direct_context=None):
         updates = parser.parse_connection_update(body, event)
         if updates:
             try:
-                instances.handle_updates(redis, settings, updates, alert_session, time.time())
+                instances.handle_updates(redis, live.get(), updates, alert_session, time.time())
             except redis_lib.RedisError as error:
                 log.warning("connection.update not recorded: Redis unavailable (%s)", error)
         return bool(updates)
@@ -122,6 +124,7 @@ def create_app(settings=None, redis=None, direct_context=None):
 
     def handle(message):
         """Dedupe and buffer one message, or note a `fromMe` one; returns what happened (also logged)."""
+        settings = live.get()  # DEBOUNCE_SECONDS and HANDOFF_PAUSE_MINUTES may come from the panel
         who = parser.mask(message.reply_to)
         if message.own_jid:
             own_numbers.add(message.own_jid)
@@ -310,7 +313,7 @@ def __getattr__(name):
         try:
             app = create_app()
         except SettingsError as error:
-            print(f"error: {error}", file=sys.stderr, flush=True)
+            print(f"erro de configuração: {error}", file=sys.stderr, flush=True)
             sys.exit(3)  # gunicorn's WORKER_BOOT_ERROR: the arbiter stops instead of restarting workers forever
         globals()["app"] = app
         gc.freeze()  # the modules' ~100,000 objects (google-genai, Flask) leave the collector's scans: measured in bench/

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import redis as redis_lib
@@ -35,6 +35,7 @@ import hours
 import instances
 import memory
 import sender
+import shop_settings
 import stats
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
 from parser import has_phrase, mask
@@ -118,6 +119,7 @@ def compose_reply(ctx, cid, token, entries, tries):
     `tries` counts every job that started composing this burst, including ones killed mid-way, so
     a burst that keeps killing its job ends in the fallback message instead of looping.
     """
+    ctx = replace(ctx, settings=shop_settings.effective(ctx.redis, ctx.settings))  # the panel's, over .env's
     settings = ctx.settings
     entries = sorted(entries, key=lambda e: e.get("timestamp") or 0)  # delivery order is not guaranteed
     last = entries[-1]
@@ -129,6 +131,10 @@ def compose_reply(ctx, cid, token, entries, tries):
              "rid": uuid.uuid4().hex[:12], "name": last.get("push_name") or "", "asked_at": last.get("timestamp") or None,
              "channel": last.get("channel", "evolution")}
     now = datetime.now(timezone.utc)
+    if settings.bot_paused:  # the owner's switch: nobody is answered; the burst is kept for whoever answers
+        buffer.finish(ctx.redis, cid, token, settings, user_turn=memory.turn("user", user_text))
+        log.info("chat %s: the bot is paused in the panel (BOT_PAUSED), no reply", cid)
+        return None
     if not hours.bot_active(settings, now):
         if hours.closed_notice_due(ctx.redis, cid, settings, now):
             return _stored(ctx, cid, token, {**reply, "parts": [settings.closed_message]})
@@ -505,4 +511,4 @@ if __name__ == "__main__":
     try:
         sys.exit(worker.main(sys.argv[1:]))
     except SettingsError as error:
-        sys.exit(f"error: {error}")
+        sys.exit(f"erro de configuração: {error}")

@@ -256,6 +256,16 @@ _SCHEMAS = {
         "required": ["readMessages"],
     },
     "getBase64FromMediaMessage": None,  # Evolution validates nothing here
+    # instance.schema.ts (the fields a panel sends): `Integration` is spelled so in the schema, so the
+    # `integration` the controller reads is not checked against the enum there.
+    "createInstance": {
+        "type": "object",
+        "properties": {
+            "instanceName": {"type": "string"},
+            "token": {"type": "string"},
+            "qrcode": {"type": "boolean"},
+        },
+    },
 }
 
 _JSON_TYPES = {
@@ -335,16 +345,49 @@ _EVO_ROUTES = {
 # What whatsapp.business.service.ts answers with BadRequestException('Method not available on WhatsApp Business API').
 _BUSINESS_UNAVAILABLE = {"sendPresence", "markMessageAsRead"}
 
-# GET routes of the doctor (src/api/routes/instance.router.ts, integrations/event/webhook/webhook.router.ts).
+# GET routes of the doctor and the panel (src/api/routes/instance.router.ts, integrations/event/webhook/webhook.router.ts).
 _EVO_GET_ROUTES = {
     ("instance", "connectionstate"): "connectionState",
+    ("instance", "connect"): "connect",
     ("webhook", "find"): "findWebhook",
 }
+_EVO_DELETE_ROUTES = {("instance", "logout"): "logout"}
+
+
+def _qr_png(code: str, cells: int = 33, scale: int = 8) -> str:
+    """A data: URL of a PNG that looks like a QR code (a pattern from `code`), as qrcode.toDataURL gives Evolution."""
+    import struct
+    import zlib
+
+    bits = hashlib.sha256(code.encode()).digest() * 20
+    def dark(x, y):
+        for fx, fy in ((0, 0), (cells - 7, 0), (0, cells - 7)):  # the three finder squares
+            if fx <= x < fx + 7 and fy <= y < fy + 7:
+                dx, dy = x - fx, y - fy
+                return dx in (0, 6) or dy in (0, 6) or (2 <= dx <= 4 and 2 <= dy <= 4)
+        index = y * cells + x
+        return bool(bits[index // 8] >> (index % 8) & 1)
+    margin, size = 3, (cells + 6) * scale
+    rows = []
+    for py in range(size):
+        y = py // scale - margin
+        row = bytearray([0])
+        for px in range(size):
+            x = px // scale - margin
+            row.append(0 if 0 <= x < cells and 0 <= y < cells and dark(x, y) else 255)
+        rows.append(bytes(row))
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", size, size, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"".join(rows), 9)) + chunk(b"IEND", b""))
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 class FakeEvolution(_FakeHTTPServer):
     """Evolution API v2 REST as a bot uses it: sendText, sendPresence, markMessageAsRead, getBase64FromMediaMessage,
-    plus what the doctor reads: instance/connectionState, instance/fetchInstances and webhook/find.
+    plus what the doctor reads: instance/connectionState, instance/fetchInstances and webhook/find, and what
+    the panel's Conectar WhatsApp page does: instance/create, instance/connect and instance/logout (2.3.7's
+    instance.controller.ts). A created Baileys instance is `connecting` with a QR code until `scan_qr()`.
 
     `instances` is a set of names or a dict name -> instance token (also accepted as `apikey`).
     `time_scale` multiplies the waits Evolution really does inside the request (`delay` of sendText
@@ -368,6 +411,7 @@ class FakeEvolution(_FakeHTTPServer):
         self.states: dict[str, tuple[str, int]] = {name: ("open", 200) for name in tokens}  # see set_state
         self.webhooks: dict[str, dict] = {}  # instance -> Webhook row, see set_webhook
         self.business: set[str] = set()  # instances on integration WHATSAPP-BUSINESS (the Cloud API), see below
+        self.qr_codes: dict[str, dict] = {}  # instance -> Baileys' qrcode {pairingCode, code, base64, count}
 
     # -- scripting ---------------------------------------------------------------------------
     def fail_next(self, route: str, status=500, times: int = 1, *, message=None, body=None):
@@ -400,6 +444,20 @@ class FakeEvolution(_FakeHTTPServer):
         """
         with self._lock:
             self.states[instance] = (state, status_reason)
+
+    def renew_qr(self, instance: str):
+        """Baileys emits a new QR code (it does so about every 20-40 s while nobody scans): `count` goes up."""
+        with self._lock:
+            count = self.qr_codes.get(instance, {}).get("count", 0) + 1
+            code = f"2@{secrets.token_urlsafe(24)},{instance},{count}"
+            self.qr_codes[instance] = {"pairingCode": None, "code": code, "base64": _qr_png(code), "count": count}
+
+    def scan_qr(self, instance: str):
+        """The shop's phone reads the QR code shown: the instance's state becomes open (AssertionError if none was shown)."""
+        with self._lock:
+            assert self.qr_codes.get(instance, {}).get("base64"), f"no QR code was shown for {instance!r}"
+            self.states[instance] = ("open", 200)
+            self.qr_codes.pop(instance, None)
 
     def set_webhook(self, instance: str, url: str, *, enabled: bool = True, events=("MESSAGES_UPSERT",),
                     by_events: bool = False, headers=None):
@@ -445,8 +503,13 @@ class FakeEvolution(_FakeHTTPServer):
         elif record["method"] == "GET" and len(segments) == 4 and segments[3]:
             route = _EVO_GET_ROUTES.get((segments[1].lower(), segments[2].lower()))
             instance = unquote(segments[3]) if route else None
+        elif record["method"] == "DELETE" and len(segments) == 4 and segments[3]:
+            route = _EVO_DELETE_ROUTES.get((segments[1].lower(), segments[2].lower()))
+            instance = unquote(segments[3]) if route else None
         elif record["method"] == "GET" and [x.lower() for x in segments[1:]] == ["instance", "fetchinstances"]:
             route = "fetchInstances"
+        elif record["method"] == "POST" and [x.lower() for x in segments[1:]] == ["instance", "create"]:
+            route = "createInstance"
         record.update(route=route, instance=instance, json=None)
 
         # express.json(): only JSON content types are parsed; a parse error is a 400 for any path.
@@ -469,6 +532,8 @@ class FakeEvolution(_FakeHTTPServer):
             return _evo_error(404, [f"Cannot {record['method']} {record['path']}"])
         if route == "fetchInstances":  # no instance guard; the global key or an instance's token
             return self._fetchInstances(record["headers"].get("apikey"), parse_qs(split.query))
+        if route == "createInstance":
+            return self._createInstance(record["headers"].get("apikey"), body)
         # Guards run in this order: instanceExistsGuard, instanceLoggedGuard, authGuard.apikey.
         if instance not in self.instances:
             return _evo_error(404, [f'The "{instance}" instance does not exist'])
@@ -515,6 +580,67 @@ class FakeEvolution(_FakeHTTPServer):
         with self._lock:
             state = self.states[instance][0]
         return 200, {"instance": {"instanceName": instance, "state": state}}
+
+    def _createInstance(self, key, body: dict):
+        """instanceLoggedGuard (a name in use: 403), authGuard (only the global key: there is no instance yet),
+        instanceSchema, then createInstance(): 201 with the instance, its token (`hash`) and, for Baileys with
+        `qrcode: true`, the QR code Baileys has so far (none yet right after the socket opens)."""
+        name = body.get("instanceName") if isinstance(body, dict) else None
+        with self._lock:
+            if name in self.instances:
+                return _evo_error(403, [f'This name "{name}" is already in use.'])
+        if not key:
+            return _evo_error(401, "Unauthorized")
+        if key != self.api_key:
+            return _evo_error(401, "Unauthorized")
+        errors = _schema_errors(body, _SCHEMAS["createInstance"])
+        if errors:
+            return _evo_error(400, [errors])
+        if not isinstance(name, str) or not name:
+            return _evo_error(400, ['The "instanceName" cannot be empty'])
+        integration = body.get("integration") or "WHATSAPP-BAILEYS"
+        if integration not in ("WHATSAPP-BAILEYS", "WHATSAPP-BUSINESS", "EVOLUTION"):
+            return _evo_error(400, ["Invalid integration"])
+        token = body.get("token") or str(uuid.uuid4()).upper()
+        connecting = integration == "WHATSAPP-BAILEYS" and body.get("qrcode") is True
+        with self._lock:
+            self.instances[name] = token
+            self.instance_ids[name] = str(uuid.uuid4())
+            self.states[name] = ("connecting" if connecting else "close", 200)
+        if connecting:  # the controller waits 5 s after opening the socket: Baileys has its first QR code by then
+            self.renew_qr(name)
+        return 201, {
+            "instance": {"instanceName": name, "instanceId": self.instance_ids[name], "integration": integration,
+                         "status": "connecting" if connecting else "close"},
+            "hash": token,
+            "webhook": {}, "websocket": {}, "rabbitmq": {}, "nats": {}, "sqs": {},
+            "settings": {"rejectCall": False, "msgCall": "", "groupsIgnore": False, "alwaysOnline": False,
+                         "readMessages": False, "readStatus": False, "syncFullHistory": False, "wavoipToken": ""},
+            **({"qrcode": dict(self.qr_codes[name])} if connecting else {}),
+        }
+
+    def _connect(self, instance: str, body: dict):
+        """connectToWhatsapp(): open → the connectionState body; connecting → Baileys' qrCode; close → a new socket
+        (and, in this fake, its first QR code at once: Evolution waits 2 s for it)."""
+        with self._lock:
+            state = self.states[instance][0]
+            if state == "open":
+                return 200, {"instance": {"instanceName": instance, "state": "open"}}
+            if state == "close":
+                self.states[instance] = ("connecting", 200)
+        if state == "close" or instance not in self.qr_codes:
+            self.renew_qr(instance)
+        with self._lock:
+            return 200, dict(self.qr_codes[instance])
+
+    def _logout(self, instance: str, body: dict):
+        """logout(): 400 when already closed; else the socket is logged out and the instance kept (DEL_INSTANCE=false)."""
+        with self._lock:
+            if self.states[instance][0] == "close":
+                return _evo_error(400, [f'The "{instance}" instance is not connected'])
+            self.states[instance] = ("close", 401)
+            self.qr_codes.pop(instance, None)
+        return 200, {"status": "SUCCESS", "error": False, "response": {"message": "Instance logged out"}}
 
     def _findWebhook(self, instance: str, body: dict):
         """event.controller.ts get(): the Webhook row, or null when the instance has none of its own."""

@@ -243,11 +243,11 @@ def test_a_channel_with_none_of_its_settings_is_off_and_evolution_is_then_requir
 
 
 @pytest.mark.parametrize("env, named", [
-    ({"WHATSAPP_TOKEN": "t" * 20}, "WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN are required for the WhatsApp Cloud API"),
-    ({"WHATSAPP_TOKEN": "t", "WHATSAPP_APP_SECRET": "s"}, "WHATSAPP_VERIFY_TOKEN is required"),
-    ({"TWILIO_AUTH_TOKEN": "t"}, "TWILIO_ACCOUNT_SID, TWILIO_WEBHOOK_URL are required for Twilio"),
+    ({"WHATSAPP_TOKEN": "t" * 20}, "WHATSAPP_APP_SECRET, WHATSAPP_VERIFY_TOKEN: faltam para usar a API oficial da Meta"),
+    ({"WHATSAPP_TOKEN": "t", "WHATSAPP_APP_SECRET": "s"}, "WHATSAPP_VERIFY_TOKEN: falta para usar"),
+    ({"TWILIO_AUTH_TOKEN": "t"}, "TWILIO_ACCOUNT_SID, TWILIO_WEBHOOK_URL: faltam para usar a Twilio"),
     ({"TWILIO_ACCOUNT_SID": "AC1", "TWILIO_AUTH_TOKEN": "t", "TWILIO_WEBHOOK_URL": "bot.example.com"},
-     "TWILIO_WEBHOOK_URL must start with https://"),
+     "TWILIO_WEBHOOK_URL: precisa começar com https://"),
 ])
 def test_a_half_configured_channel_stops_start_up_naming_what_is_missing(env, named):
     with pytest.raises(config.SettingsError) as caught:

@@ -25,4 +25,5 @@ def test_a_missing_key_is_one_line_not_a_traceback():
     done = subprocess.run([sys.executable, "chat.py"], input="", capture_output=True, text=True, env=env, cwd=ROOT,
                           timeout=60)
     assert done.returncode == 1
-    assert done.stderr == "error: GEMINI_API_KEY is required but not set (see .env.example)\n"
+    assert done.stderr == ("erro de configuração: GEMINI_API_KEY: falta no .env. Exemplo: GEMINI_API_KEY=AIzaSy... "
+                           "(crie a chave em https://aistudio.google.com/apikey)\n")

@@ -188,7 +188,7 @@ def test_compose_refuses_to_start_without_each_secret(tmp_path, name):
     env = {key: value for key, value in DUMMY.items() if key != name}
     done = compose_config(tmp_path, env)
     assert done.returncode != 0, f"compose accepted a missing {name}"
-    assert name in done.stderr
+    assert f"falta {name} no .env, rode python3 config.py --init-env" in done.stderr  # pt-BR: the owner reads it
 
 
 def test_evolution_posts_to_the_webhook_and_the_worker_reaches_evolution(resolved):

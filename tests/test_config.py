@@ -220,9 +220,17 @@ def read_env(path):
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
 
 
-def test_init_env_creates_env_from_the_example_with_strong_url_safe_secrets(tmp_path):
-    done = subprocess.run([sys.executable, str(ROOT / "config.py"), "--init-env", str(tmp_path / ".env")],
+GEMINI_KEY = "AIzaSyD-fake_key_for_tests_0123456789ab"  # the shape of Google's keys; not a real one
+
+
+def init_env_process(*args, stdin=""):
+    """`python3 config.py --init-env …` as the owner runs it, with `stdin` as its standard input (not a terminal)."""
+    return subprocess.run([sys.executable, str(ROOT / "config.py"), "--init-env", *args], input=stdin,
                           env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60)
+
+
+def test_init_env_creates_env_from_the_example_with_strong_url_safe_secrets_and_the_key_on_stdin(tmp_path):
+    done = init_env_process(str(tmp_path / ".env"), stdin=GEMINI_KEY + "\n")
     assert done.returncode == 0, done.stderr
     values = read_env(tmp_path / ".env")
     for name in GENERATED:
@@ -230,13 +238,39 @@ def test_init_env_creates_env_from_the_example_with_strong_url_safe_secrets(tmp_
         assert name in done.stdout and values[name] not in done.stdout + done.stderr  # names, never values
     assert "PANEL_PASSWORD" in done.stdout and str(tmp_path / ".env") in done.stdout  # where to find the login
     assert len({values[name] for name in GENERATED}) == len(GENERATED)
-    assert values["GEMINI_API_KEY"] == ""  # Google's key is the owner's to paste
+    assert values["GEMINI_API_KEY"] == GEMINI_KEY and GEMINI_KEY not in done.stdout + done.stderr
+    assert "Próximos passos" in done.stdout and "docker compose up -d --build" in done.stdout  # what to do next, pt-BR
+    assert "/panel" in done.stdout and "Conectar WhatsApp" in done.stdout
     assert (tmp_path / ".env").stat().st_mode & 0o077 == 0  # readable by the owner only
     example = (ROOT / ".env.example").read_text().splitlines()
     assert len((tmp_path / ".env").read_text().splitlines()) == len(example)  # every other line kept
-    env = {**values, "EVOLUTION_API_URL": "http://evolution:8080", "GEMINI_API_KEY": "g",
+    env = {**values, "EVOLUTION_API_URL": "http://evolution:8080",
            "REDIS_URL": f"redis://:{values['REDIS_PASSWORD']}@redis:6379/0"}
     load_settings(env, require=("REDIS_URL", "WEBHOOK_TOKEN", *REQUIRED_FOR_REPLYING))  # the bot accepts them
+
+
+def test_init_env_without_a_key_fills_the_secrets_and_stops_saying_how_to_add_it(tmp_path):
+    done = init_env_process(str(tmp_path / ".env"), stdin="")
+    assert done.returncode == 1  # `--init-env && docker compose up` goes no further
+    assert read_env(tmp_path / ".env")["GEMINI_API_KEY"] == ""
+    assert all(read_env(tmp_path / ".env")[name] for name in GENERATED)
+    assert "Falta a chave do Gemini" in done.stdout and "--gemini-key SUA_CHAVE" in done.stdout
+    done = init_env_process("--gemini-key", GEMINI_KEY, str(tmp_path / ".env"))  # the second run adds the key
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert read_env(tmp_path / ".env")["GEMINI_API_KEY"] == GEMINI_KEY
+    assert "não mudei nenhuma" in done.stdout and "A chave do Gemini foi salva" in done.stdout
+
+
+def test_init_env_refuses_a_key_with_spaces_and_changes_nothing(tmp_path):
+    done = init_env_process(str(tmp_path / ".env"), stdin="minha chave do gemini\n")
+    assert done.returncode == 2 and not (tmp_path / ".env").exists()
+    assert done.stderr.startswith("erro: GEMINI_API_KEY:") and "aistudio.google.com/apikey" in done.stderr
+
+
+def test_init_env_does_not_ask_again_when_the_key_is_already_there(tmp_path):
+    (tmp_path / ".env").write_text(f"GEMINI_API_KEY={GEMINI_KEY}\n")
+    done = init_env_process(str(tmp_path / ".env"), stdin="AIzaSy-another-key-0123456789abcd\n")
+    assert done.returncode == 0 and read_env(tmp_path / ".env")["GEMINI_API_KEY"] == GEMINI_KEY
 
 
 def test_init_env_never_overwrites_a_chosen_value_and_replaces_placeholders(tmp_path):
@@ -277,13 +311,13 @@ def test_an_existing_env_gains_a_panel_secret_key_of_its_own(tmp_path):
 
 @pytest.mark.parametrize("key", ["", "curta-demais-0123456789"])
 def test_the_panel_refuses_to_start_without_a_long_secret_key(key):
-    with pytest.raises(SettingsError, match=r"^PANEL_SECRET_KEY falta ou tem menos de 32 caracteres .*exemplo: "):
+    with pytest.raises(SettingsError, match=r"^PANEL_SECRET_KEY: falta ou tem menos de 32 caracteres .*Exemplo: PANEL_SECRET_KEY="):
         load_settings({**PANEL, "PANEL_SECRET_KEY": key}, require=())
     assert load_settings({**PANEL, "PANEL_PASSWORD": "", "PANEL_SECRET_KEY": ""}, require=())  # no panel, no key
 
 
 def test_the_secret_key_is_no_other_secret():
-    with pytest.raises(SettingsError, match="PANEL_SECRET_KEY não pode ser igual"):
+    with pytest.raises(SettingsError, match="^PANEL_SECRET_KEY: não pode ser igual"):
         load_settings({**PANEL, "WEBHOOK_TOKEN": PANEL["PANEL_SECRET_KEY"]}, require=())
 
 
@@ -294,7 +328,7 @@ def test_the_secret_key_is_no_other_secret():
     ("Password1234567890", "palavra comum"), ("qwertyuiop123456", "palavra comum"),
 ])
 def test_weak_panel_passwords_are_refused_beyond_their_length(password, why):
-    with pytest.raises(SettingsError, match=f"^PANEL_PASSWORD é fraca .*{why}"):
+    with pytest.raises(SettingsError, match=f"^PANEL_PASSWORD: fraca .*{why}.*Exemplo: PANEL_PASSWORD="):
         load_settings({**PANEL, "PANEL_PASSWORD": password}, require=())
 
 
@@ -306,5 +340,5 @@ def test_a_random_or_long_passphrase_is_accepted():
 def test_trusted_proxy_takes_addresses_and_networks_only():
     assert load_settings({**PANEL, "TRUSTED_PROXY": "127.0.0.1, 172.16.0.0/12"}, require=()).trusted_proxy == (
         "127.0.0.1", "172.16.0.0/12")
-    with pytest.raises(SettingsError, match="^TRUSTED_PROXY: 'nginx' não é um endereço IP.*exemplo: TRUSTED_PROXY="):
+    with pytest.raises(SettingsError, match="^TRUSTED_PROXY: 'nginx' não é um endereço IP.*Exemplo: TRUSTED_PROXY=127.0.0.1"):
         load_settings({**PANEL, "TRUSTED_PROXY": "nginx"}, require=())

@@ -60,7 +60,7 @@ def test_a_wrong_gemini_key_fails(check, evolution, gemini):
     status, lines = check(GEMINI_API_KEY="AIza-wrong")
     assert status == 1
     assert failed(lines) == ["✗ Gemini: a chave foi recusada (400 INVALID_ARGUMENT). Confira GEMINI_API_KEY no .env "
-                             "(copie de novo em https://aistudio.google.com/apikey, sem espaços)"]
+                             "(copie de novo em https://aistudio.google.com/apikey, sem espaços: GEMINI_API_KEY=AIzaSy…)"]
     assert "AIza-wrong" not in "\n".join(lines)
 
 
@@ -75,7 +75,8 @@ def test_an_unreachable_evolution_fails(check, evolution, gemini):
     status, lines = check()
     assert status == 1
     assert failed(lines) == [f"✗ Evolution: não responde em {evolution.url} (ConnectionError). Confira se está rodando "
-                             "(docker compose ps evolution) e EVOLUTION_API_URL no .env"]
+                             "(docker compose ps evolution) e EVOLUTION_API_URL no .env (no docker compose: "
+                             "EVOLUTION_API_URL=http://evolution:8080)"]
 
 
 def test_a_wrong_evolution_key_fails(check, evolution, gemini):
@@ -93,6 +94,8 @@ def test_a_closed_instance_fails_and_names_it(check, evolution, gemini):
     assert "✗ WhatsApp de 'loja2': desconectado (estado close)." in "\n".join(lines)
     assert "✗ WhatsApp de 'Ivo Teste': conectando ainda." in "\n".join(lines)
     assert "✓ WhatsApp de 'shop': conectado" in lines
+    for line in failed(lines):  # the fix is the panel's page; Evolution 2.3.7 ignores CONFIG_SESSION_PHONE_VERSION
+        assert "/panel/connect" in line and "CONFIG_SESSION_PHONE_VERSION" not in line and "gerenciador" not in line
 
 
 def test_a_missing_instance_an_unreachable_redis_and_a_webhook_without_the_token_fail(check, evolution, gemini):

@@ -31,12 +31,12 @@ def test_day_ranges_wrap_and_a_day_may_have_two_periods():
 
 
 @pytest.mark.parametrize("text, words", [
-    ("mon-fri", "cannot read"),
-    ("funday 08:00-18:00", "unknown day 'funday'"),
-    ("mon 18:00-08:00", "ends before it starts"),
-    ("mon 08:00-25:00", "not a time of day"),
-    ("mon 08:61-09:00", "not a time of day"),
-    ("mon 8-18", "cannot read"),
+    ("mon-fri", "não entendi 'mon-fri'"),
+    ("funday 08:00-18:00", "dia desconhecido 'funday'"),
+    ("mon 18:00-08:00", "termina antes de começar"),
+    ("mon 08:00-25:00", "não é uma hora do dia"),
+    ("mon 08:61-09:00", "não é uma hora do dia"),
+    ("mon 8-18", "não entendi"),
 ])
 def test_malformed_hours_say_what_is_wrong(text, words):
     with pytest.raises(ValueError, match=words):

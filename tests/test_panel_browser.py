@@ -207,3 +207,67 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     # The pages worked under `Content-Security-Policy: default-src 'self'`: nothing inline was refused.
     refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
     assert refused == []
+
+def test_owner_links_a_number_and_pauses_the_bot_from_the_panel(start_stack, gemini, evolution, browser):
+    """Conectar WhatsApp: create a number, the QR code, linked once the phone scans it. Configurações: pause the
+    bot for everyone (nobody answered, the chat still shown), a wrong value refused in Portuguese, resume."""
+    stack = start_stack(PANEL_PASSWORD=PASSWORD, DEBOUNCE_SECONDS=DEBOUNCE)
+    gemini.reply_with("Oi! Estamos abertos até as 18h.")
+    browser.get(f"{stack.url}/panel/login")
+    until(browser, lambda d: d.find_element(By.ID, "password"), "the login form")
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-button").click()
+    until(browser, lambda d: d.find_elements(By.ID, "nav-connect"), "the panel")
+
+    # Link a new number: create it, scan the QR code, the page says it is linked.
+    browser.find_element(By.ID, "nav-connect").click()
+    until(browser, lambda d: "conectado" in d.find_element(By.CSS_SELECTOR, '#instances li[data-name="shop"]').text,
+          "the linked numbers")
+    name = browser.find_element(By.ID, "instance-name")
+    name.clear()
+    name.send_keys("loja-centro")
+    browser.find_element(By.ID, "create").click()
+    until(browser, lambda d: (d.find_element(By.ID, "qr").get_attribute("src") or "").startswith("data:image/png;base64,")
+          and d.find_element(By.ID, "qr").is_displayed(), "the QR code")
+    assert [c["json"]["instanceName"] for c in evolution.calls("createInstance")] == ["loja-centro"]
+    shot(browser, "connect")
+    evolution.scan_qr("loja-centro")
+    until(browser, lambda d: "Conectado!" in d.find_element(By.ID, "qr-status").text, "the number linked")
+    until(browser, lambda d: "conectado" in d.find_element(By.CSS_SELECTOR, '#instances li[data-name="loja-centro"]').text,
+          "the new number in the list")
+
+    # Pause the bot for everyone: a customer writes, nobody answers, the panel shows the message.
+    browser.find_element(By.ID, "nav-settings").click()
+    until(browser, lambda d: d.find_element(By.ID, "settings-form"), "the settings page")
+    browser.find_element(By.ID, "bot_paused").click()
+    owner_number = browser.find_element(By.ID, "owner_number")
+    owner_number.send_keys("+55 11 99999-0077")
+    hours = browser.find_element(By.ID, "business_hours")
+    hours.send_keys("seg-sex 8h-18h")
+    browser.find_element(By.ID, "settings-save").click()
+    until(browser, lambda d: "BUSINESS_HOURS" in d.find_element(By.ID, "settings-status").text, "the refusal")
+    assert "Exemplo: BUSINESS_HOURS=seg-sex 08:00-18:00" in browser.find_element(By.ID, "settings-status").text
+    assert "invalid" in hours.get_attribute("class")
+    hours.clear()
+    hours.send_keys("seg-sex 08:00-18:00, sab 08:00-12:00")
+    browser.find_element(By.ID, "settings-save").click()
+    until(browser, lambda d: "Salvo" in d.find_element(By.ID, "settings-status").text, "the saved settings")
+    browser.execute_script("window.scrollTo(0, 0)")
+    shot(browser, "settings")
+
+    stack.post(text_message("oi, vocês abrem hoje?", "PAUSED1"))
+    time.sleep(DEBOUNCE + 2)  # a reply would be out by now; absence cannot be waited for
+    assert evolution.sent_texts() == [] and gemini.requests == []
+    browser.find_element(By.ID, "nav-inbox").click()
+    until(browser, lambda d: "vocês abrem hoje?" in d.find_element(By.CSS_SELECTOR, ".chats a.chat").text,
+          "the message in the inbox")
+
+    # Resume: the next message is answered.
+    browser.find_element(By.ID, "nav-settings").click()
+    until(browser, lambda d: d.find_element(By.ID, "bot_paused").is_selected(), "the pause kept")
+    browser.find_element(By.ID, "bot_paused").click()
+    browser.find_element(By.ID, "settings-save").click()
+    until(browser, lambda d: "Salvo" in d.find_element(By.ID, "settings-status").text, "the bot resumed")
+    stack.post(text_message("alô?", "PAUSED2"))
+    evolution.wait_for(1, timeout=WAIT)
+    assert evolution.sent_texts() == [("shop", CUSTOMER, "Oi! Estamos abertos até as 18h.")]

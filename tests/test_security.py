@@ -132,10 +132,10 @@ def test_leaving_every_device_ends_every_session(panel_server, redis_server):
 # --- 2. the panel's own key; weak passwords refused at start-up -----------------------------------
 
 @pytest.mark.parametrize("overrides, line", [
-    ({"PANEL_SECRET_KEY": ""}, "PANEL_SECRET_KEY falta ou tem menos de 32 caracteres"),
+    ({"PANEL_SECRET_KEY": ""}, "PANEL_SECRET_KEY: falta ou tem menos de 32 caracteres"),
     ({"PANEL_PASSWORD": "padariadosol2024", "EVOLUTION_INSTANCE": "padariadosol"},
-     "PANEL_PASSWORD é fraca (contém o nome da instância)"),
-    ({"PANEL_PASSWORD": "x" * 24}, "PANEL_PASSWORD é fraca (é um mesmo trecho curto repetido)"),
+     "PANEL_PASSWORD: fraca (contém o nome da instância)"),
+    ({"PANEL_PASSWORD": "x" * 24}, "PANEL_PASSWORD: fraca (é um mesmo trecho curto repetido)"),
 ])
 def test_the_webhook_refuses_to_start_with_no_panel_key_or_a_weak_password(panel_server, overrides, line):
     url = panel_server(expect_up=False, **overrides)

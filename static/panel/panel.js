@@ -14,7 +14,11 @@ async function api(method, url, body) {
   if (response.status === 401) { location.reload(); throw new Error("sessão expirada"); }
   let data = {};
   try { data = await response.json(); } catch (e) { /* not JSON */ }
-  if (!response.ok) throw new Error(data.error || "erro " + response.status);
+  if (!response.ok) {
+    const error = new Error(data.error || "erro " + response.status);
+    error.field = data.field;
+    throw error;
+  }
   return data;
 }
 
@@ -137,9 +141,126 @@ function personaPage() {
   });
 }
 
+const STATES = {open: "conectado", connecting: "aguardando a leitura do QR code", close: "desconectado"};
+
+function connectPage() {
+  const list = document.getElementById("instances");
+  const card = document.getElementById("qr-card");
+  const image = document.getElementById("qr");
+  const qrStatus = document.getElementById("qr-status");
+  let watching = null;
+
+  const load = async () => {
+    let numbers;
+    try { numbers = await api("GET", "/panel/api/instances"); }
+    catch (e) { say(document.getElementById("instances-status"), e.message, true); return; }
+    say(document.getElementById("instances-status"), "");
+    list.innerHTML = "";
+    if (!numbers.length) list.innerHTML = '<li class="muted">Nenhum número ainda: crie um abaixo.</li>';
+    numbers.forEach((number) => {
+      const li = document.createElement("li");
+      li.dataset.name = number.name;
+      const label = number.channel === "evolution" ? (STATES[number.state] || number.state) : "canal oficial";
+      li.innerHTML = "<strong></strong> <span class=\"state\"></span> ";
+      li.querySelector("strong").textContent = number.name;
+      li.querySelector(".state").textContent = label;
+      li.querySelector(".state").classList.add("state-" + (number.state || "official"));
+      if (number.channel === "evolution" && number.state !== "open") {
+        const show = document.createElement("button");
+        show.textContent = "Mostrar QR code";
+        show.className = "show-qr";
+        show.addEventListener("click", () => watch(number.name));
+        li.appendChild(show);
+      }
+      if (number.channel === "evolution" && number.state !== "close") {
+        const out = document.createElement("button");
+        out.textContent = "Desconectar";
+        out.className = "logout";
+        out.addEventListener("click", async () => {
+          if (!confirm(`Desconectar o número ${number.name}? O bot para de responder por ele.`)) return;
+          try { await api("POST", `/panel/api/instances/${encodeURIComponent(number.name)}/logout`); }
+          catch (e) { alert(e.message); }
+          load();
+        });
+        li.appendChild(out);
+      }
+      list.appendChild(li);
+    });
+  };
+
+  // Ask for the QR code every 3 s (Evolution renews it) until the phone has scanned it: state "open".
+  const watch = (name) => {
+    clearTimeout(watching);
+    card.hidden = false;
+    document.getElementById("qr-name").textContent = name;
+    image.hidden = true;
+    say(qrStatus, "Pedindo o QR code ao WhatsApp…");
+    const tick = async () => {
+      try {
+        const answer = await api("GET", `/panel/api/instances/${encodeURIComponent(name)}/qr`);
+        if (answer.state === "open") {
+          image.hidden = true;
+          qrStatus.className = "status ok";
+          qrStatus.textContent = `Conectado! O bot já responde pelo número ${name}.`;
+          load();
+          return;
+        }
+        if (answer.qr) { image.src = answer.qr; image.hidden = false; say(qrStatus, "Aguardando a leitura do QR code…"); }
+      } catch (e) { say(qrStatus, e.message, true); }
+      watching = setTimeout(tick, 3000);
+    };
+    tick();
+    card.scrollIntoView({behavior: "smooth"});
+  };
+
+  document.getElementById("create-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const status = document.getElementById("create-status");
+    const name = document.getElementById("instance-name").value.trim();
+    try {
+      const made = await api("POST", "/panel/api/instances", {name});
+      say(status, made.created ? "Número criado." : "Esse número já existia.");
+      await load();
+      watch(made.name);
+    } catch (e) { say(status, e.message, true); }
+  });
+  load();
+}
+
+function settingsPage() {
+  const form = document.getElementById("settings-form");
+  const status = document.getElementById("settings-status");
+  const value = (id) => document.getElementById(id).value;
+  const number = (id) => (value(id).trim() === "" ? null : Number(value(id)));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    form.querySelectorAll(".invalid").forEach((el) => el.classList.remove("invalid"));
+    const body = {
+      bot_paused: document.getElementById("bot_paused").checked,
+      bot_active: value("bot_active"),
+      business_hours: value("business_hours"),
+      closed_message: value("closed_message"),
+      handoff_message: value("handoff_message"),
+      owner_number: value("owner_number").split(",").map((n) => n.trim()).filter(Boolean),
+      debounce_seconds: number("debounce_seconds"),
+      handoff_pause_minutes: number("handoff_pause_minutes"),
+    };
+    try {
+      await api("PUT", "/panel/api/settings", body);
+      say(status, "Salvo. Vale a partir da próxima resposta.");
+    } catch (e) {
+      say(status, "Não foi salvo: " + e.message, true);
+      const field = e.field && document.getElementById(e.field);
+      if (field) { field.classList.add("invalid"); field.focus(); }
+    }
+  });
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   showTimes(document);
   document.querySelectorAll("[data-poll]").forEach(poll);
   if (document.getElementById("reply-form")) chatPage();
   if (document.getElementById("persona-form")) personaPage();
+  if (document.getElementById("create-form")) connectPage();
+  if (document.getElementById("settings-form")) settingsPage();
 });
