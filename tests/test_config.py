@@ -297,8 +297,8 @@ PANEL = {"PANEL_PASSWORD": "cavalo-correto-bateria-grampo", "PANEL_SECRET_KEY": 
 
 def test_an_existing_env_gains_a_panel_secret_key_of_its_own(tmp_path):
     env_file = tmp_path / ".env"
-    chosen = "".join(f"{name}=valor-escolhido-{index:02d}-abcdefgh\n" for index, name in enumerate(GENERATED)
-                     if name != "PANEL_SECRET_KEY")
+    chosen = "GEMINI_API_KEY=chave-do-gemini\n" + "".join(
+        f"{name}=valor-escolhido-{index:02d}-abcdefgh\n" for index, name in enumerate(GENERATED) if name != "PANEL_SECRET_KEY")
     env_file.write_text(chosen)
     done = subprocess.run([sys.executable, str(ROOT / "config.py"), "--init-env", str(env_file)],
                           env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60)
