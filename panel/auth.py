@@ -33,7 +33,7 @@ FREE_TRIES = 5  # wrong passwords per address (or device) before each next try m
 MAX_WAIT = 900
 STATE_CHANGING = ("POST", "PUT", "PATCH", "DELETE")
 HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",  # data: the QR code
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "X-Frame-Options": "DENY",

@@ -230,6 +230,8 @@ def test_owner_links_a_number_and_pauses_the_bot_from_the_panel(start_stack, gem
     until(browser, lambda d: (d.find_element(By.ID, "qr").get_attribute("src") or "").startswith("data:image/png;base64,")
           and d.find_element(By.ID, "qr").is_displayed(), "the QR code")
     assert [c["json"]["instanceName"] for c in evolution.calls("createInstance")] == ["loja-centro"]
+    qr = browser.find_element(By.ID, "qr")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", qr) > 0  # CSP lets it in
     shot(browser, "connect")
     evolution.scan_qr("loja-centro")
     until(browser, lambda d: "Conectado!" in d.find_element(By.ID, "qr-status").text, "the number linked")
@@ -271,3 +273,5 @@ def test_owner_links_a_number_and_pauses_the_bot_from_the_panel(start_stack, gem
     stack.post(text_message("alô?", "PAUSED2"))
     evolution.wait_for(1, timeout=WAIT)
     assert evolution.sent_texts() == [("shop", CUSTOMER, "Oi! Estamos abertos até as 18h.")]
+    refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert refused == []  # Conectar WhatsApp and Configurações work under the panel's CSP too

@@ -301,7 +301,7 @@ def test_panel_pages_send_the_security_headers_and_health_hides_its_details(pane
     browser = requests.Session()
     for path in ("/panel/login", "/panel/static/panel.js", "/panel/static/panel.css"):
         headers = browser.get(f"{url}{path}", timeout=10).headers
-        assert headers["Content-Security-Policy"] == "default-src 'self'; frame-ancestors 'none'", path
+        assert headers["Content-Security-Policy"] == "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'", path
         assert headers["X-Content-Type-Options"] == "nosniff" and headers["Referrer-Policy"] == "same-origin", path
     browser = owner(url)
     for path in ("/panel/", "/panel/persona", "/panel/health", "/panel/api/chats"):
