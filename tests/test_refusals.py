@@ -51,6 +51,12 @@ CASES = [
     ({"HANDOFF_PAUSE_MINUTES": "-1"}, (), "HANDOFF_PAUSE_MINUTES"),
     ({"GEMINI_MAX_OUTPUT_TOKENS": "0"}, (), "GEMINI_MAX_OUTPUT_TOKENS"),
     ({"GEMINI_THINKING_BUDGET": "-2"}, (), "GEMINI_THINKING_BUDGET"),
+    ({"TRUSTED_PROXY": "nginx"}, (), "TRUSTED_PROXY"),
+    ({"PANEL_MAX_FAILED_LOGINS_PER_HOUR": "0"}, (), "PANEL_MAX_FAILED_LOGINS_PER_HOUR"),
+    ({"PANEL_PASSWORD": "f3a9c2e17b5d48a0"}, (), "PANEL_SECRET_KEY"),
+    ({"PANEL_PASSWORD": "f3a9c2e17b5d48a0", "PANEL_SECRET_KEY": "k" * 40, "WEBHOOK_TOKEN": "k" * 40}, (),
+     "PANEL_SECRET_KEY"),
+    ({"PANEL_PASSWORD": "senhasenhasenha2024", "PANEL_SECRET_KEY": "k" * 40}, (), "PANEL_PASSWORD"),
 ]
 
 ENGLISH = {"must", "got", "is", "are", "required", "cannot", "the", "should", "shorter", "than", "unknown",
