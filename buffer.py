@@ -46,6 +46,7 @@ def keys(cid):
         "burst": f"wa:burst:{cid}",
         "deadline": f"wa:deadline:{cid}",
         "started": f"wa:started:{cid}",
+        "taken": f"wa:taken:{cid}",
         "lock": f"wa:lock:{cid}",
         "inflight": f"wa:inflight:{cid}",
         "reply": f"wa:reply:{cid}",
@@ -127,7 +128,7 @@ return {'scheduled', tostring(deadline)}
 """
 ADD_SHA = hashlib.sha1(ADD_SCRIPT.encode()).hexdigest()  # run for every message: hashed once
 
-# KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts, optout, started
+# KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts, optout, started, taken
 # ARGV: cid, token, now, lease_seconds, ticket (the time the dispatcher set, or '')
 CLAIM_SCRIPT = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -136,7 +137,7 @@ local now = tonumber(ARGV[3])
 if tonumber(score) > now and tonumber(score) ~= tonumber(ARGV[5]) then return {'wait', score} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[4]) then return {'locked'} end
 if redis.call('EXISTS', KEYS[7]) == 1 or redis.call('EXISTS', KEYS[9]) == 1 then
-  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[8], KEYS[4], KEYS[10], KEYS[2])
+  redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[8], KEYS[4], KEYS[10], KEYS[11], KEYS[2])
   redis.call('ZREM', KEYS[1], ARGV[1])
   return {'paused'}
 end
@@ -145,7 +146,11 @@ local deadline = tonumber(redis.call('GET', KEYS[4]) or '0')
 if not has_reply and deadline <= now then
   local taken = redis.call('LRANGE', KEYS[3], 0, -1)
   for _, entry in ipairs(taken) do redis.call('RPUSH', KEYS[5], entry) end
-  if #taken > 0 then redis.call('EXPIRE', KEYS[5], 7 * 86400) end  -- like the stored reply: never kept forever
+  if #taken > 0 then
+    redis.call('EXPIRE', KEYS[5], 7 * 86400)  -- like the stored reply: never kept forever
+    -- when the burst being answered began: a burst joined to it later does not restart MAX_WAIT_SECONDS
+    redis.call('SET', KEYS[11], redis.call('GET', KEYS[10]) or ARGV[3], 'NX', 'EX', 7 * 86400)
+  end
   redis.call('DEL', KEYS[3], KEYS[10])
 end
 if not has_reply and redis.call('LLEN', KEYS[5]) == 0 then
@@ -173,27 +178,32 @@ redis.call('SET', KEYS[2], ARGV[2], 'EX', 7 * 86400)
 return 1
 """
 
-# KEYS: lock, burst, deadline, due, reply, attempts, regenerated; ARGV: token, cid, now, max_regenerations
+# KEYS: lock, burst, deadline, due, reply, attempts, regenerated, taken
+# ARGV: token, cid, now, max_regenerations, max_wait
 REJOIN_SCRIPT = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('LLEN', KEYS[2]) == 0 then return {'keep'} end
 if tonumber(redis.call('GET', KEYS[7]) or '0') >= tonumber(ARGV[4]) then return {'keep'} end
+local now = tonumber(ARGV[3])
+local cap = tonumber(redis.call('GET', KEYS[8]) or ARGV[3]) + tonumber(ARGV[5])
+if now >= cap then return {'keep'} end  -- waited MAX_WAIT_SECONDS since its first message: this reply goes out
 redis.call('INCR', KEYS[7])
 redis.call('EXPIRE', KEYS[7], 86400)
 redis.call('DEL', KEYS[5], KEYS[6], KEYS[1])
-local deadline = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), tonumber(ARGV[3]))
+local deadline = math.max(math.min(tonumber(redis.call('GET', KEYS[3]) or '0'), cap), now)
+redis.call('SET', KEYS[3], tostring(deadline), 'KEEPTTL')
 redis.call('ZADD', KEYS[4], deadline, ARGV[2])
 return {'rejoined', tostring(deadline)}
 """
 
 # KEYS: lock, inflight, reply, attempts, burst, deadline, due, delivered, regenerated, paused, optout, history,
-#       started, media
+#       started, media, taken
 # ARGV: token, cid, now, hold ('' | 'handoff' | 'optout'), hold_seconds, user turn, model turn,
 #       history args (3)
 FINISH_SCRIPT = memory.LUA_HISTORY + """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return {'lost'} end
 if ARGV[6] ~= '' then push_turn(KEYS[12], ARGV[6], cap(8)) end
 if ARGV[7] ~= '' then push_turn(KEYS[12], ARGV[7], cap(8)) end
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[14], KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[8], KEYS[9], KEYS[14], KEYS[15], KEYS[1])
 if ARGV[4] ~= '' then
   if ARGV[4] == 'optout' then
     redis.call('SET', KEYS[11], '1', 'EX', ARGV[5])
@@ -221,6 +231,26 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[4] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', 7 * 86400) end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: lock, due, reply, sending; ARGV: token, cid, lease_seconds, now, reply JSON, sending entry
+ATTEMPT_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local score = tonumber(redis.call('ZSCORE', KEYS[2], ARGV[2]) or '0')
+redis.call('ZADD', KEYS[2], math.max(score, tonumber(ARGV[4]) + tonumber(ARGV[3])), ARGV[2])
+redis.call('SET', KEYS[3], ARGV[5], 'EX', 7 * 86400)
+redis.call('RPUSH', KEYS[4], ARGV[6])
+redis.call('EXPIRE', KEYS[4], 3600)
+return 1
+"""
+
+# KEYS: lock, media; ARGV: token, message id, bytes, seconds
+CACHE_SCRIPT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
 return 1
 """
 
@@ -326,7 +356,7 @@ def claim(redis, cid, lease_seconds, ticket="", now=None):
     k = keys(cid)
     result = _decode(redis.register_script(CLAIM_SCRIPT)(
         keys=[DUE, k["lock"], k["burst"], k["deadline"], k["inflight"], k["reply"], k["paused"], k["attempts"],
-              k["optout"], k["started"]],
+              k["optout"], k["started"], k["taken"]],
         args=[cid, token, repr(now), int(lease_seconds), ticket or ""],
     ))
     state = result[0]
@@ -354,17 +384,43 @@ def renew(redis, cid, token, lease_seconds, now=None):
     return bool(redis.register_script(RENEW_SCRIPT)(keys=[k["lock"], DUE], args=[token, cid, lease_seconds, repr(now)]))
 
 
+def attempt(redis, instance, cid, token, reply, text, lease_seconds, now=None):
+    """Just before a part goes out: renew the lease, and store that part `reply["sent"]` is being sent.
+
+    If the job then stops before it records the outcome (killed, Redis gone), the next job finds the
+    attempt and counts the part as sent: the customer may have it, and must never get it twice. The
+    part's text is remembered too, for an echo that comes before sendText answers (`note_sending`).
+    False when the lock was lost: nothing may be sent.
+    """
+    now = time.time() if now is None else now
+    k = keys(cid)
+    reply["attempt"] = reply["sent"]
+    return bool(redis.register_script(ATTEMPT_SCRIPT)(
+        keys=[k["lock"], DUE, k["reply"], sending_key(instance, text)],
+        args=[token, cid, lease_seconds, repr(now), json.dumps(reply, ensure_ascii=False), f"{cid} {reply['rid']}"],
+    ))
+
+
+def cache_media(redis, cid, token, message_id, data):
+    """Keep a downloaded media file for the burst's retries, only while `token` holds the chat: a chat erased
+    (or taken over) during the download gets nothing written back. False when the lock was lost."""
+    k = keys(cid)
+    return bool(redis.register_script(CACHE_SCRIPT)(keys=[k["lock"], k["media"]],
+                                            args=[token, message_id, data, MEDIA_CACHE_SECONDS]))
+
+
 def rejoin(redis, cid, token, settings, now=None):
     """Before a reply goes out: if the customer wrote meanwhile, drop the reply and answer everything at once.
 
     The new messages join the burst being answered; the chat is released until their debounce ends.
-    At most MAX_REGENERATIONS times per burst. True when the reply was dropped.
+    At most MAX_REGENERATIONS times per burst, and never once the burst has waited MAX_WAIT_SECONDS from its
+    first message: then this reply goes out and the new messages are answered next. True when the reply was dropped.
     """
     now = time.time() if now is None else now
     k = keys(cid)
     result = _decode(redis.register_script(REJOIN_SCRIPT)(
-        keys=[k["lock"], k["burst"], k["deadline"], DUE, k["reply"], k["attempts"], k["regenerated"]],
-        args=[token, cid, repr(now), settings.max_regenerations],
+        keys=[k["lock"], k["burst"], k["deadline"], DUE, k["reply"], k["attempts"], k["regenerated"], k["taken"]],
+        args=[token, cid, repr(now), settings.max_regenerations, settings.max_wait_seconds],
     ))
     return result[0] == "rejoined"
 
@@ -382,7 +438,8 @@ def finish(redis, cid, token, settings, user_turn="", model_turn="", hold="", no
     seconds = {"handoff": settings.handoff_pause_minutes * 60, "optout": settings.optout_days * 86400}.get(hold, 0)
     result = _decode(redis.register_script(FINISH_SCRIPT)(
         keys=[k["lock"], k["inflight"], k["reply"], k["attempts"], k["burst"], k["deadline"], DUE,
-              k["delivered"], k["regenerated"], k["paused"], k["optout"], k["history"], k["started"], k["media"]],
+              k["delivered"], k["regenerated"], k["paused"], k["optout"], k["history"], k["started"], k["media"],
+              k["taken"]],
         args=[token, cid, repr(now), hold, max(int(seconds), 1), user_turn, model_turn,
               *memory.history_args(settings)],
     ))

@@ -33,6 +33,11 @@ def send_text(session, settings, channel, instance, number, text):
     return MODULES[channel].send_text(session, settings, instance, number, text), None
 
 
+def maybe_sent(error):
+    """Whether a failed send may still have gone out: it was made and no answer came in time (a read timeout)."""
+    return error.status is None and "ReadTimeout" in str(error)
+
+
 def send_presence(session, settings, channel, instance, number, delay_ms):
     """"digitando…" for `delay_ms` where the channel has it (Evolution holds the call that long)."""
     return MODULES[channel or "evolution"].send_presence(session, settings, instance, number, delay_ms)

@@ -102,6 +102,8 @@ def create_app(settings=None, redis=None, direct_context=None):
             outcomes += [direct.submit(message) for message in messages[len(outcomes):]]
             if "busy" in outcomes:
                 return jsonify(error="too many direct answers waiting, retry later"), 503
+            if "unrecorded" in outcomes:
+                return jsonify(error="Redis unavailable: a message sent from the shop's number waits for it"), 503
         else:
             if direct is not None:
                 direct.recovered()
@@ -120,6 +122,12 @@ def create_app(settings=None, redis=None, direct_context=None):
                 log.warning("connection.update not recorded: Redis unavailable (%s)", error)
         return bool(updates)
 
+    def confirm(message, notice):
+        try:
+            channels.send_text(alert_session, settings, message.channel, message.instance, message.reply_to, notice)
+        except channels.Error as error:
+            log.warning("owner command: the confirmation could not be sent: %s", error)
+
     own_numbers = set()  # every instance's own JID seen so far, to never answer another instance of this bot
 
     def handle(message):
@@ -129,8 +137,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         if message.own_jid:
             own_numbers.add(message.own_jid)
         if message.from_me and message.chat_id == message.own_jid:  # the shop's own "message yourself" chat
-            outcome = chats.owner_command(redis, message, settings)
+            outcome, notice = chats.owner_command(redis, message, settings)
             log.info("owner command in the self-chat: %s", outcome)
+            if notice:  # the one-line confirmation, in that same chat, without holding this answer
+                threading.Thread(target=confirm, args=(message, notice), daemon=True).start()
             return outcome
         reason = parser.reason_to_ignore(message, settings, time.time())
         if not reason and message.chat_id in own_numbers:
@@ -140,12 +150,8 @@ def create_app(settings=None, redis=None, direct_context=None):
             tally.add("ignored:" + reason.split(" (")[0])
             return "ignored"
         if message.from_me or message.event != "messages.upsert":
-            outcome = chats.note_from_me(redis, message, settings)
-            if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
-                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), message,
-                                       "human", settings)
-            log.info("fromMe in chat %s: %s", who, outcome)
-            return outcome
+            return person_wrote(message)
+        replay_refused()
         if replay.seen(redis, message):  # a signed Twilio or Cloud delivery replayed after the dedupe forgot it
             log.warning("%s from %s: message id seen in the last %d days; not answered again", message.kind, who,
                         replay.DAYS)
@@ -157,6 +163,62 @@ def create_app(settings=None, redis=None, direct_context=None):
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
+
+    refused = OrderedDict()  # fromMe messages Redis could not take: applied first once it can (see replay_refused)
+    refused_lock = threading.Lock()
+
+    def person_wrote(message):
+        """A `fromMe` message: our echo, or a person in the chat. If Redis cannot take it, it is remembered in
+        this process and applied as soon as Redis is back, before anything else (and answered 503 meanwhile)."""
+        replay_refused()
+        try:
+            outcome = apply_from_me(message)
+        except redis_lib.RedisError:
+            with refused_lock:
+                refused[(message.instance, message.message_id)] = message
+                while len(refused) > 1000:
+                    refused.popitem(last=False)
+            replaying.set()
+            raise
+        log.info("fromMe in chat %s: %s", parser.mask(message.reply_to), outcome)
+        return outcome
+
+    def apply_from_me(message):
+        outcome = chats.note_from_me(redis, message, settings)
+        if outcome in ("paused", "stopped", "resumed"):  # a person wrote: the panel shows it
+            try:
+                chatlog.record_message(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel),
+                                       message, "human", settings)
+            except redis_lib.OutOfMemoryError:  # applied past maxmemory (chats._run); the log is only for reading
+                log.warning("Redis is full: a person's message is not in the panel's log")
+        return outcome
+
+    def replay_refused():
+        """Apply the remembered fromMe messages, oldest first; stops at the first one Redis still refuses."""
+        while refused:
+            with refused_lock:
+                if not refused:
+                    return
+                key, message = next(iter(refused.items()))
+            try:
+                apply_from_me(message)
+            except redis_lib.RedisError:
+                return
+            with refused_lock:
+                refused.pop(key, None)
+            log.warning("a fromMe message refused while Redis was unavailable is applied now")
+
+    replaying = threading.Event()
+
+    def keep_replaying():
+        while True:
+            replaying.wait()
+            replay_refused()
+            if not refused:
+                replaying.clear()
+            time.sleep(0.1)
+
+    threading.Thread(target=keep_replaying, daemon=True, name="replay-refused").start()
 
     channels.register(app, settings, handle)  # /webhook/cloud and /webhook/twilio: 404 while their channel is off
 
@@ -259,10 +321,14 @@ class DirectReplies:
             key = (message.instance, message.message_id)
             if key in self.seen:
                 return "duplicate"
-            if message.from_me or message.event != "messages.upsert" or parser.reason_to_ignore(
-                    message, settings, time.time()):
-                return "ignored"
             chat = (message.instance, message.chat_id)
+            if message.from_me or message.event != "messages.upsert":
+                # A person's message (the pause) or our echo (a part delivered) must reach Redis: refused
+                # (503), so Evolution delivers it again; meanwhile that chat gets no direct answer.
+                self.held.add(chat)
+                return "unrecorded"
+            if parser.reason_to_ignore(message, settings, time.time()):
+                return "ignored"
             if chat not in self.held and self.pending >= settings.direct_queue_max:
                 log.error("DEGRADED: %d direct answers waiting; refusing more (503) until they are sent", self.pending)
                 return "busy"

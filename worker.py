@@ -268,7 +268,7 @@ def collect_media(ctx, cid, token, instance, entries):
             continue
         if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
             raise MediaError("lease lost while downloading media", retryable=False)
-        data = _media_bytes(ctx, cid, instance, entry, min(limit, budget))
+        data = _media_bytes(ctx, cid, token, instance, entry, min(limit, budget))
         if data is None:
             notes.append("[O cliente enviou um arquivo grande demais para abrir.]")
             continue
@@ -277,8 +277,9 @@ def collect_media(ctx, cid, token, instance, entries):
     return media, notes
 
 
-def _media_bytes(ctx, cid, instance, entry, max_bytes):
-    """The media's bytes (None past `max_bytes`): from the short-lived cache, else downloaded through the channel."""
+def _media_bytes(ctx, cid, token, instance, entry, max_bytes):
+    """The media's bytes (None past `max_bytes`): from the short-lived cache, else downloaded through the channel
+    and cached while the job still holds the chat (an erasure during the download wins)."""
     cache = buffer.keys(cid)["media"]
     cached = ctx.redis.hget(cache, entry["message_id"])
     if cached is not None:  # sent inline by the webhook, or downloaded by an earlier try
@@ -294,12 +295,12 @@ def _media_bytes(ctx, cid, instance, entry, max_bytes):
     if len(data) > max_bytes:
         return None
     try:
-        pipe = ctx.redis.pipeline()
-        pipe.hset(cache, entry["message_id"], data)
-        pipe.expire(cache, buffer.MEDIA_CACHE_SECONDS)
-        pipe.execute()
+        held = buffer.cache_media(ctx.redis, cid, token, entry["message_id"], data)
     except redis_lib.ResponseError as error:  # e.g. Redis at its maxmemory: the cache is only a saving
         log.warning("media not cached: %s", error)
+        held = buffer.renew(ctx.redis, cid, token, ctx.settings.job_lease_seconds)
+    if not held:
+        raise MediaError("lease lost while downloading media", retryable=False)
     return data
 
 
@@ -330,20 +331,27 @@ def deliver(ctx, cid, token, reply):
 
     A part that takes typing time is announced ("digitando…") and left to a job that time later, so
     no worker waits through it; that job claims the chat first, so a person who acted meanwhile
-    voided the reply and nothing more is sent. Progress is stored after each part: a crash resends
-    nothing already sent.
+    voided the reply and nothing more is sent. Each send is recorded as attempted before it is made
+    and progress is stored after it: a part the customer may have (sent, attempted with no known
+    outcome, or echoed) is never sent again nor made again.
     """
     settings = ctx.settings
     instance, number, parts = reply["instance"], reply["reply_to"], reply["parts"]
     channel = reply.get("channel", "evolution")  # replies stored before channels existed are Evolution's
     rid = reply.setdefault("rid", "0")  # replies stored before reply ids existed
-    if reply.get("kind") == "gemini" and reply["sent"] == 0 and buffer.rejoin(ctx.redis, cid, token, settings):
+    if reply.get("kind") == "gemini" and not _under_way(ctx, cid, reply) and \
+            buffer.rejoin(ctx.redis, cid, token, settings):
         log.info("chat %s: the customer wrote while the reply was made; answering everything together", cid)
         return
     while reply["sent"] < len(parts):
         part = parts[reply["sent"]]
         if buffer.delivered_count(ctx.redis, cid, rid, part) > parts[: reply["sent"]].count(part):
             log.info("chat %s: part %d already delivered (its echo arrived); not sending again", cid, reply["sent"] + 1)
+            reply["sent"] += 1
+            continue
+        if reply.get("attempt") == reply["sent"]:  # its job stopped mid-send (killed, Redis gone): outcome unknown
+            log.warning("chat %s: part %d was being sent when its job stopped; counted as sent, never sent twice",
+                        cid, reply["sent"] + 1)
             reply["sent"] += 1
             continue
         if time.time() - reply["created"] > settings.send_retry_minutes * 60:
@@ -356,25 +364,31 @@ def deliver(ctx, cid, token, reply):
                 return _lost(cid)
             show_typing(ctx, instance, number, channel, delay)
             return
-        if not buffer.renew(ctx.redis, cid, token, settings.job_lease_seconds):
+        if not buffer.attempt(ctx.redis, instance, cid, token, reply, part, settings.job_lease_seconds):
             return _lost(cid)
-        buffer.note_sending(ctx.redis, instance, cid, rid, part)
         try:
             message_id, _ = channels.send_text(ctx.session, settings, channel, instance, number, part)
         except channels.Error as error:
-            age = time.time() - reply["created"]
-            if error.retryable and age < settings.send_retry_minutes * 60:
-                delay = min(backoff(settings, buffer.count_attempt(ctx.redis, cid)), 120)
-                log.warning("chat %s: %s; sending again in %.0fs", cid, error, delay)
-                buffer.retry_later(ctx.redis, cid, token, delay)
-                return
-            log.error("chat %s: %s; reply dropped", cid, error)
-            break
-        buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
+            if not channels.maybe_sent(error):
+                del reply["attempt"]  # known not sent: a retry sends it
+                age = time.time() - reply["created"]
+                if error.retryable and age < settings.send_retry_minutes * 60:
+                    delay = min(backoff(settings, buffer.count_attempt(ctx.redis, cid)), 120)
+                    log.warning("chat %s: %s; sending again in %.0fs", cid, error, delay)
+                    buffer.retry_later(ctx.redis, cid, token, delay, reply=reply)
+                    return
+                log.error("chat %s: %s; reply dropped", cid, error)
+                break
+            log.warning("chat %s: %s; it may have gone out: counted as sent, never sent twice", cid, error)
+            message_id = None  # its text stays noted (note_sending), so a late echo is still known as ours
+        else:
+            buffer.note_sent(ctx.redis, instance, cid, rid, part, message_id)
         reply["sent"] += 1
         reply.setdefault("ids", []).append(message_id)
-        logged = chatlog.record_sent(ctx.redis, cid, message_id or f"{rid}-{reply['sent']}", part, settings,
-                                     buffer.keys(cid)["lock"], token)  # the panel's log
+        logged_id = message_id or f"{rid}-{reply['sent']}"
+        logged = chatlog.record_sent(ctx.redis, cid, logged_id, part, settings, buffer.keys(cid)["lock"], token)
+        if not logged:  # a person took over during the send (history has the part): the panel's thread shows it
+            chats.record_part_in_flight(ctx.redis, cid, logged_id, part, settings)
         if not logged or (reply["sent"] < len(parts) and not buffer.store_reply(ctx.redis, cid, token, reply)):
             return _lost(cid)  # stored: a crash now resends nothing already sent
 
@@ -389,6 +403,12 @@ def deliver(ctx, cid, token, reply):
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
+
+
+def _under_way(ctx, cid, reply):
+    """Whether the customer may have part of this reply already: one sent, one whose send was attempted, or echoed."""
+    first = reply["parts"][0]
+    return reply["sent"] > 0 or "attempt" in reply or buffer.delivered_count(ctx.redis, cid, reply["rid"], first) > 0
 
 
 def mark_as_read(ctx, instance, entries):

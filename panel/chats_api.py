@@ -1,12 +1,10 @@
 """/panel/api/chats: list and read chats, and what a person does to one (take over, hand back, stop, answer, erase)."""
 
 import logging
-import secrets
 
 from flask import Blueprint, jsonify, request
 
 import channels
-import chatlog
 import chats
 import stats
 from panel.auth import login_required
@@ -102,12 +100,9 @@ def api_reply(pid):
         return jsonify(error="no such chat"), 404
     take_over(cid)
     try:
-        message_id, at = channels.send_text(deps().evolution(), settings, meta.get("channel", "evolution"),
-                                            meta.get("instance", ""), meta["reply_to"], text.strip())
+        message_id, _ = chats.answer_as_person(redis, deps().evolution(), settings, cid, meta, text.strip())
     except channels.Error as error:
         log.warning("panel: reply to chat %s failed: %s", cid, error)
         return jsonify(error=str(error)), 502
-    message_id = message_id or f"panel-{secrets.token_hex(8)}"
-    chatlog.record(redis, cid, chatlog.entry(message_id, "human", text.strip(), at), settings)
     log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
     return jsonify(result="sent", id=message_id, **chats.state(redis, cid))

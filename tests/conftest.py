@@ -329,6 +329,19 @@ class Stack:
         return proc
 
 
+def panel_session(stack, password):
+    """A logged-in `requests` session on a running stack's panel (PANEL_PASSWORD set), with its CSRF header."""
+    import re
+
+    session = requests.Session()
+    page = session.get(f"{stack.url}/panel/login", timeout=10).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    assert session.post(f"{stack.url}/panel/login", data={"password": password, "csrf_token": token},
+                        allow_redirects=False, timeout=10).status_code == 302
+    session.headers["X-CSRF-Token"] = session.get(f"{stack.url}/panel/api/session", timeout=10).json()["csrf_token"]
+    return session
+
+
 @pytest.fixture
 def start_stack(bot_env, redis_server, processes):
     """Start the bot on a real Redis with short recovery settings; keyword arguments override the environment."""

@@ -14,7 +14,7 @@ import requests
 import config
 from twilio.request_validator import RequestValidator
 
-from conftest import CUSTOMER, GRAPH_TOKEN, PAYLOADS, PHONE_NUMBER_ID, TWILIO_NUMBER, wait_until
+from conftest import CUSTOMER, GRAPH_TOKEN, PAYLOADS, PHONE_NUMBER_ID, TWILIO_NUMBER, panel_session, wait_until
 
 CLOUD = json.loads((PAYLOADS / "cloud_api_webhooks.json").read_text())
 TWILIO = json.loads((PAYLOADS / "twilio_webhooks.json").read_text())
@@ -276,3 +276,35 @@ def test_cloud_handoff_and_the_owners_alert_go_through_the_cloud_api(start_stack
     to_owner = [text for pnid, to, text in graph.texts() if to == "5511999991111" and pnid == PHONE_NUMBER_ID]
     assert to_customer == [config.PT_HANDOFF]
     assert len(to_owner) == 1 and "falar com uma pessoa" in to_owner[0]
+
+
+# --- issue 19: what a person answers from the panel is remembered on every channel -------------------------
+
+@pytest.mark.parametrize("channel", ["cloud", "twilio"])
+def test_a_persons_answer_from_the_panel_reaches_history_exactly_once(channel, start_stack, gemini, graph, twilio_api):
+    if channel == "cloud":
+        stack = start_stack(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret=APP_SECRET, whatsapp_verify_token=VERIFY,
+                            whatsapp_graph_url=graph.url, panel_password="senha-do-painel-teste")
+        customer = lambda text, i: post_cloud(stack, cloud_body(text=text, message_id=f"wamid.PANEL{i}"))  # noqa: E731
+        texts = graph.texts
+    else:
+        stack = start_stack(twilio_account_sid=twilio_api.account_sid, twilio_auth_token=twilio_api.auth_token,
+                            twilio_webhook_url=TWILIO_URL, twilio_api_url=twilio_api.url,
+                            panel_password="senha-do-painel-teste")
+        customer = lambda text, i: post_twilio(stack, twilio_form(text=text, sid=f"SMPANEL{i}"))  # noqa: E731
+        texts = twilio_api.texts
+    gemini.reply_with("Vou confirmar o preço para você.")
+    customer("quanto custa o bolo grande?", 1)
+    wait_until(texts, timeout=20, message="the bot's reply")
+
+    panel = panel_session(stack, "senha-do-painel-teste")
+    cid = panel.get(f"{stack.url}/panel/api/chats", timeout=10).json()[0]["id"]
+    answer = panel.post(f"{stack.url}/panel/api/chats/{cid}/reply", json={"text": "O grande custa R$ 80."}, timeout=20)
+    assert answer.status_code == 200, answer.text
+    assert panel.post(f"{stack.url}/panel/api/chats/{cid}/resume", timeout=10).json()["state"] == "idle"
+    customer("e o pequeno?", 2)
+    wait_until(lambda: len(texts()) == 3, timeout=20, message="the bot answering after the hand-back")
+
+    said = [(c["role"], c["parts"][0]["text"]) for c in gemini.requests[-1]["body"]["contents"]]
+    assert said == [("user", "quanto custa o bolo grande?"),  # one model turn: the bot's and the person's answers
+                    ("model", "Vou confirmar o preço para você.\nO grande custa R$ 80."), ("user", "e o pequeno?")]

@@ -196,3 +196,64 @@ def test_customer_number_is_masked_in_every_process_log(stack, gemini, evolution
     assert cid not in logs
     assert [line for line in logs.splitlines() if keyed in line and re.search(r"\d{4}\*+\d{4}", line)] == []
     assert any(keyed in line for line in logs.splitlines())
+
+
+# --- issue 19: a part the customer may have is never sent again, nor made again --------------------
+
+def texts(evolution):
+    return [text for _, _, text in evolution.sent_texts()]
+
+
+def test_a_delivered_part_is_not_made_again_when_the_customer_writes_before_the_retry(start_stack, gemini, evolution):
+    stack = start_stack(job_lease_seconds=9, gemini_timeout_seconds=3, evolution_timeout_seconds=5, max_typing_ms=0)
+    gemini.responder = lambda body: "sobre: " + body["contents"][-1]["parts"][-1]["text"].replace("\n", " + ")
+    evolution.delay_next("sendText", 3)
+    stack.post(text_message("quanto custa o bolo?", "DELIV1"))
+    wait_until(lambda: evolution.calls("sendText"), timeout=20, message="the sendText call")
+    stack.workers[0].kill(signal.SIGKILL)  # killed mid-send; Evolution still sends, and echoes it
+    wait_until(lambda: evolution.sent_texts(), timeout=10, message="Evolution to finish the send")
+    assert stack.post(send_message_echo(evolution))["results"] == ["own"]
+    stack.post(text_message("alô?", "DELIV2"))  # the customer writes before the chat is recovered
+
+    stack.add_worker()
+    wait_until(lambda: len(texts(evolution)) == 2, timeout=9 + 6 * SWEEP + 20, message="the answer to alô?")
+    time.sleep(SWEEP + 1)
+    assert texts(evolution) == ["sobre: quanto custa o bolo?", "sobre: alô?"]
+    assert len(gemini.requests) == 2  # the first question was not asked again
+
+
+def test_a_send_whose_outcome_is_unknown_is_counted_as_sent_not_sent_again(start_stack, gemini, evolution):
+    stack = start_stack(evolution_timeout_seconds=5, max_typing_ms=0)
+    gemini.reply_with("Abrimos às 9h.")
+    evolution.delay_next("sendText", 6)  # slower than EVOLUTION_TIMEOUT_SECONDS, but it sends
+    stack.post(text_message("que horas abre?", "UNKNOWN1"))
+    wait_until(lambda: texts(evolution), timeout=20, message="the reply")
+    # Evolution's echo of the part whose answer never came is still known as ours: the chat is not paused.
+    assert stack.post(send_message_echo(evolution))["results"] == ["own"]
+    time.sleep(SWEEP + 2)
+    assert texts(evolution) == ["Abrimos às 9h."] and len(evolution.calls("sendText")) == 1
+    assert stack.redis.client().zcard("wa:due") == 0
+    assert stack.post(text_message("obrigado", "UNKNOWN2"))["results"] == ["scheduled"]  # the bot still answers
+
+
+def test_redis_gone_right_after_a_send_never_sends_that_part_again(start_stack, gemini, evolution):
+    stack = start_stack(job_lease_seconds=9, gemini_timeout_seconds=3, evolution_timeout_seconds=5, max_typing_ms=0)
+    gemini.reply_with("Abrimos às 9h.")
+    evolution.delay_next("sendText", 3)
+    stack.post(text_message("que horas abre?", "GONE1"))
+    wait_until(lambda: evolution.calls("sendText"), timeout=20, message="the sendText call")
+    stack.redis.stop()  # the job cannot record the send: it stops still holding the chat
+    wait_until(lambda: evolution.sent_texts(), timeout=10, message="Evolution to finish the send")
+    stack.post(send_message_echo(evolution), expect=503)  # its echo cannot be recorded: delivered again later
+    time.sleep(2)
+
+    stack.redis.start()
+    stack.add_worker()
+    wait_until(lambda: stack.redis.client().zcard("wa:due") == 0, timeout=9 + 6 * SWEEP + 20,
+               message="the chat to be released")
+    time.sleep(SWEEP + 1)
+    assert texts(evolution) == ["Abrimos às 9h."]
+    # Evolution's redelivery of the echo: ours (or already applied by the webhook that refused it), never a person's
+    assert stack.post(send_message_echo(evolution))["results"] in (["own"], ["duplicate"])
+    cid = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
+    assert not stack.redis.client().exists(buffer.keys(cid)["paused"])

@@ -10,7 +10,7 @@ import requests
 import buffer
 import chats
 import memory
-from conftest import CUSTOMER, INSTANCE, TOKEN, text_message, wait_until
+from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, panel_session, text_message, wait_until
 
 OWNER = "5511999990077"
 SHOP = "5511999990000"  # the instance's own number: `sender` of text_message()
@@ -61,12 +61,17 @@ def test_an_owner_command_in_the_self_chat_pauses_a_customer_who_never_sees_it(s
     assert stack.post(self_chat("#pausar +55 11 99999-4321", "3EB0SELF0000000000001"))["results"] == ["paused"]
     assert stack.post(text_message("oi, tudo bem?", "SELF1"))["results"] == ["paused"]
     time.sleep(3)
-    assert sent(evolution) == [] and chats.state(stack.redis.client(), cid)["state"] == "paused"
+    assert customers(evolution) == [] and chats.state(stack.redis.client(), cid)["state"] == "paused"
 
     assert stack.post(self_chat("#bot 5511999994321", "3EB0SELF0000000000002"))["results"] == ["resumed"]
     stack.post(text_message("e agora?", "SELF2"))
-    wait_until(lambda: sent(evolution), timeout=20, message="the bot answering again")
-    assert [number for number, _ in sent(evolution)] == [CUSTOMER]  # nothing went to the shop's own chat
+    wait_until(lambda: customers(evolution), timeout=20, message="the bot answering again")
+    assert [number for number, _ in customers(evolution)] == [CUSTOMER]  # the command never reached the customer
+    wait_until(lambda: len(notices(evolution)) == 2, timeout=10, message="both commands confirmed")
+
+
+def customers(evolution):
+    return [(number, text) for number, text in sent(evolution) if number != SHOP]
 
 
 def test_a_flood_from_many_numbers_cannot_spend_more_than_the_hours_budget(start_stack, gemini, evolution):
@@ -136,3 +141,85 @@ def test_forget_during_a_send_writes_nothing_back_and_the_aof_loses_the_text(sta
     for path in glob.glob(f"{stack.redis.directory}/**/*.aof", recursive=True):
         with open(path, "rb") as aof:
             assert "pedido secreto".encode() not in aof.read(), path
+
+
+def test_the_panels_erase_is_the_same_erasure_as_worker_forget(start_stack, gemini, evolution):
+    stack = start_stack(panel_password="senha-do-painel-teste")
+    redis = stack.redis.client()
+    body = load_payload("58_v2_3_0_lid_remoteJid_with_senderPn.json")  # a phone JID seen with its '@lid' JID
+    body["instance"], body["data"]["messageTimestamp"] = INSTANCE, int(time.time())
+    phone = "5511999999901"
+    gemini.reply_with("Claro! Anotei seu pedido.")
+    stack.post(body)
+    wait_until(lambda: evolution.sent_texts(), timeout=20, message="the reply")
+    cid = buffer.chat_ref(INSTANCE, f"{phone}@s.whatsapp.net")
+    wait_until(lambda: chats.state(redis, cid)["state"] == "idle", timeout=10, message="the chat released")
+    assert redis.exists(buffer.lid_key(INSTANCE, f"{phone}@s.whatsapp.net"))
+    assert redis.keys("wa:ours:*")  # our send's id, naming the chat
+
+    response = panel_session(stack, "senha-do-painel-teste").post(f"{stack.url}/panel/api/chats/{cid}/forget", timeout=10)
+    assert response.status_code == 200 and response.json()["result"] == "forgotten"
+    left = [key.decode() for key in redis.keys() if cid.encode() in key or phone.encode() in key or key.startswith(b"wa:ours:")]
+    assert left == []
+
+
+def notices(evolution):
+    """What the bot wrote in the shop's own chat (the owner commands' confirmations)."""
+    return [text for number, text in sent(evolution) if number == SHOP]
+
+
+def test_owner_commands_with_local_numbers_act_on_the_known_customer_and_are_confirmed(stack, gemini, evolution):
+    redis = stack.redis.client()
+    gemini.reply_with("Olá! Em que posso ajudar?")
+    for i, number in enumerate(("5511987650702", "5521987650702", "551133330702")):  # known customers
+        stack.post(text_message("oi", f"LOCAL{i}", number=number))
+    wait_until(lambda: len(sent(evolution)) == 3, timeout=20, message="three replies")
+    sao_paulo = buffer.chat_ref(INSTANCE, "5511987650702@s.whatsapp.net")
+
+    assert stack.post(self_chat("#parar 11 98765-0702", "3EB0LOCAL000000000001"))["results"] == ["stopped"]
+    assert chats.state(redis, sao_paulo)["state"] == "stopped"
+    wait_until(lambda: notices(evolution), timeout=10, message="the confirmation in the self-chat")
+    assert notices(evolution)[-1].startswith("✅ O bot parou de responder +55 11 98765-0702")
+    assert stack.post(text_message("alô?", "LOCAL9", number="5511987650702"))["results"] == ["paused"]
+
+    # Without the ninth digit, with +55 and brackets: the same customer.
+    assert stack.post(self_chat("#bot +55 (11) 8765-0702", "3EB0LOCAL000000000002"))["results"] == ["resumed"]
+    assert chats.state(redis, sao_paulo)["state"] == "idle"
+    wait_until(lambda: len(notices(evolution)) == 2, timeout=10, message="the second confirmation")
+    assert notices(evolution)[-1] == "✅ O bot voltou a responder +55 11 98765-0702."
+
+    # Without the area code the line matches two customers: nothing happens, and the owner is told.
+    assert stack.post(self_chat("#pausar 98765-0702", "3EB0LOCAL000000000003"))["results"] == ["not_found"]
+    wait_until(lambda: len(notices(evolution)) == 3, timeout=10, message="the answer to an ambiguous number")
+    assert "Não encontrei esse cliente" in notices(evolution)[-1]
+    assert stack.post(self_chat("#pausar 3333-0702", "3EB0LOCAL000000000004"))["results"] == ["paused"]  # only one
+    assert chats.state(redis, buffer.chat_ref(INSTANCE, "551133330702@s.whatsapp.net"))["state"] == "paused"
+    assert stack.post(self_chat("#pausar 4444-0000", "3EB0LOCAL000000000005"))["results"] == ["not_found"]
+    wait_until(lambda: len(notices(evolution)) == 5, timeout=10, message="every command confirmed")
+    assert [chats.state(redis, buffer.chat_ref(INSTANCE, f"{n}@s.whatsapp.net"))["state"]
+            for n in ("5511987650702", "5521987650702")] == ["idle", "idle"]
+
+
+def test_forget_during_a_photo_download_writes_nothing_back(stack, gemini, evolution):
+    redis = stack.redis.client()
+    body = load_payload("33_v2_2_imageMessage_caption.json")
+    body["instance"], body["data"]["messageTimestamp"] = INSTANCE, int(time.time())
+    number = body["data"]["key"]["remoteJid"].split("@")[0]
+    cid = buffer.chat_ref(INSTANCE, body["data"]["key"]["remoteJid"])
+    photo = b"\xff\xd8\xff\xe0" + b"FOTO-CONFIDENCIAL-0123456789" * 40
+    evolution.add_media(body["data"]["key"]["id"], "image/jpeg", photo, "imageMessage")
+    evolution.delay_next("getBase64FromMediaMessage", 3)  # the photo is downloading when the customer is erased
+    stack.post(body)
+    wait_until(lambda: evolution.calls("getBase64FromMediaMessage"), timeout=20, message="the download")
+
+    assert chats.forget_customer(redis, INSTANCE, number) > 0
+    time.sleep(5)
+    assert [key for key in redis.keys() if cid.encode() in key] == []
+    assert evolution.sent_texts() == [] and gemini.requests == []
+    wait_until(lambda: not redis.info("persistence")["aof_rewrite_in_progress"], timeout=20, message="the rewrite")
+    redis.bgrewriteaof()  # whatever came after forget's rewrite is in the new file too
+    time.sleep(1)
+    wait_until(lambda: not redis.info("persistence")["aof_rewrite_in_progress"], timeout=20, message="the rewrite")
+    for path in glob.glob(f"{stack.redis.directory}/**/*.aof", recursive=True):
+        with open(path, "rb") as aof:
+            assert b"FOTO-CONFIDENCIAL" not in aof.read(), path

@@ -14,6 +14,7 @@ import buffer
 import chat_ids
 import chatlog
 import chats
+import memory
 import parser
 import stats
 import webhook
@@ -270,7 +271,9 @@ def test_answer_as_a_person_pauses_sends_through_the_chats_instance_and_logs_it(
     echo = text_message("Oi! Aqui é a Ana, da loja.", sent["key"]["id"], instance="loja2",
                         timestamp=sent["messageTimestamp"], from_me=True)
     echo["event"] = "send.message"
-    assert owner.post(f"/webhook?token={TOKEN}", json=echo).get_json()["results"] == ["paused"]
+    assert owner.post(f"/webhook?token={TOKEN}", json=echo).get_json()["results"] == ["duplicate"]
+    human = [turn["text"] for turn in memory.load_history(fake_redis, cid) if turn.get("by") == "human"]
+    assert human == ["Oi! Aqui é a Ana, da loja.", "Já separei o seu pedido."]  # in history once, by the panel
     messages = owner.get(f"/panel/api/chats/{chat_ids.public(PANEL_KEY.encode(), cid)}").get_json()["messages"]
     assert [(m["from"], m["text"]) for m in messages] == [
         ("customer", "quero falar com alguém"), ("human", "Oi! Aqui é a Ana, da loja."),

@@ -8,6 +8,7 @@ import time
 import requests
 
 import buffer
+import chatlog
 import chats
 import memory
 from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, text_message, wait_until
@@ -306,3 +307,75 @@ def test_a_redis_stall_in_direct_mode_gives_one_answer(stack, gemini, evolution)
     wait_until(lambda: sent(evolution), timeout=20, message="the reply")
     quiet()
     assert len(sent(evolution)) == 1 and len(gemini.requests) == 1
+
+
+def test_max_wait_is_a_cap_from_the_bursts_first_message_and_later_messages_are_answered_next(start_stack, gemini,
+                                                                                               evolution):
+    stack = start_stack(debounce_seconds=2, max_wait_seconds=6)
+    gemini.responder = lambda body: "sobre: " + body["contents"][-1]["parts"][-1]["text"].replace("\n", " + ")
+    first, answered = time.monotonic(), None
+    for i in range(10):  # a message every 1.5 s for 15 s: never 2 s of quiet
+        stack.post(text_message(f"m{i}", f"CAP{i}"))
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            if answered is None and sent(evolution):
+                answered = time.monotonic() - first
+            time.sleep(0.05)
+    assert answered is not None and answered < 6 + 2.5, f"first answer {answered}s after the first message"
+    wait_until(lambda: "m9" in " ".join(sent(evolution)), timeout=20, message="the last message answered")
+    quiet()
+    said = [text.removeprefix("sobre: ").split(" + ") for text in sent(evolution)]
+    assert sorted(sum(said, [])) == [f"m{i}" for i in range(10)]  # each message answered once, none merged back
+    assert len(said) >= 2 and said[0][0] == "m0"
+
+
+# --- issue 19: a person still wins when Redis is full or down ---------------------------------------
+
+def test_redis_full_the_owners_answer_still_holds_the_chat(start_stack, gemini, evolution):
+    stack = start_stack(time_per_char_ms=300)  # the second part is typed 3.6 s, by no worker
+    redis = stack.redis.client()
+    gemini.reply_with("Parte um.\n\nParte dois, sobre o preço.")
+    stack.post(text_message("quanto custa?", "FULL1"))
+    wait_until(lambda: sent(evolution), timeout=20, message="the first part")
+    redis.config_set("maxmemory", "1")  # full: every write is refused (noeviction)
+    try:
+        assert stack.post(text_message("alô?", "FULL2"), expect=503)["error"]
+        assert stack.post(owner("Deixa que eu te passo o preço", "3EB0FULL0000000000001"))["results"] == ["paused"]
+        quiet(4)  # the second part's time passes while Redis is full
+    finally:
+        redis.config_set("maxmemory", "0")  # memory freed
+    quiet(4)
+    assert sent(evolution) == ["Parte um."] and state(stack) == "paused"
+    turns = memory.load_history(redis, CID)
+    assert (turns[-2]["text"], turns[-1]["text"]) == ("Parte um.", "Deixa que eu te passo o preço")
+
+
+def test_redis_down_the_owners_answer_is_applied_first_when_it_is_back(start_stack, gemini, evolution):
+    stack = start_stack(time_per_char_ms=300, redis_down="retry", gunicorn_workers=1)
+    gemini.reply_with("Parte um.\n\nParte dois, sobre o preço.")
+    stack.post(text_message("quanto custa?", "DOWNOWN1"))
+    wait_until(lambda: sent(evolution), timeout=20, message="the first part")
+    stack.redis.stop()
+    stack.post(owner("Deixa que eu te passo o preço", "3EB0DOWN0000000000001"), expect=503)
+    quiet(3)  # the second part's time passes while Redis is down
+    stack.redis.start()
+    quiet(8)  # Evolution delivers the owner's message again only later: the webhook applied it already
+    assert sent(evolution) == ["Parte um."] and state(stack) == "paused"
+    assert stack.post(owner("Deixa que eu te passo o preço", "3EB0DOWN0000000000001"))["results"] == ["duplicate"]
+
+
+def test_a_part_in_flight_when_the_owner_takes_over_is_in_the_panel_and_in_history(stack, gemini, evolution):
+    redis = stack.redis.client()
+    gemini.reply_with("O bolo grande custa R$ 90.")
+    evolution.delay_next("sendText", 2)
+    stack.post(text_message("quanto custa o bolo grande?", "FLIGHT1"))
+    wait_until(lambda: evolution.calls("sendText"), timeout=20, message="the reply on its way")
+    assert stack.post(owner("Deixa comigo", "3EB0FLIGHT000000000001"))["results"] == ["paused"]
+    wait_until(lambda: sent(evolution), timeout=10, message="the reply delivered")
+    quiet(1.5)
+    turns = memory.load_history(redis, CID)
+    assert [(t["role"], t["text"]) for t in turns] == [
+        ("user", "quanto custa o bolo grande?"), ("model", "O bolo grande custa R$ 90."), ("model", "Deixa comigo")]
+    thread = [(item["from"], item["text"]) for item in chatlog.thread(redis, CID)]
+    assert ("bot", "O bolo grande custa R$ 90.") in thread and ("human", "Deixa comigo") in thread
+    assert stack.post(echo(evolution))["results"] == ["own"] and state(stack) == "paused"

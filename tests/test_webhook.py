@@ -302,9 +302,11 @@ def test_redis_down_duplicate_delivery_is_answered_once(client_for, gemini, evol
     assert len(evolution.sent_texts()) == 1 and len(gemini.requests) == 1
 
 
-def test_redis_down_ignores_from_me_and_groups_without_answering(client_for, gemini, evolution):
+def test_redis_down_refuses_from_me_ignores_groups_and_answers_neither(client_for, gemini, evolution):
     client = client_for(redis=dead_redis())
-    assert post(client, fresh(HUMAN)).json["results"] == ["ignored"]
+    assert post(client, fresh(HUMAN)).status_code == 503  # a person's message (or our echo) waits for Redis
+    customer = text_message("oi?", "DOWNHELD1", number="558599999913", instance="Ivo Teste")
+    assert post(client, customer).json["results"] == ["paused"]  # and the bot does not answer over the person
     assert post(client, fresh("55_v2_2_group_participant_only.json")).json["results"] == ["ignored"]
     time.sleep(0.3)
     assert evolution.requests == [] and gemini.requests == []

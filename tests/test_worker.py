@@ -771,7 +771,8 @@ def restore(redis, cid, state):
     redis.zadd(buffer.DUE, {cid: score})
 
 
-def test_after_a_crash_between_two_parts_the_next_job_sends_only_the_rest(bot, gemini, evolution, fake_redis):
+@pytest.mark.parametrize("attempted", [False, True], ids=["before-part-2", "during-part-2"])
+def test_after_a_crash_between_two_parts_the_next_job_sends_only_the_rest(bot, gemini, evolution, fake_redis, attempted):
     ctx = bot(TIME_PER_CHAR_MS=0)
     gemini.reply_with("Temos bolo de milho.\n\nQuer que eu separe um?")
     cid = receive(ctx, "tem bolo?", "CR1")
@@ -785,13 +786,20 @@ def test_after_a_crash_between_two_parts_the_next_job_sends_only_the_rest(bot, g
     job.join()
     assert at_crash[0][buffer.keys(cid)["lock"]], "the job held the chat when it died"
 
-    restore(fake_redis, cid, at_crash)  # the worker died right there, with part 2 never sent
+    restore(fake_redis, cid, at_crash)  # the worker died right there, with part 2 on its way
+    stored = json.loads(fake_redis.get(buffer.keys(cid)["reply"]))
+    assert stored["attempt"] == 1, "part 2's send was recorded as attempted before it was made"
+    if not attempted:  # died a moment earlier: after part 1, before part 2 was attempted
+        del stored["attempt"]
+        fake_redis.set(buffer.keys(cid)["reply"], json.dumps(stored))
     fake_redis.delete(f"wa:lock:{cid}")  # its lock expired...
     fake_redis.zadd(buffer.DUE, {cid: time.time()})  # ...and so did its lease
     sent_before = len(evolution.sent_texts())
     run_job(ctx, cid)
 
-    assert evolution.sent_texts()[sent_before:] == [(INSTANCE, CUSTOMER, "Quer que eu separe um?")]
+    # An attempted part may have reached the customer: it is counted as sent, never sent twice.
+    resent = [] if attempted else [(INSTANCE, CUSTOMER, "Quer que eu separe um?")]
+    assert evolution.sent_texts()[sent_before:] == resent
     assert len(gemini.requests) == 1
     assert due(ctx, cid) is None
 
