@@ -8,6 +8,7 @@ import logging
 import re
 from pathlib import Path
 
+import httpx2
 from google import genai
 from google.genai import errors, types
 
@@ -57,11 +58,17 @@ class ReplyError(Exception):
 
 
 def make_client(settings):
-    """One genai client per process; GEMINI_BASE_URL points it at a proxy (or a test server)."""
+    """One genai client per process, shared by its job threads; GEMINI_BASE_URL points it at a proxy (or a test server).
+
+    Its connection pool (httpx2, the SDK's own default) holds a connection for each of WORKER_CONCURRENCY
+    jobs: with fewer, the calls past the pool's size would wait for one another.
+    """
     options = types.HttpOptions(
         timeout=int(settings.gemini_timeout_seconds * 1000),
         retry_options=types.HttpRetryOptions(attempts=1),  # the worker retries, with backoff, across jobs
         base_url=settings.gemini_base_url or None,
+        client_args={"limits": httpx2.Limits(max_connections=settings.worker_concurrency,
+                                             max_keepalive_connections=min(settings.worker_concurrency, 20))},
     )
     return genai.Client(api_key=settings.gemini_api_key, http_options=options)
 

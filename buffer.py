@@ -28,6 +28,7 @@ import stats
 
 
 DUE = "wa:due"
+QUEUED = "wa:queued"  # chat ref -> "<job id> <time the dispatcher moved the chat to>" while its job waits (dispatch.py)
 
 
 def chat_ref(instance, chat_id, channel="evolution"):
@@ -128,13 +129,22 @@ return {'scheduled', tostring(deadline)}
 """
 ADD_SHA = hashlib.sha1(ADD_SCRIPT.encode()).hexdigest()  # run for every message: hashed once
 
-# KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts, optout, started, taken
-# ARGV: cid, token, now, lease_seconds, ticket (the time the dispatcher set, or '')
+# KEYS: due, lock, burst, deadline, inflight, reply, paused, attempts, optout, started, taken, queued
+# ARGV: cid, token, now, lease_seconds, ticket (the job's id from the dispatcher, or '')
 CLAIM_SCRIPT = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+local ours = false
+local mark = redis.call('HGET', KEYS[12], ARGV[1])
+if mark and ARGV[5] ~= '' then
+  local job, moved_to = string.match(mark, '^(%S+) (%S+)$')
+  if job == ARGV[5] then  -- the chat's queued job has started: a later one is queued afresh
+    redis.call('HDEL', KEYS[12], ARGV[1])
+    ours = score and tonumber(score) == tonumber(moved_to)  -- else the chat moved on since (a new message)
+  end
+end
 if not score then return {'idle'} end
 local now = tonumber(ARGV[3])
-if tonumber(score) > now and tonumber(score) ~= tonumber(ARGV[5]) then return {'wait', score} end
+if tonumber(score) > now and not ours then return {'wait', score} end
 if not redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[4]) then return {'locked'} end
 if redis.call('EXISTS', KEYS[7]) == 1 or redis.call('EXISTS', KEYS[9]) == 1 then
   redis.call('DEL', KEYS[3], KEYS[5], KEYS[6], KEYS[8], KEYS[4], KEYS[10], KEYS[11], KEYS[2])
@@ -346,8 +356,8 @@ def _decode(values):
 def claim(redis, cid, lease_seconds, ticket="", now=None):
     """Try to take a chat's work. Returns (state, token, reply, entries, tries).
 
-    state is idle (nothing due), wait (not yet, or the chat moved on since the dispatcher's
-    `ticket`: `reply` holds the time), locked (another job has it), paused (dropped: a person holds
+    state is idle (nothing due), wait (not yet, or the chat moved on since the dispatcher queued
+    the job `ticket`: `reply` holds the time), locked (another job has it), paused (dropped: a person holds
     the chat) or ready (we hold the lock; `reply` is a stored reply or "", `entries` the messages
     to answer, `tries` how many times composing them started).
     """
@@ -356,7 +366,7 @@ def claim(redis, cid, lease_seconds, ticket="", now=None):
     k = keys(cid)
     result = _decode(redis.register_script(CLAIM_SCRIPT)(
         keys=[DUE, k["lock"], k["burst"], k["deadline"], k["inflight"], k["reply"], k["paused"], k["attempts"],
-              k["optout"], k["started"], k["taken"]],
+              k["optout"], k["started"], k["taken"], QUEUED],
         args=[cid, token, repr(now), int(lease_seconds), ticket or ""],
     ))
     state = result[0]

@@ -77,6 +77,7 @@ class Settings:
     send_retry_minutes: float = 10.0
     job_lease_seconds: int = 90
     sweep_seconds: int = 15
+    worker_concurrency: int = 200  # chats one `python worker.py` answers at once (threads); see docs/operations.md
     fallback_message: str = PT_FALLBACK
 
     # Abuse limits
@@ -173,6 +174,8 @@ FALLBACK_NAMES = {
     "EVOLUTION_API_KEY": "AUTHENTICATION_API_KEY",
     "HANDOFF_PHRASES": "HANDOFF_KEYWORDS",
 }
+
+MAX_WORKER_CONCURRENCY = 1000  # threads of one worker process; more processes scale further
 
 REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_KEY")
 
@@ -322,6 +325,10 @@ def _validate(settings, require):
     if slowest >= settings.job_lease_seconds:
         raise refuse("JOB_LEASE_SECONDS", f"precisa ser maior que GEMINI_TIMEOUT_SECONDS + EVOLUTION_TIMEOUT_SECONDS "
                      f"({_number(slowest)} segundos)", _number(max(_default("job_lease_seconds"), slowest + 30)))
+    if not 1 <= settings.worker_concurrency <= MAX_WORKER_CONCURRENCY:
+        raise refuse("WORKER_CONCURRENCY", f"precisa ser de 1 a {MAX_WORKER_CONCURRENCY} (conversas atendidas ao "
+                     f"mesmo tempo por processo do worker), veio {settings.worker_concurrency}",
+                     _number(_default("worker_concurrency")))
     if settings.max_regenerations < 0:
         raise refuse("MAX_REGENERATIONS", f"precisa ser 0 ou mais, veio {settings.max_regenerations}", "1")
     _validate_owner_week(settings)

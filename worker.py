@@ -1,8 +1,9 @@
 """The job that answers a chat (merge the burst, ask Gemini, send one reply), and the worker that runs it.
 
-`python worker.py` runs an RQ worker and, beside it, a dispatcher that enqueues each chat's job when
-its time comes (dispatch.py). Everything the job knows between tries lives in Redis (see buffer.py),
-so a worker can die at any line and the next one carries on. No job ever sleeps: a retry, or the
+`python worker.py` runs an RQ worker that answers up to WORKER_CONCURRENCY chats at once, in threads
+(runner.py), and, beside it, a dispatcher that enqueues each chat's job when its time comes
+(dispatch.py). Everything the job knows between tries lives in Redis (see buffer.py), so a worker
+can die at any line and the next one carries on. No job ever sleeps: a retry, or the
 typing time before a part of the reply, is a time in `wa:due` for another job.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 import redis as redis_lib
-from rq import Queue, SimpleWorker
+from rq import Queue
 
 import ai_service
 import alerts
@@ -34,6 +35,7 @@ import doctor
 import hours
 import instances
 import memory
+import runner
 import sender
 import shop_settings
 import stats
@@ -49,7 +51,11 @@ GEMINI_MEDIA = ("image/", "audio/", "video/", "application/pdf", "text/")
 
 @dataclass(frozen=True)
 class Context:
-    """What a job needs, made once per process: settings, Redis, the RQ queue, Gemini and Evolution clients."""
+    """What a job needs, made once per process: settings, Redis, the RQ queue, Gemini and Evolution clients.
+
+    Redis's connection pool and the Gemini client (httpx) are shared by the job threads; each thread has
+    a requests Session of its own (get_context): requests does not promise a Session is thread-safe.
+    """
 
     settings: object
     redis: object
@@ -66,14 +72,19 @@ def make_context(settings, redis=None, queue=None):
 
 
 _context = None
+_thread = threading.local()
 
 
 def get_context():
-    """The process's context; made from the environment on first use (e.g. under `rq worker`)."""
+    """The calling thread's context: the process's (made from the environment on first use, e.g. under
+    `rq worker`), with a requests Session of the thread's own."""
     global _context
-    if _context is None:
-        _context = make_context(load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING)))
-    return _context
+    context = getattr(_thread, "context", None)
+    if context is None:
+        if _context is None:
+            _context = make_context(load_settings(require=("REDIS_URL", *REQUIRED_FOR_REPLYING)))
+        context = _thread.context = replace(_context, session=sender.make_session())
+    return context
 
 
 def answer_chat(cid, ticket=None):
@@ -474,19 +485,25 @@ def wait_for_redis(redis):
 
 
 def run_worker(ctx):
-    """Work the queue, with this process's dispatcher beside it (dispatch.py).
+    """Work the queue, WORKER_CONCURRENCY jobs at once, with this process's dispatcher beside it (dispatch.py).
 
-    Jobs run in the worker process itself (SimpleWorker), not in a fork per job: forking cost about
+    Jobs run in threads of the worker process (runner.py), not in a fork per job: forking cost about
     120 ms per job against 4 ms (bench/). A job that crashes the process is recovered like any dead
     worker: its chat comes due again when its lease ends and another worker's dispatcher enqueues it.
+    Redis refusing writes (full at its maxmemory) stops no process: RQ's loop starts again and the
+    dispatcher retries, until Redis takes writes again.
     """
     settings = ctx.settings
     wait_for_redis(ctx.redis)
     dispatcher = dispatch.Dispatcher(ctx.redis, ctx.queue, settings)
     dispatcher.start()
-    worker = SimpleWorker([ctx.queue], connection=ctx.redis, worker_ttl=settings.sweep_seconds + 15)
+
+    def make_worker():
+        return runner.ThreadWorker([ctx.queue], connection=ctx.redis, worker_ttl=settings.sweep_seconds + 15,
+                                   concurrency=settings.worker_concurrency)
+
     try:
-        worker.work(logging_level=settings.log_level.upper())
+        runner.run(make_worker, settings.log_level.upper())
     finally:
         dispatcher.stopped.set()
 

@@ -33,6 +33,7 @@ SCRIPTS = {  # name: (script and arguments, result file it writes, time limit in
     "typing": (["bench_typing.py"], "typing", 150),
     "memory": (["bench_memory.py"], "memory", 150),
     "prompt": (["bench_prompt.py"], "prompt", 150),
+    "busy_hour": (["bench_busy_hour.py"], "busy_hour", 900),
 }
 
 
@@ -115,6 +116,26 @@ FIGURES += [
     ("prompt_plateau_chars", "Prompt size (contents) where it plateaus (median of the last 10 of 40 exchanges)", "-",
      None, _chars),
     ("prompt_max_chars", "Prompt size (contents), max over 40 exchanges", "-", None, _chars),
+]
+
+FIGURES += [
+    ("rush_p99_s", "Lunch rush: 200 chats due within 3 s, Gemini 3 s per call, 1 worker process: reply lateness p99",
+     "<= 5 s", lambda m, b, f: m <= 5, _s),
+    ("rush_p50_s", "Lunch rush: reply lateness p50 (3 s is Gemini's own time)", "-", None, _s),
+    ("rush_max_s", "Lunch rush: reply lateness max", "-", None, _s),
+    ("rush_gemini_p99_s", "Lunch rush: Gemini asked, p99 after the window", "-", None, _s),
+    ("rush_exactly_one_call", "Lunch rush: chats with exactly 1 Gemini call", "all 200", lambda m, b, f: m == 200, _n),
+    ("rush_exactly_one_reply", "Lunch rush: chats with exactly 1 reply", "all 200", lambda m, b, f: m == 200, _n),
+    ("rush_pss_peak_mb", "Lunch rush: worker service PSS at peak (all its processes)", "<= 250 MB",
+     lambda m, b, f: m <= 250, lambda v: f"{v:.0f} MB"),
+    ("rush_pss_idle_mb", "Lunch rush: worker service PSS idle", "-", None, lambda v: f"{v:.0f} MB"),
+    ("rush_worker_cpu_ms_per_chat", "Lunch rush: worker CPU per chat", "-", None, _ms),
+    ("backlog_answered_in_window", "Backlog: 12,000 new chats as fast as the webhook takes them, 2 workers, "
+     "Gemini instant: answered within 300 s of the last post", "all 12,000", lambda m, b, f: m == 12000, _n),
+    ("backlog_drain_s", "Backlog: seconds from the last post until all were answered (or the wait ended)", "<= 300 s",
+     lambda m, b, f: m <= 300 and f.get("backlog_answered_in_window") == 12000, _s),
+    ("backlog_exactly_one_reply", "Backlog: chats with exactly 1 reply", "all 12,000", lambda m, b, f: m == 12000, _n),
+    ("backlog_queue_max_ratio", "Backlog: RQ queue at its longest / chats", "<= 1.1x", lambda m, b, f: m <= 1.1, _x),
 ]
 
 current = None

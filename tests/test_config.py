@@ -342,3 +342,16 @@ def test_trusted_proxy_takes_addresses_and_networks_only():
         "127.0.0.1", "172.16.0.0/12")
     with pytest.raises(SettingsError, match="^TRUSTED_PROXY: 'nginx' não é um endereço IP.*Exemplo: TRUSTED_PROXY=127.0.0.1"):
         load_settings({**PANEL, "TRUSTED_PROXY": "nginx"}, require=())
+
+
+@pytest.mark.parametrize("value", ["0", "-4", "5000"])
+def test_worker_concurrency_out_of_range_stops_start_up_in_portuguese(value):
+    with pytest.raises(SettingsError) as error:
+        load_settings({"WORKER_CONCURRENCY": value}, require=())
+    assert str(error.value).startswith("WORKER_CONCURRENCY: precisa ser de 1 a 1000")
+    assert str(error.value).endswith("Exemplo: WORKER_CONCURRENCY=200")
+
+
+def test_worker_concurrency_is_read():
+    assert load_settings({}, require=()).worker_concurrency == 200
+    assert load_settings({"WORKER_CONCURRENCY": "8"}, require=()).worker_concurrency == 8

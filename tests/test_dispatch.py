@@ -43,10 +43,9 @@ def test_only_chats_whose_time_has_come_are_enqueued_once_each(add, fake_redis, 
     assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 9.9) == []  # debounce not over: not early
     assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 10) == [first]
     assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 11) == []  # another worker's poll: nothing twice
-    ticket = repr(T0 + 10 + 15)
-    assert job_args(queue) == [("worker.answer_chat", (first, ticket))]
-    assert fake_redis.zscore(buffer.DUE, first) == T0 + 25 and fake_redis.zscore(buffer.DUE, second) == T0 + 15
     job = queue.jobs[0]
+    assert job_args(queue) == [("worker.answer_chat", (first, job.id))]  # the job's id is its ticket
+    assert fake_redis.zscore(buffer.DUE, first) == T0 + 25 and fake_redis.zscore(buffer.DUE, second) == T0 + 15
     assert job.timeout == settings.job_timeout_seconds and job.result_ttl == 0
 
 
@@ -103,3 +102,36 @@ def test_the_next_part_keeps_its_time_when_the_customer_writes_meanwhile(add, fa
     assert fake_redis.zscore(buffer.DUE, cid) == T0 + 13  # not pushed to the new burst's deadline
     assert json.loads(fake_redis.get(buffer.keys(cid)["reply"])) == reply
     assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 13) == [cid]
+
+
+def test_a_chat_whose_job_still_waits_in_the_queue_is_never_queued_again(add, fake_redis, queue, settings):
+    cid = add("oi", "B1", now=T0)
+    assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 10) == [cid]
+    for sweep in range(1, 6):  # a backlog: the job waits far longer than SWEEP_SECONDS
+        assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 10 + 15 * sweep) == []
+        assert fake_redis.zscore(buffer.DUE, cid) == T0 + 10 + 15 * (sweep + 1)  # looked at again later
+    assert queue.count == 1
+
+    job = queue.jobs[0]
+    state, _, _, entries, tries = buffer.claim(fake_redis, cid, 90, job.args[1], now=T0 + 86)
+    assert state == "ready" and [e["text"] for e in entries] == ["oi"] and tries == 1
+    assert fake_redis.zscore(buffer.DUE, cid) == T0 + 86 + 90 + 1  # the lease starts when the job starts
+
+
+def test_a_job_taken_by_a_worker_that_died_before_starting_it_is_queued_again(add, fake_redis, queue, settings):
+    cid = add("oi", "I1", now=T0)
+    dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 10)
+    fake_redis.lmove(queue.key, queue.intermediate_queue_key)  # RQ took it (BLMOVE), then its process was killed
+
+    assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 25) == [cid]
+    assert buffer.claim(fake_redis, cid, 90, queue.jobs[0].args[1], now=T0 + 25.1)[0] == "ready"
+
+
+def test_a_message_after_dispatch_leaves_the_waiting_job_to_answer_at_the_new_deadline(add, fake_redis, queue, settings):
+    cid = add("oi", "N1", now=T0)
+    dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 10)
+    add("tudo bem?", "N2", now=T0 + 12)  # the customer still typing: the deadline moves to T0 + 22
+
+    assert dispatch.dispatch_due(fake_redis, queue, settings, now=T0 + 22) == []  # its job still waits: not queued again
+    state, _, _, entries, _ = buffer.claim(fake_redis, cid, 90, queue.jobs[0].args[1], now=T0 + 23)
+    assert state == "ready" and [e["text"] for e in entries] == ["oi", "tudo bem?"] and queue.count == 1
