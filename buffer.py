@@ -59,6 +59,7 @@ def keys(cid):
         "session": f"wa:session:{cid}",
         "delivered": f"wa:delivered:{cid}",
         "media": f"wa:media:{cid}",
+        "followup": f"wa:followup:{cid}",  # followup.py
         "history": memory.key(cid),
     }
 

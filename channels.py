@@ -33,6 +33,14 @@ def send_text(session, settings, channel, instance, number, text):
     return MODULES[channel].send_text(session, settings, instance, number, text), None
 
 
+def send_audio(session, settings, channel, instance, number, audio):
+    """Send a voice note (voice.py); Evolution only. Returns the id Evolution gave our message, or None."""
+    if channel not in (None, "", "evolution"):
+        raise ValueError(f"no voice notes on channel {channel}")
+    sent = sender.send_audio(session, settings, instance, number, audio)
+    return ((sent if isinstance(sent, dict) else {}).get("key") or {}).get("id")
+
+
 def maybe_sent(error):
     """Whether a failed send may still have gone out: it was made and no answer came in time (a read timeout)."""
     return error.status is None and "ReadTimeout" in str(error)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # The per-chat keys a person's action touches, in the order the scripts receive them.
 CHAT_KEYS = ("paused", "optout", "lock", "reply", "inflight", "burst", "deadline", "started", "attempts",
-             "regenerated", "history", "media", "taken")
+             "regenerated", "history", "media", "taken", "followup")
 
 _LUA_ACT = memory.LUA_HISTORY + """
 local function chat_keys(offset)
@@ -55,7 +55,7 @@ local function act(K, due, action, pause_seconds, cid, human_turn, limit)
   push_entries(K.history, K.burst, limit)
   if human_turn ~= '' then push_turn(K.history, human_turn, limit) end
   redis.call('DEL', K.lock, K.reply, K.inflight, K.burst, K.deadline, K.started, K.attempts, K.regenerated, K.media,
-             K.taken)
+             K.taken, K.followup)  -- followup: a person acted, so no follow-up after silence (followup.py)
   redis.call('ZREM', due, cid)
   if action == 'stop' or redis.call('GET', K.paused) == 'stop' then
     redis.call('SET', K.paused, 'stop')

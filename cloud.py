@@ -223,6 +223,16 @@ def send_text(session, settings, instance, number, text):
     return messages[0].get("id") if isinstance(messages, list) and messages and isinstance(messages[0], dict) else None
 
 
+def send_template(session, settings, instance, number, name, language):
+    """Send the approved template `name` in `language` (e.g. pt_BR), without parameters; returns its wamid.
+    The only message Meta delivers outside the 24-hour window (the follow-up after silence, followup.py)."""
+    payload = {"messaging_product": "whatsapp", "recipient_type": "individual", "to": number, "type": "template",
+               "template": {"name": name, "language": {"code": language}}}
+    answer = _call(session, settings, "send template", "POST", _url(settings, instance, "messages"), payload)
+    messages = answer.get("messages")
+    return messages[0].get("id") if isinstance(messages, list) and messages and isinstance(messages[0], dict) else None
+
+
 def send_presence(session, settings, instance, number, delay_ms):
     """No separate presence on the Cloud API: "digitando…" goes with marking the burst read (mark_read)."""
 

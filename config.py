@@ -18,6 +18,8 @@ PT_HANDOFF = "Certo! Vou chamar uma pessoa da nossa equipe para falar com você.
 PT_OPTOUT = ("Tudo bem! Não vou mais responder automaticamente nesta conversa. "
              "Suas mensagens continuam chegando para a nossa equipe.")
 PT_MEDIA_TOO_LARGE = "Recebi seu arquivo, mas ele é grande demais para eu ver. Pode me contar por texto o que precisa?"
+PT_FOLLOWUP_PROMPT = ("(O cliente não respondeu à sua última mensagem. Escreva uma única mensagem curta e gentil "
+                      "retomando a conversa a partir do que foi falado, sem repetir o que você já disse e sem pressionar.)")
 PT_MEDIA_FAILED = "Não consegui abrir o arquivo que você enviou. Pode me contar por texto o que precisa?"
 
 
@@ -113,7 +115,9 @@ class Settings:
     # Feels like a person
     send_presence: bool = True
     mark_read: bool = True
-    split_messages: bool = True
+    split_messages: bool = True  # Evolution; the official channels have their own (each part is a paid message there)
+    split_messages_cloud: bool = False
+    split_messages_twilio: bool = False
     time_per_char_ms: int = 30
     max_typing_ms: int = 4000
     link_preview: bool = False  # Evolution's server would fetch any URL the model repeats
@@ -157,6 +161,21 @@ class Settings:
     twilio_webhook_url: str = ""  # the public URL pasted at Twilio, e.g. https://bot.example.com/webhook/twilio
     twilio_api_url: str = "https://api.twilio.com"
 
+    # --- Beyond answering (issue 24): events out, voice replies, a follow-up after silence; all off by default ---
+    events_url: str = ""  # where JSON events are POSTed (n8n's Webhook node, a CRM); empty: no events
+    events_secret: str = ""  # signs each event (X-Signature-256) and keys the chat id receivers see
+    events_include_number: bool = False  # the customer's number in each event (LGPD: only if the receiver needs it)
+    events_retry_hours: float = 24.0  # a failing event is retried with backoff this long, then dead-lettered
+    voice_replies: str = "off"  # off · when_customer_sends_audio · always (voice.py; Evolution only)
+    voice_name: str = "Kore"  # one of the TTS models' prebuilt voices
+    voice_max_chars: int = 600  # longer answers go out as text
+    voice_model: str = "gemini-3.8-flash-lite-tts"
+    followup_after_minutes: float = 0.0  # a nudge this long after the bot's reply when the customer is silent; 0: off
+    followup_max: int = 1  # follow-ups per silence
+    followup_prompt: str = PT_FOLLOWUP_PROMPT  # what Gemini is told when it writes the nudge
+    followup_message: str = ""  # a fixed nudge instead of Gemini's
+    followup_template: str = ""  # Cloud API, outside the 24 h window: an approved template, "name:language"
+
     @property
     def history_ttl_seconds(self) -> int:
         return int(self.history_ttl_days * 86400)
@@ -182,8 +201,8 @@ REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_K
 # Secrets: none may be a `change-me…` placeholder or only spaces. The shop chooses the ones in
 # CHOSEN_SECRETS (Google issues the Gemini key), so those must also be long enough to resist guessing.
 SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "GEMINI_API_KEY",
-           "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN")
-CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD")
+           "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN", "EVENTS_SECRET")
+CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "EVENTS_SECRET")
 MIN_SECRET_CHARS = 16
 MIN_PANEL_KEY_CHARS = 32
 WEAK_PASSWORDS = Path(__file__).resolve().parent / "weak_passwords.txt"  # common passwords and words, one a line
@@ -247,7 +266,7 @@ def load_settings(environ=None, require=("REDIS_URL",)):
                          SECRET_EXAMPLE)
         if raw is not None and (raw.strip() or field.type is str):
             values[field.name] = _parse(name, raw, field.type, field.default)
-    for name in ("redis_down", "bot_active"):
+    for name in ("redis_down", "bot_active", "voice_replies"):
         if name in values:
             values[name] = values[name].strip().lower()
 
@@ -332,6 +351,42 @@ def _validate(settings, require):
     if settings.max_regenerations < 0:
         raise refuse("MAX_REGENERATIONS", f"precisa ser 0 ou mais, veio {settings.max_regenerations}", "1")
     _validate_owner_week(settings)
+    _validate_beyond(settings)
+
+
+def _validate_beyond(settings):
+    """Events, voice replies and the follow-up (issue 24): one Portuguese line naming the setting and a right value."""
+    import voice
+
+    if settings.events_url and not re.match(r"^https?://", settings.events_url):
+        raise refuse("EVENTS_URL", f"precisa começar com https:// (ou http://), veio {settings.events_url!r}",
+                     "https://n8n.exemplo.com.br/webhook/whatsapp")
+    if settings.events_url and not settings.events_secret:
+        raise refuse("EVENTS_SECRET", "é obrigatório com EVENTS_URL: um texto aleatório longo, que o receptor usa para "
+                     "conferir a assinatura", "$(openssl rand -hex 24)")
+    if settings.events_retry_hours <= 0:
+        raise refuse("EVENTS_RETRY_HOURS", f"precisa ser maior que zero (em horas), veio {settings.events_retry_hours!r}",
+                     "24")
+    if settings.voice_replies not in voice.MODES:
+        raise refuse("VOICE_REPLIES", f"precisa ser {', '.join(voice.MODES)}, veio {settings.voice_replies!r}",
+                     "when_customer_sends_audio")
+    if settings.voice_max_chars <= 0:
+        raise refuse("VOICE_MAX_CHARS", f"precisa ser maior que zero, veio {settings.voice_max_chars!r}", "600")
+    for name, example in (("VOICE_NAME", "Kore"), ("VOICE_MODEL", "gemini-3.8-flash-lite-tts")):
+        if settings.voice_replies != "off" and not getattr(settings, name.lower()).strip():
+            raise refuse(name, "não pode ficar vazio com VOICE_REPLIES ligado", example)
+    if settings.followup_after_minutes < 0:
+        raise refuse("FOLLOWUP_AFTER_MINUTES", f"precisa ser 0 (desligado) ou mais, veio "
+                     f"{settings.followup_after_minutes!r}", "60")
+    if settings.followup_max < 1:
+        raise refuse("FOLLOWUP_MAX", f"precisa ser 1 ou mais, veio {settings.followup_max!r}", "1")
+    if settings.followup_after_minutes and not (settings.followup_message.strip() or settings.followup_prompt.strip()):
+        raise refuse("FOLLOWUP_MESSAGE", "precisa de um texto (ou FOLLOWUP_PROMPT) com FOLLOWUP_AFTER_MINUTES ligado",
+                     "Ainda posso te ajudar com alguma coisa?")
+    if settings.followup_template and not re.fullmatch(r"[a-z0-9_]+:[A-Za-z]{2,3}(_[A-Za-z]{2,4})?",
+                                                       settings.followup_template.strip()):
+        raise refuse("FOLLOWUP_TEMPLATE", f"precisa ser nome:idioma de um modelo aprovado pela Meta, veio "
+                     f"{settings.followup_template!r}", "retomar_conversa:pt_BR")
 
 
 def _default(name):

@@ -87,3 +87,23 @@ def closed_notice_due(redis, cid, settings, now_utc):
     midnight = datetime.combine(local.date() + timedelta(days=1), dtime(0), tzinfo=local.tzinfo)
     seconds = max(int((midnight - local).total_seconds()), 1)
     return bool(redis.set(f"wa:closed:{cid}:{local.date().isoformat()}", 1, nx=True, ex=seconds))
+
+
+def next_opening(settings, now_utc):
+    """The first moment at or after `now_utc` inside BUSINESS_HOURS (an aware datetime), or None without hours.
+
+    Used to hold a follow-up (followup.py) until the shop opens again.
+    """
+    schedule = parse_business_hours(settings.business_hours)
+    if not schedule:
+        return None
+    zone = timezone(settings.business_timezone)
+    local = now_utc.astimezone(zone)
+    for offset in range(8):
+        day = local.date() + timedelta(days=offset)
+        for start, end in sorted(schedule.get(day.weekday(), ())):
+            opens = datetime.combine(day, dtime(0), tzinfo=zone) + timedelta(minutes=start)
+            closes = datetime.combine(day, dtime(0), tzinfo=zone) + timedelta(minutes=end)
+            if closes > local:
+                return max(opens, local)
+    return None

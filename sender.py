@@ -4,6 +4,7 @@ One `requests.Session` per process (`make_session`) is passed in. Errors carry E
 and body and say whether a retry can help; nothing here retries or sleeps.
 """
 
+import base64
 import json
 import re
 from urllib.parse import quote
@@ -96,6 +97,12 @@ def send_text(session, settings, instance, number, text, delay_ms=0):
         code = answer.get("code") if isinstance(answer.get("code"), int) else 0
         raise EvolutionError("message/sendText", 201, answer.get("message") or answer, code=code)
     return answer
+
+
+def send_audio(session, settings, instance, number, audio):
+    """Send `audio` (bytes Evolution's ffmpeg can read, e.g. WAV) as a voice note; returns Evolution's message."""
+    payload = {"number": number, "audio": base64.b64encode(audio).decode()}
+    return _post(session, settings, "message/sendWhatsAppAudio", instance, payload)
 
 
 def send_presence(session, settings, instance, number, delay_ms):

@@ -24,6 +24,7 @@ import buffer
 import channels
 import chatlog
 import chats
+import events
 import instances
 import panel
 import parser
@@ -161,6 +162,8 @@ def create_app(settings=None, redis=None, direct_context=None):
         outcome = buffer.add_message(redis, message, settings, trigger, counts=tally.take() + Counter(received=1))
         replay.remember(redis, message)
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
+        if outcome != "duplicate":
+            events.from_message(redis, settings, "message.received", message)
         log.info("%s from %s on %s: %s", message.kind, who, parser.mask(message.instance), outcome)
         return outcome
 
@@ -191,6 +194,8 @@ def create_app(settings=None, redis=None, direct_context=None):
                                        message, "human", settings)
             except redis_lib.OutOfMemoryError:  # applied past maxmemory (chats._run); the log is only for reading
                 log.warning("Redis is full: a person's message is not in the panel's log")
+        if outcome == "paused":  # a person's answer (commands stop or resume)
+            events.from_message(redis, settings, "person.replied", message)
         return outcome
 
     def replay_refused():

@@ -32,6 +32,8 @@ import chatlog
 import chats
 import dispatch
 import doctor
+import events
+import followup
 import hours
 import instances
 import memory
@@ -39,6 +41,7 @@ import runner
 import sender
 import shop_settings
 import stats
+import voice
 from config import REQUIRED_FOR_REPLYING, load_settings, setup_logging
 from parser import has_phrase, mask
 
@@ -99,6 +102,8 @@ def process_chat(ctx, cid, ticket=None):
     """
     settings = ctx.settings
     state, token, stored, entries, tries = buffer.claim(ctx.redis, cid, settings.job_lease_seconds, ticket)
+    if state == "idle" and settings.followup_after_minutes > 0:  # nothing to answer: maybe a follow-up is due
+        state = followup.run(ctx, cid)
     if state != "ready":
         log.debug("chat %s: %s, nothing to do", cid, state)
         return
@@ -195,7 +200,7 @@ def compose_reply(ctx, cid, token, entries, tries):
             reply["user_text"] = f"{user_text}\n[{understood}]"
         if not text:
             raise ai_service.ReplyError("the answer held only the media note", retryable=False)
-        parts = split_reply(text, settings)
+        parts = split_reply(text, settings, reply["channel"])
     except ai_service.Handoff as handoff:
         log.info("chat %s: Gemini handed the chat to a person (%s)", cid, handoff.reason)
         return _handoff(ctx, cid, token, reply, handoff.reason)
@@ -211,7 +216,8 @@ def compose_reply(ctx, cid, token, entries, tries):
         if isinstance(error, MediaError):
             return _stored(ctx, cid, token, {**reply, "parts": [settings.media_failed_message]})
         return _fallback(ctx, cid, token, reply, error.reason)
-    return _stored(ctx, cid, token, {**reply, "parts": parts, "kind": "gemini"})
+    return _stored(ctx, cid, token, {**reply, "parts": parts, "kind": "gemini",
+                                     "voice": voice.wanted(settings, reply["channel"], entries, text)})
 
 
 def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
@@ -221,6 +227,8 @@ def _handoff(ctx, cid, token, reply, reason, text=None, hold="handoff"):
     if stored is not None:
         alert = alerts.handoff_alert(reply["name"], reply["reply_to"], reason, reply["user_text"])
         alerts.notify_owner(ctx.session, ctx.settings, ctx.redis, reply["instance"], alert, channel=reply.get("channel"))
+        events.record(ctx.redis, ctx.settings, "optout" if hold == "optout" else "handoff.requested", cid,
+                      reply["instance"], reply["channel"], reply["reply_to"], reply["user_text"], reason=reason)
     return stored
 
 
@@ -316,12 +324,17 @@ def _media_bytes(ctx, cid, token, instance, entry, max_bytes):
 
 
 
-def split_reply(text, settings):
+SPLIT_SETTINGS = {"cloud": "split_messages_cloud", "twilio": "split_messages_twilio"}
+
+
+def split_reply(text, settings, channel="evolution"):
     """Long answers become several messages, split on blank lines (SPLIT_MESSAGES), like a person types.
 
+    On the Cloud API and Twilio every message is billed, so there the answer stays one message unless
+    SPLIT_MESSAGES_CLOUD / SPLIT_MESSAGES_TWILIO turn splitting on (docs/costs.md).
     At most MAX_REPLY_PARTS: the rest goes into the last part, so one answer never floods the chat.
     """
-    if not settings.split_messages:
+    if not getattr(settings, SPLIT_SETTINGS.get(channel, "split_messages")):
         return [text]
     parts = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()] or [text]
     keep = settings.max_reply_parts
@@ -354,6 +367,8 @@ def deliver(ctx, cid, token, reply):
             buffer.rejoin(ctx.redis, cid, token, settings):
         log.info("chat %s: the customer wrote while the reply was made; answering everything together", cid)
         return
+    if reply.get("voice") and reply["sent"] == 0 and not voice.send(ctx, cid, token, reply):
+        reply["voice"] = False  # VOICE_REPLIES: the text goes out instead, as it would have
     while reply["sent"] < len(parts):
         part = parts[reply["sent"]]
         if buffer.delivered_count(ctx.redis, cid, rid, part) > parts[: reply["sent"]].count(part):
@@ -411,6 +426,9 @@ def deliver(ctx, cid, token, reply):
     )
     if outcome == "lost":
         return _lost(cid)
+    if said:
+        events.record(ctx.redis, settings, "reply.sent", cid, instance, channel, number, said)
+    followup.after_reply(ctx.redis, cid, reply, outcome, settings)
     if reply["sent"]:
         log.info("chat %s: replied in %d message(s)%s", cid, reply["sent"],
                  "" if outcome == "done" else f" ({outcome})")
@@ -462,7 +480,7 @@ def answer_directly(ctx, message, fixed=None):
         parts = parts or split_reply(ai_service.generate_reply(
             ctx.genai, settings, [], message.text[: settings.max_input_chars],
             ai_service.load_system_prompt(settings, message.instance),
-        ), settings)
+        ), settings, message.channel)
     except ai_service.Handoff:
         parts = [settings.handoff_message]
     except ai_service.ReplyError as error:
@@ -497,6 +515,9 @@ def run_worker(ctx):
     wait_for_redis(ctx.redis)
     dispatcher = dispatch.Dispatcher(ctx.redis, ctx.queue, settings)
     dispatcher.start()
+    pump = events.Pump(ctx.redis, ctx.queue) if settings.events_url else None  # outgoing events (events.py)
+    if pump:
+        pump.start()
 
     def make_worker():
         return runner.ThreadWorker([ctx.queue], connection=ctx.redis, worker_ttl=settings.sweep_seconds + 15,
@@ -506,6 +527,8 @@ def run_worker(ctx):
         runner.run(make_worker, settings.log_level.upper())
     finally:
         dispatcher.stopped.set()
+        if pump:
+            pump.stopped.set()
 
 
 def main(argv):

@@ -3,16 +3,16 @@ the owner's settings, health.
 
 A Flask blueprint on the webhook's app, registered only when PANEL_PASSWORD is set. Each page or API
 group is a module with a blueprint of its own (auth, inbox, chats_api, persona, connect, owner_settings,
-health), nested under `panel`; what they share (the bot's connections, how a chat is shown) is in common.py. Pages are
+health, events), nested under `panel`; what they share (the bot's connections, how a chat is shown) is in common.py. Pages are
 server-rendered (templates/panel/) and refresh their parts by short polling; the JSON API under
 /panel/api serves the pages' buttons and scripts alike, with the same login session.
 """
 
 from flask import Blueprint
 
-from panel import auth, chats_api, common, connect, health, inbox, owner_settings, persona
+from panel import auth, chats_api, common, connect, events, health, inbox, owner_settings, persona
 
-MODULES = (auth, inbox, chats_api, persona, connect, owner_settings, health)
+MODULES = (auth, inbox, chats_api, persona, connect, owner_settings, health, events)
 
 
 def make_blueprint(settings, redis, queue, genai=None, http=None):

@@ -6,6 +6,7 @@ from flask import Blueprint, jsonify, request
 
 import channels
 import chats
+import events
 import stats
 from panel.auth import login_required
 from panel.common import chat_list, chat_meta, deps, json_body, one_chat, resolve
@@ -104,5 +105,7 @@ def api_reply(pid):
     except channels.Error as error:
         log.warning("panel: reply to chat %s failed: %s", cid, error)
         return jsonify(error=str(error)), 502
+    events.record(redis, settings, "person.replied", cid, meta.get("instance", ""), meta.get("channel", "evolution"),
+                  meta["reply_to"], text.strip())
     log.info("panel: a person answered chat %s", cid)  # never a chat id beside a (masked) number
     return jsonify(result="sent", id=message_id, **chats.state(redis, cid))

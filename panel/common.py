@@ -15,7 +15,7 @@ from parser import mask
 
 CHAT_ID = re.compile(r"[0-9a-f]{20}")
 KIND_LABELS = {"image": "imagem", "audio": "áudio", "video": "vídeo", "document": "documento", "sticker": "figurinha",
-               "location": "localização", "contact": "contato", "poll": "enquete"}
+               "location": "localização", "contact": "contato", "poll": "enquete", "followup": "lembrete"}
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from flask import Blueprint, jsonify
 
+import events
 import stats
 from panel.auth import login_required
 from panel.common import deps, render
@@ -13,7 +14,7 @@ bp = Blueprint("health", __name__)
 @login_required
 def health_page():
     return render("health.html", days=stats.daily(deps().redis), health=stats.health(deps().redis, deps().queue_name()),
-                  page="health")
+                  dead_events=events.dead(deps().redis), page="health")
 
 
 @bp.get("/api/stats")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import collections
 import json
 import mimetypes
@@ -24,7 +25,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["FakeEvolution", "FakeGemini", "FakeGraph", "FakeTwilio", "create_jid"]
+__all__ = ["FakeEvolution", "FakeGemini", "FakeGraph", "FakeReceiver", "FakeTwilio", "create_jid", "tts_voice_name"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +257,16 @@ _SCHEMAS = {
         "required": ["readMessages"],
     },
     "getBase64FromMediaMessage": None,  # Evolution validates nothing here
+    "sendWhatsAppAudio": {  # audioMessageSchema
+        "type": "object",
+        "properties": {
+            "number": _NUMBER,
+            "audio": {"type": "string"},
+            "delay": {"type": "integer", "description": "Enter a value in milliseconds"},
+            "encoding": {"type": "boolean", "enum": [True, False]},
+        },
+        "required": ["number", "audio"],
+    },
     # instance.schema.ts (the fields a panel sends): `Integration` is spelled so in the schema, so the
     # `integration` the controller reads is not checked against the enum there.
     "createInstance": {
@@ -339,6 +350,7 @@ _EVO_ROUTES = {
     ("chat", "sendpresence"): "sendPresence",
     ("chat", "markmessageasread"): "markMessageAsRead",
     ("chat", "getbase64frommediamessage"): "getBase64FromMediaMessage",
+    ("message", "sendwhatsappaudio"): "sendWhatsAppAudio",
 }
 
 
@@ -407,6 +419,7 @@ class FakeEvolution(_FakeHTTPServer):
         self.not_on_whatsapp: set[str] = set()
         self._media: dict[str, dict] = {}
         self._sent: list[dict] = []
+        self.audios: list[dict] = []  # performed sendWhatsAppAudio: {instance, number, audio (bytes as given)}
         self.read_keys: list[dict] = []  # the keys markMessageAsRead really marked
         self.states: dict[str, tuple[str, int]] = {name: ("open", 200) for name in tokens}  # see set_state
         self.webhooks: dict[str, dict] = {}  # instance -> Webhook row, see set_webhook
@@ -724,6 +737,37 @@ class FakeEvolution(_FakeHTTPServer):
             self._sent.append({"instance": instance, "number": number, "text": text, "response": response})
         return 201, response
 
+    def _sendWhatsAppAudio(self, instance: str, body: dict):
+        """sendWhatsAppAudio(): `audio` is a URL or base64; Evolution runs it through ffmpeg into an OGG/Opus voice note
+        (`encoding`, default true) and answers the sent message, like sendText (cf. payload 17)."""
+        number, audio = body["number"], body["audio"]
+        jid = create_jid(number)
+        if not self._is_on_whatsapp(number, jid):
+            return _evo_error(400, [{"jid": jid, "exists": False, "number": number}])
+        if audio.startswith(("http://", "https://")):
+            return _evo_error(400, ["the fake fetches no URLs: send base64"])
+        try:
+            data = base64.b64decode(audio, validate=True)
+        except ValueError:
+            return _evo_error(500, ["Error: ffmpeg exited with code 1: Invalid data found when processing input"],
+                              "Internal Server Error")
+        if not data:
+            return _evo_error(400, ["Owned media must be a url or base64"])
+        self._typing(body.get("delay"))
+        now = int(time.time())
+        response = {
+            "key": {"remoteJid": jid, "fromMe": True, "id": "3EB0" + secrets.token_hex(9).upper()},
+            "pushName": "Você", "status": "PENDING",
+            "message": {"audioMessage": {"url": "https://mmg.whatsapp.net/v/t62.7117-24/fake.enc",
+                                         "mimetype": "audio/ogg; codecs=opus", "fileLength": str(len(data)),
+                                         "seconds": max(1, len(data) // 48000), "ptt": True}},
+            "messageType": "audioMessage", "messageTimestamp": now, "instanceId": self.instance_ids[instance],
+            "source": "unknown",
+        }
+        with self._lock:
+            self.audios.append({"instance": instance, "number": number, "audio": data, "response": response})
+        return 201, response
+
     def _sendPresence(self, instance: str, body: dict):
         number = body["number"]
         if not self._is_on_whatsapp(number, create_jid(number)):
@@ -817,6 +861,28 @@ def _safety_ratings(blocked_category: str = "HARM_CATEGORY_HARASSMENT") -> list:
             else {"category": c, "probability": "NEGLIGIBLE"} for c in categories]
 
 
+# The prebuilt voices of the TTS models (speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName).
+_TTS_VOICES = {"Zephyr", "Puck", "Charon", "Kore", "Fenrir", "Leda", "Orus", "Aoede", "Callirrhoe", "Autonoe",
+               "Enceladus", "Iapetus", "Umbriel", "Algieba", "Despina", "Erinome", "Algenib", "Rasalgethi",
+               "Laomedeia", "Achernar", "Alnilam", "Schedar", "Gacrux", "Pulcherrima", "Achird", "Zubenelgenubi",
+               "Vindemiatrix", "Sadachbia", "Sadaltager", "Sulafat"}
+
+
+def tts_voice_name(body) -> str | None:
+    """generationConfig.speechConfig.voiceConfig.prebuiltVoiceConfig.voiceName; Google's JSON parser takes the
+    fields in lowerCamelCase or snake_case alike (google-genai sends speechConfig's insides in snake_case)."""
+    value = (body or {}).get("generationConfig") or {}
+    for camel, snake in (("speechConfig", "speech_config"), ("voiceConfig", "voice_config"),
+                         ("prebuiltVoiceConfig", "prebuilt_voice_config"), ("voiceName", "voice_name")):
+        value = value.get(camel, value.get(snake)) if isinstance(value, dict) else None
+    return value
+
+
+def _wants_audio(body) -> bool:
+    config = body.get("generationConfig") if isinstance(body, dict) else None
+    return isinstance(config, dict) and "AUDIO" in (config.get("responseModalities") or [])
+
+
 class FakeGemini(_FakeHTTPServer):
     """The Gemini API's generateContent for the real google-genai SDK pointed at `url` via HttpOptions(base_url=...).
 
@@ -828,6 +894,7 @@ class FakeGemini(_FakeHTTPServer):
         self.api_key = api_key
         self.models = set(models) if models else None
         self.responder = None  # callable(request_json) -> str (reply text) or dict (whole response JSON)
+        self.speech = b"\x00\x01" * 2400  # PCM a TTS model answers with (0.1 s of 24 kHz 16-bit mono)
         self._replies = 0
         self._gate = threading.Event()
         self._gate.set()
@@ -852,6 +919,18 @@ class FakeGemini(_FakeHTTPServer):
     def empty_next(self, times: int = 1, finish_reason: str = "SAFETY"):
         """Answer the next requests with a candidate that has `finish_reason` and no content."""
         self._push_fault(None, {"empty": finish_reason}, times)
+
+    def speak_with(self, pcm: bytes):
+        """Answer every following text-to-speech request (responseModalities ["AUDIO"]) with this PCM."""
+        self.speech = bytes(pcm)
+
+    def fail_speech_next(self, status=503, times: int = 1):
+        """Answer the next `times` text-to-speech requests with Google's error for `status` (text ones are not touched)."""
+        self._push_fault("speech", {"status": status, "body": None, "retry": 30}, times)
+
+    def speech_requests(self) -> list[dict]:
+        """The recorded text-to-speech requests (generationConfig.responseModalities holds "AUDIO")."""
+        return [r for r in self.requests if _wants_audio(r.get("body"))]
 
     def hold(self):
         """Keep every request waiting (already recorded) until release(): 'Gemini is still answering'."""
@@ -918,7 +997,7 @@ class FakeGemini(_FakeHTTPServer):
         while not self._gate.wait(0.05):  # hold(): wait, but never outlive stop()
             if self._closing.is_set():
                 break
-        fault = self._pop_fault(None)
+        fault = self._pop_fault("speech" if _wants_audio(record["body"]) else None)
         if fault and "delay" in fault:
             self._sleep(fault["delay"])
             fault = None
@@ -954,7 +1033,33 @@ class FakeGemini(_FakeHTTPServer):
             if not content.get("parts"):
                 return _google_error(400, f"* GenerateContentRequest.contents[{n}].parts: "
                                           "contents.parts must not be empty.\n")
+        if _wants_audio(body):
+            return self._speech(record)
         return 200, self._success(record, fault)
+
+    def _speech(self, record: dict) -> tuple[int, dict]:
+        """A TTS model's answer: one inlineData part, raw 16-bit little-endian PCM at 24 kHz, base64 (standard
+        alphabet), mimeType audio/L16;codec=pcm;rate=24000. A model without "tts" in its name refuses AUDIO."""
+        config = record["body"].get("generationConfig") or {}
+        if "tts" not in record["model"]:
+            return _google_error(400, "The requested combination of response modalities (AUDIO) is not supported "
+                                      "by the model. models/" + record["model"] + " accepts the following combination "
+                                      "of response modalities:\n* TEXT\n")
+        name = tts_voice_name(record["body"])
+        if name and name not in _TTS_VOICES:
+            return _google_error(400, f"Voice name {name} is not supported. Please use a voice from the supported list.")
+        text_tokens = sum(len(p.get("text", "").split()) for c in record["body"]["contents"] for p in c["parts"]) or 1
+        audio_tokens = max(1, len(self.speech) // 1920)  # 25 tokens per second of 24 kHz 16-bit audio
+        return 200, {
+            "candidates": [{"content": {"parts": [{"inlineData": {"mimeType": "audio/L16;codec=pcm;rate=24000",
+                                                                  "data": base64.b64encode(self.speech).decode()}}],
+                                        "role": "model"}, "finishReason": "STOP", "index": 0}],
+            "usageMetadata": {"promptTokenCount": text_tokens, "candidatesTokenCount": audio_tokens,
+                              "totalTokenCount": text_tokens + audio_tokens,
+                              "promptTokensDetails": [{"modality": "TEXT", "tokenCount": text_tokens}],
+                              "candidatesTokensDetails": [{"modality": "AUDIO", "tokenCount": audio_tokens}]},
+            "modelVersion": record["model"], "responseId": secrets.token_urlsafe(16),
+        }
 
     def _success(self, record: dict, fault: dict | None) -> dict:
         prompt_tokens = sum(len(t.split()) for c in record["body"]["contents"]
@@ -1027,6 +1132,8 @@ class FakeGraph(_FakeHTTPServer):
         self._media: dict[str, tuple[str, bytes]] = {}
         self.sent: list[dict] = []  # accepted text messages: {phone_number_id, to, body, id}
         self.reads: list[dict] = []  # accepted read receipts: {phone_number_id, message_id, typing}
+        self.approved: set[tuple[str, str]] = set()  # (template name, language code) Meta approved
+        self.templates: list[dict] = []  # accepted template messages: {phone_number_id, to, name, language, id}
 
     def add_media(self, media_id: str, mimetype: str, data: bytes):
         with self._lock:
@@ -1094,6 +1201,8 @@ class FakeGraph(_FakeHTTPServer):
                 self.reads.append({"phone_number_id": phone_number_id, "message_id": body["message_id"],
                                    "typing": (body.get("typing_indicator") or {}).get("type")})
             return 200, {"success": True}
+        if body.get("type") == "template":
+            return self._template(phone_number_id, body)
         to, text = body.get("to"), (body.get("text") or {}).get("body") if isinstance(body.get("text"), dict) else None
         if body.get("type") != "text" or not isinstance(to, str) or not to:
             return _graph_error(400, 100, "(#100) The parameter to is required.")
@@ -1104,6 +1213,25 @@ class FakeGraph(_FakeHTTPServer):
             self.sent.append({"phone_number_id": phone_number_id, "to": to, "body": text, "id": wamid})
         return 200, {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
                      "messages": [{"id": wamid}]}
+
+    def _template(self, phone_number_id, body):
+        """A template message: `template.name` must be one of `approved` in `template.language.code` (else 404, code 132001)."""
+        template = body.get("template") if isinstance(body.get("template"), dict) else {}
+        to, name = body.get("to"), template.get("name")
+        language = (template.get("language") or {}).get("code") if isinstance(template.get("language"), dict) else None
+        if not isinstance(to, str) or not to:
+            return _graph_error(400, 100, "(#100) The parameter to is required.")
+        if not name or not language:
+            return _graph_error(400, 100, "(#100) The parameter template['name'] is required.")
+        if (name, language) not in self.approved:
+            return _graph_error(404, 132001, f"(#132001) Template name does not exist in the translation",
+                                "OAuthException")
+        wamid = "wamid.HBgN" + base64.b64encode(secrets.token_bytes(24)).decode()
+        with self._lock:
+            self.templates.append({"phone_number_id": phone_number_id, "to": to, "name": name, "language": language,
+                                   "id": wamid})
+        return 200, {"messaging_product": "whatsapp", "contacts": [{"input": to, "wa_id": to}],
+                     "messages": [{"id": wamid, "message_status": "accepted"}]}
 
     def _route_media(self, segments, record):
         with self._lock:
@@ -1222,3 +1350,46 @@ class FakeTwilio(_FakeHTTPServer):
                      "status": "queued", "subresource_uris": {"media": f"/2010-04-01/Accounts/{self.account_sid}"
                                                                         f"/Messages/{sid}/Media.json"},
                      "to": form["To"], "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json"}
+
+
+# --------------------------------------------------------------------------------------------
+# An events receiver (n8n's Webhook node, a CRM): checks the signature, answers 200, remembers each event
+# --------------------------------------------------------------------------------------------
+
+class FakeReceiver(_FakeHTTPServer):
+    """`POST /<any path>` with a JSON event: 401 unless `X-Signature-256: sha256=<hex HMAC-SHA256 of the raw body
+    with `secret`>` matches (compared in constant time, as the n8n Code node in docs/events.md does), else 200.
+
+    `events` holds each accepted body, in arrival order, with its `X-Event-Id` as `_id` (a copy sent twice is
+    there twice); `fail_next` answers 5xx or drops the connection; `down()` refuses connections.
+    """
+
+    def __init__(self, secret: str, port: int = 0):
+        super().__init__(port)
+        self.secret = secret
+        self.events: list[dict] = []
+
+    def fail_next(self, status=503, times: int = 1):
+        self._push_fault(None, {"status": status}, times)
+
+    def wait_for(self, what, timeout: float = 10.0):
+        predicate = what if callable(what) else (lambda: len(self.events) >= what)
+        return self._wait_until(predicate, timeout, lambda: f"events={[e['event'] for e in self.events]!r}, "
+                                f"requests={[r['status'] for r in self.requests]!r}")
+
+    def _handle(self, record: dict):
+        self._record(record)
+        fault = self._pop_fault(None)
+        if fault:
+            return None if fault["status"] == "drop" else (fault["status"], {"message": "Service Unavailable"})
+        given = record["headers"].get("x-signature-256", "")
+        expected = "sha256=" + hmac.new(self.secret.encode(), record["raw"], hashlib.sha256).hexdigest()
+        if record["method"] != "POST" or not hmac.compare_digest(given.encode(), expected.encode()):
+            return 401, {"message": "Authorization data is wrong!"}
+        try:
+            body = json.loads(record["raw"])
+        except ValueError:
+            return 400, {"message": "body is not JSON"}
+        with self._lock:
+            self.events.append({**body, "_id": record["headers"].get("x-event-id", "")})
+        return 200, {"message": "Workflow was started"}

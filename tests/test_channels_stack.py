@@ -93,6 +93,27 @@ def test_cloud_burst_gets_one_gemini_call_and_one_reply_through_the_graph_api(cl
     assert graph.reads == [{"phone_number_id": PHONE_NUMBER_ID, "message_id": "wamid.BURST2", "typing": "text"}]
 
 
+THREE_PARAGRAPHS = "Temos sim!\n\nO tênis custa R$ 199.\n\nEntregamos em 2 dias."
+
+
+def test_cloud_three_paragraph_answer_goes_out_as_one_message(cloud_stack, gemini, graph):
+    """Each Cloud API message is billed: the parts are joined unless SPLIT_MESSAGES_CLOUD=true."""
+    gemini.reply_with(THREE_PARAGRAPHS)
+    post_cloud(cloud_stack, cloud_body(text="Tem o tênis?", message_id="wamid.PARAS1"))
+    wait_until(graph.texts, timeout=20, message="the reply")
+    quiet(1.5)
+    assert graph.texts() == [(PHONE_NUMBER_ID, CUSTOMER, THREE_PARAGRAPHS)]
+
+
+def test_cloud_splitting_can_be_turned_back_on(start_stack, gemini, graph):
+    stack = start_stack(whatsapp_token=GRAPH_TOKEN, whatsapp_app_secret=APP_SECRET, whatsapp_verify_token=VERIFY,
+                        whatsapp_graph_url=graph.url, split_messages_cloud="true")
+    gemini.reply_with(THREE_PARAGRAPHS)
+    post_cloud(stack, cloud_body(text="Tem o tênis?", message_id="wamid.PARAS2"))
+    wait_until(lambda: len(graph.texts()) == 3, timeout=20, message="three parts")
+    assert [body for _, _, body in graph.texts()] == THREE_PARAGRAPHS.split("\n\n")
+
+
 def test_cloud_redelivery_is_answered_once(cloud_stack, gemini, graph):
     body = cloud_body(message_id="wamid.SAME")
     outcomes = [post_cloud(cloud_stack, body)["results"][0] for _ in range(3)]
@@ -200,6 +221,14 @@ def test_twilio_burst_gets_one_gemini_call_and_one_reply(twilio_stack, gemini, t
     quiet(1.5)
     assert len(gemini.requests) == 1 and gemini.user_texts(0) == ["Oi\nvocês abrem\nsábado?"]
     assert twilio_api.texts() == [(f"whatsapp:{TWILIO_NUMBER}", f"whatsapp:+{CUSTOMER}", "Abrimos sim, das 8h às 12h.")]
+
+
+def test_twilio_three_paragraph_answer_goes_out_as_one_message(twilio_stack, gemini, twilio_api):
+    gemini.reply_with(THREE_PARAGRAPHS)
+    post_twilio(twilio_stack, twilio_form(text="Tem o tênis?", sid="SMPARAS"))
+    wait_until(twilio_api.texts, timeout=20, message="the reply")
+    quiet(1.5)
+    assert [body for _, _, body in twilio_api.texts()] == [THREE_PARAGRAPHS]
 
 
 def test_twilio_redelivery_is_answered_once(twilio_stack, gemini, twilio_api):
