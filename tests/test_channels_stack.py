@@ -327,7 +327,7 @@ def test_a_persons_answer_from_the_panel_reaches_history_exactly_once(channel, s
     wait_until(texts, timeout=20, message="the bot's reply")
 
     panel = panel_session(stack, "senha-do-painel-teste")
-    cid = panel.get(f"{stack.url}/panel/api/chats", timeout=10).json()[0]["id"]
+    cid = panel.get(f"{stack.url}/panel/api/chats", timeout=10).json()["chats"][0]["id"]
     answer = panel.post(f"{stack.url}/panel/api/chats/{cid}/reply", json={"text": "O grande custa R$ 80."}, timeout=20)
     assert answer.status_code == 200, answer.text
     assert panel.post(f"{stack.url}/panel/api/chats/{cid}/resume", timeout=10).json()["state"] == "idle"
