@@ -53,10 +53,26 @@ def notify_owner(session, settings, redis, instance, text, cause=None, channel="
     return sent
 
 
+LINK_DOT = re.compile(r"(?<=\w)\.(?=[^\W\d_])")  # "loja.com", "www.x": a dot before a letter (not "45.00")
+LINK_SCHEME = re.compile(r"(?i)\b(http|ftp)(s?)(:|%3a)")
+
+
+def defang(text):
+    """Customer-written text as the owner reads it: on one line, and no link WhatsApp would make clickable.
+
+    "https://x.com" becomes "hxxps[:]//x[.]com": still readable, never a tap away from a phishing page,
+    and newlines cannot forge lines that look like the alert's own.
+    """
+    text = " ".join(str(text).split())
+    text = LINK_SCHEME.sub(lambda m: f"{m.group(1).lower().replace('tt', 'xx').replace('tp', 'xp')}{m.group(2)}[:]", text)
+    return LINK_DOT.sub("[.]", text)
+
+
 def handoff_alert(name, number, reason, last_words):
-    """A customer is waiting for a person: who (name and full number, so the owner can answer), why, last words."""
+    """A customer is waiting for a person: who (name and full number, so the owner can answer), why, and the
+    customer's own words, marked as theirs and with every link broken (see `defang`)."""
+    name, reason, words = defang(name or ""), defang(reason or ""), defang(last_words or "")
     who = f"{name} ({number})" if name else number
-    words = (last_words or "").strip()
     if len(words) > 500:
         words = words[:500] + "…"
     lines = [
@@ -65,7 +81,7 @@ def handoff_alert(name, number, reason, last_words):
         f"Motivo: {reason}",
     ]
     if words:
-        lines.append(f"Últimas palavras: “{words}”")
+        lines.append(f"Mensagem do cliente: “{words}”")
     lines.append(f"O bot ficou em silêncio nessa conversa. Responda pelo WhatsApp da loja: wa.me/{re.sub(r'[^0-9]', '', number)}")
     return "\n".join(lines)
 

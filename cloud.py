@@ -7,13 +7,13 @@ retry can help (`retryable`), by Meta's error codes.
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 from urllib.parse import quote
 
 import requests
 
+import parser
 from parser import Message, mask, to_int
 from sender import META_RETRYABLE_CODES as RETRYABLE_CODES, TooLarge
 
@@ -180,10 +180,9 @@ def register(app, settings, accept):
         if not signature_ok(settings.whatsapp_app_secret, raw, request.headers.get("X-Hub-Signature-256", "")):
             log.warning("Cloud API delivery refused: X-Hub-Signature-256 missing or wrong (WHATSAPP_APP_SECRET?)")
             return jsonify(error="missing or wrong X-Hub-Signature-256"), 401
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError):
-            return jsonify(error="body is not valid JSON"), 400
+        body = parser.parse_json(raw)
+        if body is None or body is parser.TOO_MANY_VALUES:
+            return jsonify(error="body is not valid JSON or has too many values"), 400 if body is None else 413
         return accept(parse_body(body))
 
 

@@ -135,6 +135,9 @@ class Settings:
 
     # Owner's web panel: empty means no panel.
     panel_password: str = ""
+    panel_secret_key: str = ""  # signs the panel's cookies and keys chat ids in logs and URLs; --init-env makes it
+    panel_max_failed_logins_per_hour: int = 100  # wrong panel passwords per hour from every address together
+    trusted_proxy: tuple = ()  # addresses (or networks) of the reverse proxy whose X-Forwarded-For is believed
     log_max_entries: int = 500  # most messages per chat the record keeps for the panel (its byte caps bind first)
 
     # --- The owner's first week (issue 13): business hours, alerts to the owner, Gemini limits ---
@@ -202,10 +205,12 @@ REQUIRED_FOR_REPLYING = ("EVOLUTION_API_URL", "EVOLUTION_API_KEY", "GEMINI_API_K
 
 # Secrets: none may be a `change-me…` placeholder or only spaces. The shop chooses the ones in
 # CHOSEN_SECRETS (Google issues the Gemini key), so those must also be long enough to resist guessing.
-SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "GEMINI_API_KEY",
+SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "GEMINI_API_KEY",
            "WHATSAPP_TOKEN", "WHATSAPP_APP_SECRET", "WHATSAPP_VERIFY_TOKEN", "TWILIO_AUTH_TOKEN", "EVENTS_SECRET")
 CHOSEN_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "EVENTS_SECRET")
 MIN_SECRET_CHARS = 16
+MIN_PANEL_KEY_CHARS = 32
+WEAK_PASSWORDS = Path(__file__).resolve().parent / "weak_passwords.txt"  # common passwords and words, one a line
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -316,6 +321,7 @@ def _validate(settings, require):
                 problem += " (ALLOW_UNAUTHENTICATED_WEBHOOK=true liga sem ele, só para teste no seu computador)"
             raise refuse(name, problem, REQUIRED_EXAMPLES.get(name, SECRET_EXAMPLE))
     _check_secrets(settings)
+    _check_panel(settings)
     if settings.evolution_api_url and not re.match(r"^https?://", settings.evolution_api_url):
         raise refuse("EVOLUTION_API_URL", f"precisa começar com http:// ou https://, veio {settings.evolution_api_url!r}",
                      "http://evolution:8080")
@@ -372,13 +378,13 @@ def _validate_beyond(settings):
         raise refuse("EVENTS_URL", f"precisa começar com https:// (ou http://), veio {settings.events_url!r}",
                      "https://n8n.exemplo.com.br/webhook/whatsapp")
     if settings.events_url and not settings.events_secret:
-        raise refuse("EVENTS_SECRET", "é obrigatório com EVENTS_URL: um texto aleatório longo, que o receptor usa para "
-                     "conferir a assinatura", "$(openssl rand -hex 24)")
+        raise refuse("EVENTS_SECRET", "precisa ser preenchido com EVENTS_URL: um texto aleatório longo, que o receptor "
+                     "usa para conferir a assinatura", "$(openssl rand -hex 24)")
     if settings.events_retry_hours <= 0:
         raise refuse("EVENTS_RETRY_HOURS", f"precisa ser maior que zero (em horas), veio {settings.events_retry_hours!r}",
                      "24")
     if settings.voice_replies not in voice.MODES:
-        raise refuse("VOICE_REPLIES", f"precisa ser {', '.join(voice.MODES)}, veio {settings.voice_replies!r}",
+        raise refuse("VOICE_REPLIES", f"precisa ser {', '.join(map(repr, voice.MODES))}, veio {settings.voice_replies!r}",
                      "when_customer_sends_audio")
     if settings.voice_max_chars <= 0:
         raise refuse("VOICE_MAX_CHARS", f"precisa ser maior que zero, veio {settings.voice_max_chars!r}", "600")
@@ -468,6 +474,52 @@ def _check_secrets(settings):
                                 f"python3 config.py --init-env, que põe uma longa. Exemplo: {name}={SECRET_EXAMPLE}")
 
 
+def _check_panel(settings):
+    """With the panel on: its own random signing key, a password not guessable by a list, a valid TRUSTED_PROXY."""
+    import ipaddress
+
+    for value in settings.trusted_proxy:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise refuse("TRUSTED_PROXY", f"{value!r} não é um endereço IP nem uma rede",
+                         "127.0.0.1 (o nginx na mesma máquina)") from None
+    if settings.panel_max_failed_logins_per_hour <= 0:
+        raise refuse("PANEL_MAX_FAILED_LOGINS_PER_HOUR", "precisa ser maior que zero", "100")
+    if not settings.panel_password:
+        return
+    if len(settings.panel_secret_key.strip()) < MIN_PANEL_KEY_CHARS:
+        raise refuse("PANEL_SECRET_KEY", f"falta ou tem menos de {MIN_PANEL_KEY_CHARS} caracteres (o painel está ligado); "
+                     "rode python3 config.py --init-env, que cria uma", SECRET_EXAMPLE)
+    if settings.panel_secret_key in (settings.panel_password, settings.webhook_token, settings.evolution_api_key):
+        raise refuse("PANEL_SECRET_KEY", "não pode ser igual a outro segredo; apague a linha dela no .env e rode "
+                     "python3 config.py --init-env", SECRET_EXAMPLE)
+    weakness = password_weakness(settings.panel_password, settings.evolution_instance)
+    if weakness:
+        raise refuse("PANEL_PASSWORD", f"fraca ({weakness}); use uma senha longa e aleatória (apague a linha e rode "
+                     "python3 config.py --init-env, que cria uma)", SECRET_EXAMPLE)
+
+
+def password_weakness(password, instance=""):
+    """Why a panel password would fall to a guessing list (in pt-BR, for the start-up error), or ""."""
+    lower = password.lower()
+    if len(set(lower)) <= 2 or any(lower == lower[:n] * (len(lower) // n) + lower[:len(lower) % n]
+                                   for n in range(1, 5)):
+        return "é um mesmo trecho curto repetido"
+    instance = instance.strip().lower()
+    if len(instance) >= 3 and instance in lower:
+        return "contém o nome da instância"
+    letters = re.sub(r"[^a-z]", "", lower)
+    words = {line.strip().lower() for line in WEAK_PASSWORDS.read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")}
+    if lower in words or re.sub(r"[^a-z0-9]", "", lower) in words:
+        return "está numa lista de senhas comuns"
+    if not letters or any(letters == word * (len(letters) // len(word)) for word in words if len(word) >= 3
+                          and len(letters) % len(word) == 0) or letters in words:
+        return "é uma palavra comum com números"
+    return ""
+
+
 def redis_password(url):
     """The password inside a Redis URL (`redis://:PASSWORD@host:6379/0` or `?password=`), or ""."""
     parts = urlsplit(url)
@@ -515,12 +567,16 @@ def setup_logging(settings):
     )
     for noisy in ("httpx", "httpx2", "urllib3"):  # one line per HTTP call, with URLs: not worth INFO
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    import chat_ids
+
+    chat_ids.install(settings)  # chat ids in log lines are keyed, never the plain hash
 
 
 # --- python3 config.py --init-env ----------------------------------------------------------------
 
 # Filled by --init-env. REDIS_PASSWORD and EVOLUTION_DB_PASSWORD are read by docker-compose.yml only.
-GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD")
+GENERATED_SECRETS = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "REDIS_PASSWORD",
+                     "EVOLUTION_DB_PASSWORD")
 GEMINI_KEY_PAGE = "https://aistudio.google.com/apikey"
 
 

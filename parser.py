@@ -4,6 +4,7 @@ Evolution's payloads differ by version (v1 and v2, '@lid' addressing moved betwe
 every 2.3.x release), so everything that knows those shapes lives here and nowhere else.
 """
 
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -340,3 +341,22 @@ def mask(jid):
     else:
         hidden = number[:4] + "*" * (len(number) - 8) + number[-4:]
     return f"{hidden}@{domain}" if domain else hidden
+
+
+MAX_JSON_VALUES = 100_000  # a real delivery has a few hundred; inline media is one long string
+TOO_MANY_VALUES = object()
+
+
+def parse_json(raw):
+    """The body parsed, None when it is not JSON, or TOO_MANY_VALUES without parsing it.
+
+    Parsing costs memory per value (~100 bytes each), not per byte: 16 MiB of `[{},{},…]` grew a worker
+    by ~440 MB. Every value but the first follows a `,`, `[` or `{`, so counting those bytes (at C speed)
+    bounds what parsing can make, while one 16 MiB string of base64 media still passes.
+    """
+    if raw.count(b",") + raw.count(b"[") + raw.count(b"{") > MAX_JSON_VALUES:
+        return TOO_MANY_VALUES
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's limit
+        return None

@@ -7,7 +7,6 @@ or history, until Redis is back. `gunicorn webhook:app` serves the module-level 
 
 import gc
 import hmac
-import json
 import logging
 import sys
 import threading
@@ -30,6 +29,7 @@ import instances
 import learn
 import panel
 import parser
+import replay
 import sender
 import shop_settings
 import stats
@@ -75,9 +75,10 @@ def create_app(settings=None, redis=None, direct_context=None):
         if not authorized(request, settings.webhook_token, token):
             warn_refused(request)
             return jsonify(error="missing or wrong token"), 401
-        try:
-            body = json.loads(request.get_data())
-        except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter's limit
+        body = parser.parse_json(request.get_data())
+        if body is parser.TOO_MANY_VALUES:
+            return jsonify(error=f"body has more than {parser.MAX_JSON_VALUES} JSON values"), 413
+        if body is None:
             return jsonify(error="body is not valid JSON"), 400
         recorded = connection_updates(body, event)
         messages = parser.parse_body(body, event)
@@ -154,8 +155,14 @@ def create_app(settings=None, redis=None, direct_context=None):
         if message.from_me or message.event != "messages.upsert":
             return person_wrote(message)
         replay_refused()
+        if replay.seen(redis, message):  # a signed Twilio or Cloud delivery replayed after the dedupe forgot it
+            log.warning("%s from %s: message id seen in the last %d days; not answered again", message.kind, who,
+                        replay.DAYS)
+            tally.add("duplicates")
+            return "duplicate"
         trigger = parser.has_word(message.text, settings.trigger_keywords) if settings.trigger_keywords else None
         outcome = buffer.add_message(redis, message, settings, trigger, counts=tally.take() + Counter(received=1))
+        replay.remember(redis, message)
         if outcome in ("paused", "opted_out"):  # the customer wrote while a person holds the chat: the panel says so
             attention.flag(redis, buffer.chat_ref(message.instance, message.chat_id, message.channel), attention.WROTE)
         tally.add({"duplicate": "duplicates", "scheduled": "bursts"}.get(outcome, "outcome:" + outcome))
@@ -225,12 +232,20 @@ def create_app(settings=None, redis=None, direct_context=None):
 
     @app.get("/health")
     def health():
+        """Anyone: {"status": "ok"|"degraded"}; with the webhook token or a panel session, the details too."""
         try:
             redis.ping()
             states = instances.all_states(redis)
         except redis_lib.RedisError:
-            return jsonify(redis="unreachable"), 503
-        return jsonify(redis="ok", instances=states)
+            details, code = {"redis": "unreachable"}, 503
+        else:
+            details, code = {"redis": "ok", "instances": states}, 200
+        ok = code == 200 and all(state.get("state") == "open" for state in details.get("instances", {}).values())
+        status = {"status": "ok" if ok else "degraded"}
+        if (settings.webhook_token and authorized(request, settings.webhook_token)) or (
+                code == 200 and settings.panel_password and panel.logged_in()):
+            status.update(details)
+        return jsonify(status), code
 
     @app.errorhandler(413)
     def too_large(_error):

@@ -31,5 +31,10 @@ def make_blueprint(settings, redis, queue, genai=None, http=None):
     for module in MODULES:
         bp.register_blueprint(module.bp)
     bp.after_request(common.compress)
-    auth.configure(bp, settings)
+    auth.configure(bp)
     return bp
+
+
+def logged_in():
+    """Whether this request carries a live panel session (for /health's details outside /panel)."""
+    return auth.current() is not None

@@ -19,7 +19,7 @@ import memory
 import stats
 from panel import search
 from panel.auth import login_required
-from panel.common import chat_list, chat_meta, conditional, deps, json_body, note_uncertain, one_chat
+from panel.common import chat_list, chat_meta, conditional, deps, json_body, note_uncertain, one_chat, resolve
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ def api_chats():
     return conditional(jsonify(chat_list(*query)))
 
 
-@bp.get("/<cid>")
+@bp.get("/<pid>")
 @login_required
-def api_chat(cid):
-    chat = one_chat(cid, reveal=request.args.get("reveal") in ("1", "true"))
+def api_chat(pid):
+    chat = one_chat(pid, reveal=request.args.get("reveal") in ("1", "true"))
     return conditional(jsonify(chat)) if chat else (jsonify(error=NO_CHAT), 404)
 
 
@@ -56,30 +56,35 @@ def act(cid, action):
     return jsonify(result=result, **chats.state(deps().redis, cid))
 
 
-@bp.post("/<cid>/pause")
+@bp.post("/<pid>/pause")
 @login_required
-def api_pause(cid):
+def api_pause(pid):
+    cid = resolve(pid)
     return act(cid, lambda: take_over(cid))
 
 
-@bp.post("/<cid>/resume")
+@bp.post("/<pid>/resume")
 @login_required
-def api_resume(cid):
+def api_resume(pid):
+    cid = resolve(pid)
     return act(cid, lambda: chats.hand_back(deps().redis, cid, deps().settings))
 
 
-@bp.post("/<cid>/stop")
+@bp.post("/<pid>/stop")
 @login_required
-def api_stop(cid):
+def api_stop(pid):
+    cid = resolve(pid)
     return act(cid, lambda: chats.stop(deps().redis, cid, deps().settings))
 
 
-@bp.post("/<cid>/forget")
+@bp.post("/<pid>/forget")
 @login_required
-def api_forget(cid):
+def api_forget(pid):
+    cid = resolve(pid)
     if chat_meta(cid) is None:
         return jsonify(error=NO_CHAT), 404
     erased = chats.forget(deps().redis, cid)
+    deps().refs.pop(pid, None)
     log.info("panel: chat %s erased (%d keys)", cid, erased)
     return jsonify(result="forgotten", erased=erased)
 
@@ -107,10 +112,11 @@ def send_failure(error):
             "cliente ainda usa WhatsApp e se a conexão está ativa em Saúde."), False
 
 
-@bp.post("/<cid>/reply")
+@bp.post("/<pid>/reply")
 @login_required
-def api_reply(cid):
+def api_reply(pid):
     """Answer as a person: pause the bot first, send through the chat's own instance and channel, log it as "human"."""
+    cid = resolve(pid)
     settings, redis = deps().settings, deps().redis
     body = json_body()
     text = body.get("text") if body else None
@@ -143,14 +149,14 @@ SUGGEST_ASK = ("[Pedido interno do painel, não é do cliente] Escreva a próxim
                "continuando a conversa acima, no tom da loja. Responda só com o texto da mensagem.")
 
 
-@bp.post("/<cid>/suggest")
+@bp.post("/<pid>/suggest")
 @login_required
-def api_suggest(cid):
+def api_suggest(pid):
     """Gemini drafts the shop's next message from the chat's history and persona; nothing is sent.
 
     Counted in GEMINI_MAX_CALLS_PER_HOUR like a reply.
     """
-    settings, redis = deps().settings, deps().redis
+    settings, redis, cid = deps().settings, deps().redis, resolve(pid)
     meta = chat_meta(cid)
     if meta is None:
         return jsonify(error=NO_CHAT), 404

@@ -5,13 +5,14 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flask import current_app, render_template, request
 
 import ai_service
 import attention
 import buffer
+import chat_ids
 import chats
 import memory
 import sender
@@ -33,6 +34,7 @@ class Deps:
     queue: object
     genai: object = None
     http: object = None
+    refs: dict = field(default_factory=dict)  # keyed id -> Redis ref, filled from the chat index on a miss
 
     def gemini(self):
         if self.genai is None:
@@ -72,7 +74,8 @@ def summary(meta, now, needs=None, reveal=False):
     """
     number = meta.get("reply_to", "")
     item = {
-        "id": meta["id"], "instance": meta.get("instance", ""), "name": meta.get("name", ""),
+        "id": chat_ids.public(chat_ids.key(deps().settings), meta["id"]),  # never the plain ref: it is reversible
+        "instance": meta.get("instance", ""), "name": meta.get("name", ""),
         "number_masked": mask(number),
         "last_text": meta.get("last_text", ""), "last_at": int(float(meta.get("last_at") or 0)),
         "last_from": meta.get("last_from", ""),
@@ -96,18 +99,39 @@ def summaries(cids, now=None, reveal=False):
 
 def chat_list(q="", state="", cursor="", limit=50):
     """A page of the inbox: {"chats", "total", "next", "needs_person"} (how many need a person, whatever the filter)."""
+    if cursor:  # the page shows the cursor's chat by its keyed id; find walks by the Redis ref
+        group, score, pid = search.PUBLIC_CURSOR.fullmatch(cursor).groups()
+        cursor = f"{group}:{score}:{resolve(pid) or '0' * 20}"  # that chat erased meanwhile: go on after its time
     cids, total, nxt, pinned = search.find(deps().redis, q, state, cursor, limit)
+    if nxt:
+        group, score, cid = search.CURSOR.fullmatch(nxt).groups()
+        nxt = f"{group}:{score}:{chat_ids.public(chat_ids.key(deps().settings), cid)}"
     return {"chats": summaries(cids), "total": total, "next": nxt, "needs_person": pinned}
 
 
+def resolve(pid):
+    """The Redis ref of the chat the panel's URLs call `pid` (its keyed id, chat_ids.py), or None."""
+    if not chat_ids.PUBLIC.fullmatch(pid):
+        return None
+    refs = deps().refs
+    if pid not in refs:
+        if len(refs) > 10_000:
+            refs.clear()
+        secret = chat_ids.key(deps().settings)
+        for cid in deps().redis.zrange(memory.CHATS, 0, -1):
+            refs[chat_ids.public(secret, cid.decode())] = cid.decode()
+    return refs.get(pid)
+
+
 def chat_meta(cid):
-    """The chat's details, or None for an unknown or malformed id."""
-    return memory.details(deps().redis, cid) if CHAT_ID.fullmatch(cid) else None
+    """The chat's details, or None for an unknown or malformed ref."""
+    return memory.details(deps().redis, cid) if cid and CHAT_ID.fullmatch(cid) else None
 
 
-def one_chat(cid, reveal=False):
-    """The chat with its messages (and the person's sends still uncertain), or None."""
-    found = summaries([cid], reveal=reveal) if CHAT_ID.fullmatch(cid) else []
+def one_chat(pid, reveal=False):
+    """The chat `pid` names (its keyed id) with its messages (and the person's sends still uncertain), or None."""
+    cid = resolve(pid)
+    found = summaries([cid], reveal=reveal) if cid and CHAT_ID.fullmatch(cid) else []
     if not found:
         return None
     item = found[0]

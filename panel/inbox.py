@@ -49,19 +49,19 @@ def inbox_part():
     return conditional(make_response(render("_inbox_rows.html", found=found, query=query)))
 
 
-@bp.get("/chats/<cid>")
+@bp.get("/chats/<pid>")
 @login_required
-def chat_page(cid):
-    chat = one_chat(cid)
+def chat_page(pid):
+    chat = one_chat(pid)
     if chat is None:
         return render("missing.html", page="inbox"), 404
     return render("chat.html", chat=chat, page="inbox", **inbox_context())
 
 
-@bp.get("/part/chats/<cid>")
+@bp.get("/part/chats/<pid>")
 @login_required
-def chat_part(cid):
-    chat = one_chat(cid)
+def chat_part(pid):
+    chat = one_chat(pid)
     if chat is None:
         return make_response("Conversa não encontrada.", 404)
     return conditional(make_response(render("_thread.html", chat=chat)))

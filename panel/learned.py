@@ -4,6 +4,7 @@ import logging
 
 from flask import Blueprint, jsonify
 
+import chat_ids
 import learn
 from panel.auth import login_required
 from panel.common import deps, json_body, render
@@ -13,16 +14,22 @@ log = logging.getLogger(__name__)
 bp = Blueprint("learned", __name__)
 
 
+def shown(item):
+    """A suggestion as the page and the API show it: its chat by the keyed id (chat_ids.py), never the Redis ref."""
+    return {**item, "chat_id": chat_ids.public(chat_ids.key(deps().settings), item["chat_id"])}
+
+
 @bp.get("/aprendeu")
 @login_required
 def learned_page():
-    return render("learned.html", suggestions=learn.suggestions(deps().redis), page="learned")
+    return render("learned.html", suggestions=[shown(s) for s in learn.suggestions(deps().redis)],
+                  page="learned")
 
 
 @bp.get("/api/suggestions")
 @login_required
 def api_suggestions():
-    return jsonify(learn.suggestions(deps().redis))
+    return jsonify([shown(s) for s in learn.suggestions(deps().redis)])
 
 
 @bp.post("/api/suggestions/<sid>/approve")
@@ -42,7 +49,7 @@ def api_approve(sid):
     from panel.shop_knowledge import prepare_caches  # the knowledge changed: its cache too
 
     prepare_caches(item["knowledge"])
-    return jsonify(result="approved", **item)
+    return jsonify(result="approved", **shown(item))
 
 
 @bp.post("/api/suggestions/<sid>/reject")
@@ -51,4 +58,4 @@ def api_reject(sid):
     item = learn.reject(deps().redis, sid)
     if item is None:
         return jsonify(error="no such suggestion"), 404
-    return jsonify(result="rejected", **item)
+    return jsonify(result="rejected", **shown(item))

@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, make_response
 
 import channels
 from panel.auth import login_required
-from panel.common import chat_meta, deps
+from panel.common import chat_meta, deps, resolve
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,10 @@ def sniff(data):
     return None
 
 
-@bp.get("/media/<cid>/<mid>")
+@bp.get("/media/<pid>/<mid>")
 @login_required
-def media(cid, mid):
+def media(pid, mid):
+    cid = resolve(pid)
     meta = chat_meta(cid)
     if meta is None or not MESSAGE_ID.fullmatch(mid):
         return jsonify(error="Conversa ou mensagem não encontrada."), 404

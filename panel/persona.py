@@ -7,6 +7,7 @@ from pathlib import Path
 from flask import Blueprint, jsonify
 
 import ai_service
+import budget
 import knowledge
 import memory
 import stats
@@ -19,6 +20,7 @@ bp = Blueprint("persona", __name__)
 
 PROMPT_NAME = re.compile(r"\+?[A-Za-z0-9_-]{1,64}")  # "+5511…": a Twilio number's prompt
 BAD_NAME = "Nome inválido: use só letras, números, - e _ (até 64)."
+MAX_PROMPT_CHARS = 100_000  # the editor's limit, for saving and trying alike
 
 
 def prompt_path(name):
@@ -66,8 +68,8 @@ def api_save_prompt(name):
         return jsonify(error=BAD_NAME), 400
     body = json_body()
     text = body.get("text") if body else None
-    if not isinstance(text, str) or len(text) > 100_000:
-        return jsonify(error="Escreva o texto da persona (até 100000 caracteres) e salve de novo."), 400
+    if not isinstance(text, str) or len(text) > MAX_PROMPT_CHARS:
+        return jsonify(error=f"Escreva o texto da persona (até {MAX_PROMPT_CHARS} caracteres) e salve de novo."), 400
     path = prompt_path(name)
     if not text.strip():
         if name == "system":
@@ -102,8 +104,15 @@ def api_try():
     if instance and not PROMPT_NAME.fullmatch(instance):
         return jsonify(error=BAD_NAME), 400
     prompt, known = body.get("prompt"), body.get("knowledge")  # drafts from the page, unsaved
+    if isinstance(prompt, str) and len(prompt) > MAX_PROMPT_CHARS:
+        return jsonify(error=f"A persona de teste passa de {MAX_PROMPT_CHARS} caracteres; encurte-a."), 400
+    if isinstance(known, str) and len(known) > knowledge.MAX_CHARS:
+        return jsonify(error=f"O conhecimento de teste passa de {knowledge.MAX_CHARS} caracteres; encurte-o."), 400
     prompt = prompt if isinstance(prompt, str) and prompt.strip() else None
     known = known if isinstance(known, str) else None
+    if not budget.allow(deps().redis, settings):  # a try is a Gemini call like any other
+        return jsonify(error=f"Limite de GEMINI_MAX_CALLS_PER_HOUR={settings.gemini_max_calls_per_hour} chamadas "
+                             "ao Gemini nesta hora atingido; tente de novo na próxima hora."), 429
     system = knowledge.system_instruction(settings, instance, persona=prompt, knowledge=known)
     try:
         answer = ai_service.generate_reply(deps().gemini(), settings, [], text[: settings.max_input_chars], system)

@@ -21,7 +21,8 @@ CHATS = memory.CHATS  # the chat index, by last activity
 
 STATES = ("needs_person", "waiting", "answering", "paused", "stopped", "idle")
 MAX_LIMIT = 200
-CURSOR = re.compile(r"([01]):(-?[0-9][0-9.e+-]*):([0-9a-f]{20})")
+CURSOR = re.compile(r"([01]):(-?[0-9][0-9.e+-]*):([0-9a-f]{20})")  # as find takes and gives it (a Redis ref)
+PUBLIC_CURSOR = re.compile(r"([01]):(-?[0-9][0-9.e+-]*):([0-9a-f]{24})")  # as the panel shows it (a keyed id)
 CHUNK = 2000  # chats read from the index at a time
 
 
@@ -171,7 +172,7 @@ def parse(args):
     if state and state not in STATES:
         raise BadQuery(f"Filtro desconhecido: {state[:30]}. Use um destes: {', '.join(STATES)}.")
     cursor = args.get("cursor") or ""
-    if cursor and not CURSOR.fullmatch(cursor):
+    if cursor and not PUBLIC_CURSOR.fullmatch(cursor):
         raise BadQuery("Marcador de página inválido. Recarregue a lista de conversas.")
     try:
         limit = min(max(int(args.get("limit") or 50), 1), MAX_LIMIT)

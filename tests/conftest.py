@@ -27,6 +27,7 @@ from fakes import FakeEvolution, FakeGemini, FakeGraph, FakeTwilio  # noqa: E402
 EVOLUTION_KEY = "test-evolution-key"
 GEMINI_KEY = "test-gemini-key"
 TOKEN = "test-webhook-token"
+PANEL_KEY = "test-panel-secret-key-0123456789abcdef"
 INSTANCE = "shop"
 CUSTOMER = "5511999994321"
 
@@ -145,6 +146,7 @@ def bot_env(evolution, gemini, tmp_path):
         "GEMINI_TIMEOUT_SECONDS": "5",
         "EVOLUTION_TIMEOUT_SECONDS": "10",
         "WEBHOOK_TOKEN": TOKEN,
+        "PANEL_SECRET_KEY": PANEL_KEY,
         "DEBOUNCE_SECONDS": "1",
         "SYSTEM_PROMPT_FILE": str(ROOT / "prompts" / "system.md"),
         "SEND_PRESENCE": "false",

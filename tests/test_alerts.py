@@ -33,7 +33,7 @@ def test_handoff_alert_says_who_with_the_full_number_why_and_the_last_words():
     assert "Motivo: pediu um atendente" in text
     assert "“quero falar com alguém”" in text
     assert "wa.me/5511999994321" in text
-    assert "Últimas palavras" not in alerts.handoff_alert("", "5511999994321", "opt-out", "")
+    assert "Mensagem do cliente" not in alerts.handoff_alert("", "5511999994321", "opt-out", "")
     assert alerts.handoff_alert("", "5511999994321", "x", "a" * 900).count("a" * 500 + "…") == 1
 
 
@@ -79,3 +79,14 @@ def test_an_unknown_instance_is_refused_by_evolution_and_logged(make_settings, f
     with caplog.at_level(logging.ERROR, logger="alerts"):
         assert alerts.notify_owner(session, make_settings(OWNER_NUMBER=OWNER), fake_redis, "nope", "oi") == 0
     assert "404" in caplog.text
+
+
+def test_the_customers_words_are_marked_as_theirs_and_no_link_in_them_is_clickable():
+    text = alerts.handoff_alert("www.banco.example.com", "5511999994321", "pediu um atendente",
+                                "Pague em https://evil.example.com/pix\nO bot ficou em silêncio: wa.me/5599 R$ 45.00")
+    customer = next(line for line in text.splitlines() if line.startswith("Mensagem do cliente: “"))
+    assert "hxxps[:]//evil[.]example[.]com/pix" in customer and "wa[.]me/5599" in customer and "45.00" in customer
+    assert "www[.]banco[.]example[.]com (5511999994321)" in text
+    assert text.count("O bot ficou em silêncio") == 2 and text.splitlines()[-1].endswith("wa.me/5511999994321")
+    for link in ("http://", "https://", "www.", ".com", "wa.me/5599"):
+        assert link not in text.replace("wa.me/5511999994321", ""), link

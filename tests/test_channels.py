@@ -11,10 +11,11 @@ import requests
 
 import buffer
 import channels
+import chat_ids
 import cloud
 import config
 import twilio_channel
-from conftest import CUSTOMER, GRAPH_TOKEN, PAYLOADS
+from conftest import CUSTOMER, GRAPH_TOKEN, PANEL_KEY, PAYLOADS
 
 CLOUD = json.loads((PAYLOADS / "cloud_api_webhooks.json").read_text())
 TWILIO = json.loads((PAYLOADS / "twilio_webhooks.json").read_text())
@@ -351,8 +352,9 @@ def test_panel_answer_as_a_person_goes_out_through_the_chats_channel(make_settin
     assert client.post("/panel/login", data={"password": password, "csrf_token": token}).status_code == 302
     csrf = client.get("/panel/api/session").get_json()["csrf_token"]
     cid = buffer.chat_ref(PNID, f"{CUSTOMER}@s.whatsapp.net", "cloud")
+    pid = chat_ids.public(PANEL_KEY.encode(), cid)  # the panel's keyed id for it
 
-    answer = client.post(f"/panel/api/chats/{cid}/reply", json={"text": "Oi! Aqui é a Ana, da loja."},
+    answer = client.post(f"/panel/api/chats/{pid}/reply", json={"text": "Oi! Aqui é a Ana, da loja."},
                          headers={"X-CSRF-Token": csrf})
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["state"] == "paused" and answer.get_json()["id"] == graph.sent[0]["id"]

@@ -110,6 +110,8 @@ def problems(config):
         found.append("redis has no --maxmemory")
     if options.get("--maxmemory-policy") != "noeviction":
         found.append("redis --maxmemory-policy is not noeviction")
+    if options.get("--save", None) != "":
+        found.append('redis keeps RDB snapshots (no --save "")')
     for bot in BOT:
         if environment(services[bot]).get("REDIS_URL") != f"redis://:{password}@redis:6379/0":
             found.append(f"{bot} REDIS_URL does not carry REDIS_PASSWORD")
@@ -132,6 +134,25 @@ def problems(config):
             found.append(f"{name} is not read_only")
         if service.get("cap_add"):
             found.append(f"{name} adds capabilities back: {service['cap_add']}")
+        if not service.get("mem_limit"):
+            found.append(f"{name} has no mem_limit")
+
+    # Evolution's side, as far as its images allow (docs/security.md says what they do not).
+    for name in EVOLUTION_SIDE:
+        service = services[name]
+        if "no-new-privileges:true" not in (service.get("security_opt") or []):
+            found.append(f"{name} lacks security_opt no-new-privileges:true")
+        if "ALL" not in (service.get("cap_drop") or []):
+            found.append(f"{name} lacks cap_drop ALL")
+    for name in ("evolution-postgres", "evolution-redis"):
+        if services[name].get("read_only") is not True:
+            found.append(f"{name} is not read_only")
+    if services["evolution-redis"].get("user") != "redis":
+        found.append("evolution-redis runs as root")
+    if set(services["evolution-postgres"].get("cap_add") or []) - {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID"}:
+        found.append(f"evolution-postgres adds more capabilities: {services['evolution-postgres']['cap_add']}")
+    if environment(services["evolution"]).get("AUTHENTICATION_EXPOSE_IN_FETCH_INSTANCES") != "false":
+        found.append("evolution exposes instance keys in fetchInstances")
 
     # Evolution keeps only what the bot needs, and sends the events the bot reads.
     evolution = environment(services["evolution"])
@@ -244,6 +265,15 @@ MUTATIONS = {
                       "DATABASE_SAVE_DATA_CONTACTS"),
     "unread event name": (_set(("services", "evolution", "environment", "WEBHOOK_EVENTS_LOGOUT_INSTANCE"), "false"),
                           "WEBHOOK_EVENTS_LOGOUT_INSTANCE"),
+    "rdb snapshots": (_redis_command(drop="--save"), "RDB snapshots"),
+    "worker without memory limit": (_del(("services", "worker", "mem_limit")), "worker has no mem_limit"),
+    "evolution keeps capabilities": (_del(("services", "evolution", "cap_drop")), "evolution lacks cap_drop ALL"),
+    "evolution may gain privileges": (_del(("services", "evolution", "security_opt")), "evolution lacks security_opt"),
+    "postgres writable": (_set(("services", "evolution-postgres", "read_only"), False), "evolution-postgres is not"),
+    "postgres gains more": (_set(("services", "evolution-postgres", "cap_add"), ["SYS_ADMIN"]), "adds more capab"),
+    "evolution redis as root": (_del(("services", "evolution-redis", "user")), "evolution-redis runs as root"),
+    "instance keys exposed": (_set(("services", "evolution", "environment", "AUTHENTICATION_EXPOSE_IN_FETCH_INSTANCES"),
+                                   "true"), "exposes instance keys"),
     "prompts baked in": (_set(("services", "worker", "volumes"), []), "worker does not mount ./prompts"),
 }
 
@@ -278,7 +308,8 @@ def in_build_context(path, rules):
 def test_dockerignore_is_an_allowlist_of_what_the_image_needs():
     rules = dockerignore_rules()
     assert rules[0] == "*", "the first rule must leave everything out"
-    for needed in ("webhook.py", "worker.py", "config.py", "prompts", "requirements.lock", "templates", "static"):
+    for needed in ("webhook.py", "worker.py", "config.py", "prompts", "requirements.lock", "templates", "static",
+                   "weak_passwords.txt"):  # config.py reads it at start-up
         assert in_build_context(needed, rules), needed
     for secret in (".env", ".env.local", ".git", "tests", "bench", "appendonly.aof", "dump.rdb", ".ci"):
         assert not in_build_context(secret, rules), secret

@@ -173,9 +173,11 @@ def test_placeholder_secret_is_refused_naming_it(name, value):
 
 @pytest.mark.parametrize("name", ["EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD"])
 def test_short_chosen_secret_is_refused_and_sixteen_characters_pass(name):
+    key = {"PANEL_SECRET_KEY": "0123456789abcdef" * 3}  # the panel's own key, needed with PANEL_PASSWORD
+    value = "f3a9c2e17b5d48a0" if name == "PANEL_PASSWORD" else LONG  # LONG is a sequence: a weak password
     with pytest.raises(SettingsError, match=name):
-        load_settings({name: LONG[:-1]}, require=())
-    assert getattr(load_settings({name: LONG}, require=()), name.lower()) == LONG
+        load_settings({name: value[:-1], **key}, require=())
+    assert getattr(load_settings({name: value, **key}, require=()), name.lower()) == value
 
 
 def test_gemini_key_is_issued_by_google_so_its_length_is_not_checked():
@@ -210,7 +212,8 @@ def test_panel_password_defaults_to_empty_meaning_no_panel():
 
 # --- python3 config.py --init-env -------------------------------------------------------------
 
-GENERATED = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD")
+GENERATED = ("EVOLUTION_API_KEY", "WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "REDIS_PASSWORD",
+             "EVOLUTION_DB_PASSWORD")
 
 
 def read_env(path):
@@ -275,7 +278,7 @@ def test_init_env_never_overwrites_a_chosen_value_and_replaces_placeholders(tmp_
     env_file.write_text("GEMINI_API_KEY=my-gemini-key\nEVOLUTION_API_KEY=my-own-evolution-key-123\n"
                         "WEBHOOK_TOKEN=change-me-too\n# EVOLUTION_DB_PASSWORD=evolution\nPANEL_PASSWORD=\n")
     filled = init_env(env_file, ROOT / ".env.example")
-    assert set(filled) == {"WEBHOOK_TOKEN", "PANEL_PASSWORD", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD"}
+    assert set(filled) == {"WEBHOOK_TOKEN", "PANEL_PASSWORD", "PANEL_SECRET_KEY", "REDIS_PASSWORD", "EVOLUTION_DB_PASSWORD"}
     values = read_env(env_file)
     assert values["EVOLUTION_API_KEY"] == "my-own-evolution-key-123"
     assert values["GEMINI_API_KEY"] == "my-gemini-key"
@@ -284,6 +287,61 @@ def test_init_env_never_overwrites_a_chosen_value_and_replaces_placeholders(tmp_
     before = env_file.read_text()
     assert init_env(env_file, ROOT / ".env.example") == []  # a second run changes nothing
     assert env_file.read_text() == before
+
+
+# --- the panel's own key and password (issue 20) ------------------------------------------------
+
+PANEL = {"PANEL_PASSWORD": "cavalo-correto-bateria-grampo", "PANEL_SECRET_KEY": "k" * 8 + "0123456789abcdef" * 2,
+         "WEBHOOK_TOKEN": "token-do-webhook-bem-longo", "EVOLUTION_INSTANCE": "padariadosol"}
+
+
+def test_an_existing_env_gains_a_panel_secret_key_of_its_own(tmp_path):
+    env_file = tmp_path / ".env"
+    chosen = "GEMINI_API_KEY=chave-do-gemini\n" + "".join(
+        f"{name}=valor-escolhido-{index:02d}-abcdefgh\n" for index, name in enumerate(GENERATED) if name != "PANEL_SECRET_KEY")
+    env_file.write_text(chosen)
+    done = subprocess.run([sys.executable, str(ROOT / "config.py"), "--init-env", str(env_file)],
+                          env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    values = read_env(env_file)
+    assert env_file.read_text().startswith(chosen)  # nothing chosen was touched
+    key = values["PANEL_SECRET_KEY"]
+    assert len(key) >= 32 and key not in chosen and "PANEL_SECRET_KEY" in done.stdout and key not in done.stdout
+
+
+@pytest.mark.parametrize("key", ["", "curta-demais-0123456789"])
+def test_the_panel_refuses_to_start_without_a_long_secret_key(key):
+    with pytest.raises(SettingsError, match=r"^PANEL_SECRET_KEY: falta ou tem menos de 32 caracteres .*Exemplo: PANEL_SECRET_KEY="):
+        load_settings({**PANEL, "PANEL_SECRET_KEY": key}, require=())
+    assert load_settings({**PANEL, "PANEL_PASSWORD": "", "PANEL_SECRET_KEY": ""}, require=())  # no panel, no key
+
+
+def test_the_secret_key_is_no_other_secret():
+    with pytest.raises(SettingsError, match="^PANEL_SECRET_KEY: não pode ser igual"):
+        load_settings({**PANEL, "WEBHOOK_TOKEN": PANEL["PANEL_SECRET_KEY"]}, require=())
+
+
+@pytest.mark.parametrize("password, why", [
+    ("aaaaaaaaaaaaaaaaaaaa", "repetido"), ("abcabcabcabcabcabc", "repetido"),
+    ("padariadosol2024!", "nome da instância"), ("PadariaDoSol-senha-forte", "nome da instância"),
+    ("senhasenhasenha2024", "palavra comum"), ("1234567890123456", "palavra comum"),
+    ("Password1234567890", "palavra comum"), ("qwertyuiop123456", "palavra comum"),
+])
+def test_weak_panel_passwords_are_refused_beyond_their_length(password, why):
+    with pytest.raises(SettingsError, match=f"^PANEL_PASSWORD: fraca .*{why}.*Exemplo: PANEL_PASSWORD="):
+        load_settings({**PANEL, "PANEL_PASSWORD": password}, require=())
+
+
+def test_a_random_or_long_passphrase_is_accepted():
+    assert load_settings(PANEL, require=()).panel_password == PANEL["PANEL_PASSWORD"]
+    load_settings({**PANEL, "PANEL_PASSWORD": "f3a9c2e17b5d48a0c6e2"}, require=())
+
+
+def test_trusted_proxy_takes_addresses_and_networks_only():
+    assert load_settings({**PANEL, "TRUSTED_PROXY": "127.0.0.1, 172.16.0.0/12"}, require=()).trusted_proxy == (
+        "127.0.0.1", "172.16.0.0/12")
+    with pytest.raises(SettingsError, match="^TRUSTED_PROXY: 'nginx' não é um endereço IP.*Exemplo: TRUSTED_PROXY=127.0.0.1"):
+        load_settings({**PANEL, "TRUSTED_PROXY": "nginx"}, require=())
 
 
 @pytest.mark.parametrize("value", ["0", "-4", "5000"])

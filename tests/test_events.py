@@ -144,7 +144,7 @@ def test_a_dead_event_is_listed_on_the_health_page_and_resent_from_the_panel(sta
 
 @pytest.mark.parametrize("env, named", [
     ({"EVENTS_URL": "n8n.local/webhook"}, "EVENTS_URL: precisa começar com https://.*Exemplo: EVENTS_URL=https://"),
-    ({"EVENTS_URL": "https://n8n.exemplo.com.br/webhook/x"}, "EVENTS_SECRET: é obrigatório com EVENTS_URL.*Exemplo: EVENTS_SECRET="),
+    ({"EVENTS_URL": "https://n8n.exemplo.com.br/webhook/x"}, "EVENTS_SECRET: precisa ser preenchido com EVENTS_URL.*Exemplo: EVENTS_SECRET="),
     ({"EVENTS_RETRY_HOURS": "0"}, "EVENTS_RETRY_HOURS: precisa ser maior que zero.*Exemplo: EVENTS_RETRY_HOURS=24"),
 ])
 def test_wrong_event_settings_stop_start_up_in_portuguese(bot_env, env, named):

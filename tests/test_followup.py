@@ -7,11 +7,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import buffer
+import chat_ids
 import memory
 import config
 import hours
 import shop_settings
-from conftest import CUSTOMER, GRAPH_TOKEN, INSTANCE, PHONE_NUMBER_ID, load_payload, text_message, wait_until
+from conftest import CUSTOMER, GRAPH_TOKEN, INSTANCE, PANEL_KEY, PHONE_NUMBER_ID, load_payload, text_message, wait_until
 from test_channels_stack import APP_SECRET, VERIFY, cloud_body, post_cloud
 from test_events import PASSWORD, panel_session
 
@@ -46,7 +47,7 @@ def test_a_follow_up_goes_out_once_after_silence(start_stack, gemini_answers, ev
     assert memory.load_history(redis, CID)[-1] == {"role": "model", "text": f"{ANSWER}\n\n{NUDGE}"}  # the bot's run
     assert redis.zscore(buffer.DUE, CID) is None and not redis.exists(f"wa:followup:{CID}")
     http, _ = panel_session(stack)
-    page = http.get(f"{stack.url}/panel/chats/{CID}", timeout=10).text
+    page = http.get(f"{stack.url}/panel/chats/{chat_ids.public(PANEL_KEY.encode(), CID)}", timeout=10).text
     assert "[lembrete]" in page and NUDGE in page
 
 

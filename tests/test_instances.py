@@ -88,12 +88,14 @@ def post(client, body, path="/webhook", token=TOKEN):
 
 def test_health_lists_each_instance_and_stays_200_when_one_is_closed(app_for, caplog):
     client = app_for()
-    assert client.get("/health").json == {"redis": "ok", "instances": {}}
+    assert client.get("/health").json == {"status": "ok"}  # no credentials: no details
+    assert client.get("/health", query_string={"token": TOKEN}).json == {"status": "ok", "redis": "ok", "instances": {}}
     assert post(client, update("shop", "open")).json == {"status": "recorded"}
     with caplog.at_level(logging.ERROR):
         assert post(client, update("loja2", "close", 401), path="/webhook/connection-update").status_code == 200
         post(client, update("loja2", "close", 401))  # delivered again
-    health = client.get("/health")
+    assert client.get("/health").json == {"status": "degraded"}
+    health = client.get("/health", headers={"Authorization": f"Bearer {TOKEN}"})
     assert health.status_code == 200
     states = health.json["instances"]
     assert {name: (s["state"], s["reason"]) for name, s in states.items()} == {"shop": ("open", 200),
@@ -159,9 +161,12 @@ def test_a_refused_call_is_a_warning_at_most_once_a_minute(app_for, caplog, monk
 # --- real processes ------------------------------------------------------------------------------
 
 def test_a_close_posted_to_the_running_webhook_shows_in_health(stack):
-    assert requests.get(f"{stack.url}/health", timeout=5).json() == {"redis": "ok", "instances": {}}
+    assert requests.get(f"{stack.url}/health", timeout=5).json() == {"status": "ok"}
+    assert requests.get(f"{stack.url}/health", params={"token": TOKEN}, timeout=5).json() == {
+        "status": "ok", "redis": "ok", "instances": {}}
     assert stack.post(update("shop", "close", 401)) == {"status": "recorded"}
-    health = requests.get(f"{stack.url}/health", timeout=5)
+    assert requests.get(f"{stack.url}/health", timeout=5).json() == {"status": "degraded"}
+    health = requests.get(f"{stack.url}/health", params={"token": TOKEN}, timeout=5)
     assert health.status_code == 200
     assert health.json()["instances"]["shop"]["state"] == "close"
     assert health.json()["instances"]["shop"]["reason"] == 401

@@ -14,9 +14,10 @@ import pytest
 import requests
 
 import buffer
+import chat_ids
 import knowledge
 import learn
-from conftest import CUSTOMER, GEMINI_KEY, INSTANCE, ROOT, TOKEN, text_message, wait_until
+from conftest import CUSTOMER, GEMINI_KEY, INSTANCE, PANEL_KEY, ROOT, TOKEN, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
@@ -196,7 +197,8 @@ def test_a_handoff_answered_by_a_person_yields_one_suggestion_and_approving_it_r
     panel.call("PUT", "/api/knowledge", {"name": "system", "text": BAKERY})
     hand_over_and_answer(shop, gemini, evolution)
     suggestions = wait_until(lambda: panel.call("GET", "/api/suggestions"), timeout=20, message="the suggestion")
-    assert [(s["question"], s["answer"], s["chat_id"]) for s in suggestions] == [(QUESTION, ANSWER, CID)]
+    assert [(s["question"], s["answer"], s["chat_id"]) for s in suggestions] == [
+        (QUESTION, ANSWER, chat_ids.public(PANEL_KEY.encode(), CID))]  # the keyed id, as the panel's URLs
     assert set(suggestions[0]) == {"id", "question", "answer", "chat_id", "at", "instance"}
 
     asked = str(verdicts(gemini)[0]["body"]["contents"])

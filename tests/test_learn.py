@@ -9,10 +9,11 @@ import pytest
 
 import ai_service
 import buffer
+import chat_ids
 import knowledge
 import learn
 import webhook
-from conftest import CUSTOMER, INSTANCE, ROOT
+from conftest import CUSTOMER, INSTANCE, PANEL_KEY, ROOT
 
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
 PASSWORD = "senha-do-painel-teste"
@@ -176,8 +177,10 @@ def test_the_knowledge_api_reads_and_writes_the_files(owner, prompts):
 
 def test_the_suggestions_api(owner, fake_redis, settings, prompts):
     item = learn.suggest(fake_redis, settings, INSTANCE, CID, "Tem bolo de pote?", "Sim, R$ 12.")
-    assert owner.get("/panel/api/suggestions").get_json() == [item]
-    assert "Tem bolo de pote?" in owner.get("/panel/aprendeu").get_data(as_text=True)
+    pid = chat_ids.public(PANEL_KEY.encode(), CID)  # the chat by its keyed id, never the Redis ref
+    assert owner.get("/panel/api/suggestions").get_json() == [{**item, "chat_id": pid}]
+    page = owner.get("/panel/aprendeu").get_data(as_text=True)
+    assert "Tem bolo de pote?" in page and f"/panel/chats/{pid}" in page and CID not in page
     assert owner.post(f"/panel/api/suggestions/{item['id']}/approve", json={"answer": ""},
                       headers=owner.csrf).status_code == 400
     assert owner.post("/panel/api/suggestions/nope/reject", headers=owner.csrf).status_code == 404

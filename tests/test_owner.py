@@ -8,9 +8,10 @@ import time
 import requests
 
 import buffer
+import chat_ids
 import chats
 import memory
-from conftest import CUSTOMER, INSTANCE, TOKEN, load_payload, panel_session, text_message, wait_until
+from conftest import CUSTOMER, INSTANCE, PANEL_KEY, TOKEN, load_payload, panel_session, text_message, wait_until
 
 OWNER = "5511999990077"
 SHOP = "5511999990000"  # the instance's own number: `sender` of text_message()
@@ -157,7 +158,8 @@ def test_the_panels_erase_is_the_same_erasure_as_worker_forget(start_stack, gemi
     assert redis.exists(buffer.lid_key(INSTANCE, f"{phone}@s.whatsapp.net"))
     assert memory.own_ids_of(redis, INSTANCE, cid)  # our send's id, naming the chat (its echo never came)
 
-    response = panel_session(stack, "senha-do-painel-teste").post(f"{stack.url}/panel/api/chats/{cid}/forget", timeout=10)
+    pid = chat_ids.public(PANEL_KEY.encode(), cid)  # the panel's keyed id for the chat
+    response = panel_session(stack, "senha-do-painel-teste").post(f"{stack.url}/panel/api/chats/{pid}/forget", timeout=10)
     assert response.status_code == 200 and response.json()["result"] == "forgotten"
     left = [key.decode() for key in redis.keys() if cid.encode() in key or phone.encode() in key]
     assert left == [] and memory.own_ids_of(redis, INSTANCE, cid) == []

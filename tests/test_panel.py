@@ -11,16 +11,18 @@ import time
 import pytest
 
 import buffer
+import chat_ids
 import chats
 import memory
 import parser
 import stats
 import webhook
 import worker
-from conftest import CUSTOMER, INSTANCE, ROOT, TOKEN, text_message
+from conftest import CUSTOMER, INSTANCE, PANEL_KEY, ROOT, TOKEN, text_message
 
 PASSWORD = "senha-do-painel-teste"
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
+PID = chat_ids.public(PANEL_KEY.encode(), CID)  # the chat's id in the panel's URLs
 
 
 @pytest.fixture
@@ -87,15 +89,15 @@ def test_no_panel_while_the_password_is_empty(make_settings, fake_redis):
 
 
 def test_unauthenticated_api_gets_401_and_pages_redirect_to_the_login(client):
-    for url in ("/panel/api/chats", f"/panel/api/chats/{CID}", "/panel/api/session", "/panel/api/stats",
+    for url in ("/panel/api/chats", f"/panel/api/chats/{PID}", "/panel/api/session", "/panel/api/stats",
                 "/panel/api/prompts/system"):
         response = client.get(url)
         assert response.status_code == 401, url
         assert response.get_json() == {"error": "not logged in"}
-    for url in (f"/panel/api/chats/{CID}/pause", f"/panel/api/chats/{CID}/reply", "/panel/api/try"):
+    for url in (f"/panel/api/chats/{PID}/pause", f"/panel/api/chats/{PID}/reply", "/panel/api/try"):
         assert client.post(url, json={"text": "x"}).status_code == 401, url
     assert client.put("/panel/api/prompts/system", json={"text": "x"}).status_code == 401
-    for url in ("/panel/", "/panel/persona", "/panel/health", f"/panel/chats/{CID}"):
+    for url in ("/panel/", "/panel/persona", "/panel/health", f"/panel/chats/{PID}"):
         response = client.get(url)
         assert response.status_code == 302, url
         assert response.headers["Location"].startswith("/panel/login")
@@ -116,27 +118,26 @@ def test_login_needs_the_form_csrf_token_and_the_password(client):
 
 
 def test_session_cookie_is_httponly_strict_and_secure_over_https(client):
-    cookie = login(client).headers["Set-Cookie"]
-    assert cookie.startswith("panel_session=")
+    cookies = login(client).headers.getlist("Set-Cookie")
+    cookie = next(c for c in cookies if c.startswith("panel_session="))
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/panel" in cookie
     assert "Secure" not in cookie
 
     client.post("/panel/logout", data={"csrf_token": client.get("/panel/api/session").get_json()["csrf_token"]})
-    cookie = login(client, headers={"X-Forwarded-Proto": "https"}).headers["Set-Cookie"]
-    assert "; Secure" in cookie
+    cookies = login(client, headers={"X-Forwarded-Proto": "https"}).headers.getlist("Set-Cookie")
+    assert all("; Secure" in c for c in cookies if c.startswith(("panel_session=", "panel_device=")))
 
 
-def test_the_session_key_depends_on_the_password(make_settings, fake_redis, client):
+def test_the_session_is_in_redis_and_the_cookie_only_names_it(client, fake_redis):
     login(client)
-    cookie = client.get_cookie("panel_session", path="/panel").value
-    other = webhook.create_app(make_settings(PANEL_PASSWORD="outra-senha-bem-comprida"), fake_redis).test_client()
-    other.set_cookie("panel_session", cookie, path="/panel")
-    assert other.get("/panel/api/chats").status_code == 401
-    client.set_cookie("panel_session", cookie, path="/panel")
-    assert client.get("/panel/api/chats").status_code == 200
+    sid = client.get_cookie("panel_session", path="/panel").value
+    key, = fake_redis.smembers("wa:panel:sessions")
+    assert sid.encode() not in key and sid.encode() not in b"".join(fake_redis.hvals(key))
+    assert 12 * 3600 - 5 < fake_redis.ttl(key) <= 12 * 3600
+    assert sid not in str(fake_redis.keys())
 
 
-def test_wrong_passwords_are_slowed_down_per_ip(app, client, fake_redis):
+def test_wrong_passwords_are_slowed_down_per_address(app, client, fake_redis):
     for _ in range(5):
         assert login(client, password="errada").status_code == 401
     locked = login(client)  # right password, but within the wait (1 s after the 5th wrong one)
@@ -170,11 +171,11 @@ def test_logout_needs_csrf_and_ends_the_session(owner):
 
 def test_state_changing_api_calls_need_the_csrf_header(owner, fake_redis):
     deliver(owner, "oi", "CSRF1")
-    for url in (f"/panel/api/chats/{CID}/pause", f"/panel/api/chats/{CID}/stop", f"/panel/api/chats/{CID}/forget"):
+    for url in (f"/panel/api/chats/{PID}/pause", f"/panel/api/chats/{PID}/stop", f"/panel/api/chats/{PID}/forget"):
         assert post(owner, url, csrf=False).status_code == 403, url
         assert owner.post(url, headers={"X-CSRF-Token": "forged"}).status_code == 403
     # a form field is no substitute for the header on the API
-    assert owner.post(f"/panel/api/chats/{CID}/pause", data={"csrf_token": owner.csrf}).status_code == 403
+    assert owner.post(f"/panel/api/chats/{PID}/pause", data={"csrf_token": owner.csrf}).status_code == 403
     assert owner.put("/panel/api/prompts/system", json={"text": "x"}).status_code == 403
     assert chats.state(fake_redis, CID)["state"] != "paused"
     assert fake_redis.exists(memory.key(CID))
@@ -187,7 +188,7 @@ def test_a_customer_message_shows_in_the_inbox_masked_with_its_state(owner, sett
     listed = owner.get("/panel/api/chats").get_json()
     assert listed["total"] == 1 and listed["next"] is None and listed["needs_person"] == 0
     chat, = listed["chats"]
-    assert chat["id"] == CID
+    assert chat["id"] == PID
     assert chat["instance"] == INSTANCE and chat["name"] == "Cliente"
     assert chat["number_masked"] == parser.mask(CUSTOMER) != CUSTOMER
     assert chat["state"] == chat["bot_state"] == "waiting" and chat["needs_person_since"] is None
@@ -210,13 +211,13 @@ def test_the_conversation_has_every_message_in_order_and_reveals_the_number(owne
     worker.process_chat(ctx, CID)
     assert [text for _, _, text in evolution.sent_texts()] == ["Temos sim!", "R$ 30 o bolo."]
 
-    chat = owner.get(f"/panel/api/chats/{CID}").get_json()
+    chat = owner.get(f"/panel/api/chats/{PID}").get_json()
     assert [(m["from"], m["text"]) for m in chat["messages"]] == [
         ("customer", "Oi"), ("customer", "tem bolo?"), ("bot", "Temos sim!"), ("bot", "R$ 30 o bolo.")]
     assert [m["id"] for m in chat["messages"][2:]] == [s["key"]["id"] for s in evolution.sent_messages()]
     assert chat["state"] == "idle" and "number" not in chat
-    assert owner.get(f"/panel/api/chats/{CID}?reveal=1").get_json()["number"] == CUSTOMER
-    page = owner.get(f"/panel/chats/{CID}").get_data(as_text=True)
+    assert owner.get(f"/panel/api/chats/{PID}?reveal=1").get_json()["number"] == CUSTOMER
+    page = owner.get(f"/panel/chats/{PID}").get_data(as_text=True)
     assert "R$ 30 o bolo." in page and "from-bot" in page and CUSTOMER not in page
     assert owner.get("/panel/api/chats/0123456789abcdef0123").status_code == 404
     assert owner.get("/panel/api/chats/nothex").status_code == 404
@@ -227,33 +228,33 @@ def test_media_is_shown_as_what_it_is(owner):
     body["data"]["message"] = {"imageMessage": {"caption": "olha essa foto", "mimetype": "image/jpeg"}}
     body["data"]["messageType"] = "imageMessage"
     owner.post(f"/webhook?token={TOKEN}", json=body)
-    message, = owner.get(f"/panel/api/chats/{CID}").get_json()["messages"]
+    message, = owner.get(f"/panel/api/chats/{PID}").get_json()["messages"]
     assert message["kind"] == "image" and message["text"] == "olha essa foto"
-    part = owner.get(f"/panel/part/chats/{CID}").get_data(as_text=True)
-    assert f'<img class="thumb" src="/panel/media/{CID}/IMG1"' in part and "olha essa foto" in part
+    part = owner.get(f"/panel/part/chats/{PID}").get_data(as_text=True)
+    assert f'<img class="thumb" src="/panel/media/{PID}/IMG1"' in part and "olha essa foto" in part
     location = text_message("", "LOC1")
     location["data"]["message"] = {"locationMessage": {"degreesLatitude": -3.7, "degreesLongitude": -38.5}}
     location["data"]["messageType"] = "locationMessage"
     owner.post(f"/webhook?token={TOKEN}", json=location)
-    assert "[localização]" in owner.get(f"/panel/part/chats/{CID}").get_data(as_text=True)  # no media to fetch
+    assert "[localização]" in owner.get(f"/panel/part/chats/{PID}").get_data(as_text=True)  # no media to fetch
 
 
 def test_take_over_hand_back_and_stop(owner, fake_redis):
     deliver(owner, "oi", "ST1")
     assert fake_redis.zscore(buffer.DUE, CID) is not None
 
-    paused = post(owner, f"/panel/api/chats/{CID}/pause").get_json()
+    paused = post(owner, f"/panel/api/chats/{PID}/pause").get_json()
     assert paused["state"] == "paused" and paused["until"] > time.time() + 29 * 60
     assert fake_redis.zscore(buffer.DUE, CID) is None  # what was waiting is dropped
     assert deliver(owner, "alguém aí?", "ST2") == "paused"
-    assert owner.get(f"/panel/api/chats/{CID}").get_json()["messages"][-1]["text"] == "alguém aí?"
+    assert owner.get(f"/panel/api/chats/{PID}").get_json()["messages"][-1]["text"] == "alguém aí?"
 
-    assert post(owner, f"/panel/api/chats/{CID}/resume").get_json()["state"] == "idle"
+    assert post(owner, f"/panel/api/chats/{PID}/resume").get_json()["state"] == "idle"
     assert deliver(owner, "voltou?", "ST3") == "scheduled"
-    assert post(owner, f"/panel/api/chats/{CID}/stop").get_json()["state"] == "stopped"
+    assert post(owner, f"/panel/api/chats/{PID}/stop").get_json()["state"] == "stopped"
     assert deliver(owner, "e agora?", "ST4") == "paused"
-    assert post(owner, f"/panel/api/chats/{CID}/pause").get_json()["state"] == "stopped"  # a pause never lifts a stop
-    assert post(owner, f"/panel/api/chats/{CID}/resume").get_json()["state"] == "idle"
+    assert post(owner, f"/panel/api/chats/{PID}/pause").get_json()["state"] == "stopped"  # a pause never lifts a stop
+    assert post(owner, f"/panel/api/chats/{PID}/resume").get_json()["state"] == "idle"
     assert post(owner, "/panel/api/chats/0123456789abcdef0123/pause").status_code == 404
 
 
@@ -261,10 +262,10 @@ def test_answer_as_a_person_pauses_sends_through_the_chats_instance_and_logs_it(
     deliver(owner, "quero falar com alguém", "HU1", instance="loja2")
     cid = buffer.chat_ref("loja2", f"{CUSTOMER}@s.whatsapp.net")
 
-    answer = post(owner, f"/panel/api/chats/{cid}/reply", {"text": "Oi! Aqui é a Ana, da loja."})
+    answer = post(owner, f"/panel/api/chats/{chat_ids.public(PANEL_KEY.encode(), cid)}/reply", {"text": "Oi! Aqui é a Ana, da loja."})
     assert answer.status_code == 200, answer.get_data(as_text=True)
     assert answer.get_json()["state"] == "paused"
-    assert post(owner, f"/panel/api/chats/{cid}/reply", {"text": "Já separei o seu pedido."}).status_code == 200
+    assert post(owner, f"/panel/api/chats/{chat_ids.public(PANEL_KEY.encode(), cid)}/reply", {"text": "Já separei o seu pedido."}).status_code == 200
     assert owner.get("/panel/api/stats").get_json()["days"][-1]["handoffs"] == 1  # one takeover, two answers
     assert evolution.sent_texts() == [("loja2", CUSTOMER, "Oi! Aqui é a Ana, da loja."),
                                       ("loja2", CUSTOMER, "Já separei o seu pedido.")]
@@ -281,42 +282,42 @@ def test_answer_as_a_person_pauses_sends_through_the_chats_instance_and_logs_it(
     assert chats.state(fake_redis, cid)["state"] == "paused"
     human = [turn["text"] for turn in memory.load_history(fake_redis, cid) if turn.get("by") == "human"]
     assert human == ["Oi! Aqui é a Ana, da loja.", "Já separei o seu pedido."]  # in history once, by the panel
-    messages = owner.get(f"/panel/api/chats/{cid}").get_json()["messages"]
+    messages = owner.get(f"/panel/api/chats/{chat_ids.public(PANEL_KEY.encode(), cid)}").get_json()["messages"]
     assert [(m["from"], m["text"]) for m in messages] == [
         ("customer", "quero falar com alguém"), ("human", "Oi! Aqui é a Ana, da loja."),
         ("human", "Já separei o seu pedido.")]
 
     for bad in ({}, {"text": ""}, {"text": "   "}, {"text": 5}, {"text": "x" * 5000}):
-        assert post(owner, f"/panel/api/chats/{cid}/reply", bad).status_code == 400, bad
-    assert owner.post(f"/panel/api/chats/{cid}/reply", data="{not json", content_type="application/json",
+        assert post(owner, f"/panel/api/chats/{chat_ids.public(PANEL_KEY.encode(), cid)}/reply", bad).status_code == 400, bad
+    assert owner.post(f"/panel/api/chats/{chat_ids.public(PANEL_KEY.encode(), cid)}/reply", data="{not json", content_type="application/json",
                       headers={"X-CSRF-Token": owner.csrf}).status_code == 400
 
 
 def test_a_failed_send_says_so(owner, evolution):
     deliver(owner, "oi", "FS1")
     evolution.fail_next("sendText", 400, message=[{"jid": "x", "exists": False}])
-    response = post(owner, f"/panel/api/chats/{CID}/reply", {"text": "olá"})
+    response = post(owner, f"/panel/api/chats/{PID}/reply", {"text": "olá"})
     assert response.status_code == 502
     assert response.get_json()["error"] == ("Não foi enviada: o WhatsApp recusou a mensagem (erro 400). Confira se o "
                                            "número do cliente ainda usa WhatsApp e se a conexão está ativa em Saúde.")
-    assert [m["from"] for m in owner.get(f"/panel/api/chats/{CID}").get_json()["messages"]] == ["customer"]
+    assert [m["from"] for m in owner.get(f"/panel/api/chats/{PID}").get_json()["messages"]] == ["customer"]
 
 
 def test_a_person_answering_from_the_phone_is_logged_as_human(owner):
     deliver(owner, "oi", "PH1")
     assert owner.post(f"/webhook?token={TOKEN}", json=text_message("Já te respondo!", "PH2", from_me=True)
                       ).get_json()["results"] == ["paused"]
-    chat = owner.get(f"/panel/api/chats/{CID}").get_json()
+    chat = owner.get(f"/panel/api/chats/{PID}").get_json()
     assert [(m["from"], m["text"]) for m in chat["messages"]] == [("customer", "oi"), ("human", "Já te respondo!")]
     assert chat["state"] == "paused" and chat["name"] == "Cliente"  # the owner's pushName is not the customer's
 
 
 def test_forget_erases_the_chat_everywhere(owner, fake_redis):
     deliver(owner, "meu CPF é 123", "FG1")
-    response = post(owner, f"/panel/api/chats/{CID}/forget")
+    response = post(owner, f"/panel/api/chats/{PID}/forget")
     assert response.status_code == 200 and response.get_json()["result"] == "forgotten"
     assert owner.get("/panel/api/chats").get_json()["chats"] == []
-    assert owner.get(f"/panel/api/chats/{CID}").status_code == 404
+    assert owner.get(f"/panel/api/chats/{PID}").status_code == 404
     leftovers = [key for key in fake_redis.keys() if CID.encode() in key]
     assert leftovers == []
     assert fake_redis.zscore(buffer.DUE, CID) is None

@@ -18,17 +18,21 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+import requests
+
 import buffer
+import chat_ids
 import learn
 import stats
 from config import load_settings
-from conftest import CUSTOMER, ROOT, seed_chats, text_message, wait_until
+from conftest import CUSTOMER, PANEL_KEY, ROOT, seed_chats, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 SHOTS = ROOT / "docs" / "screenshots"
 DEBOUNCE = 3
 WAIT = 30  # generous: the machine is shared
-CID = buffer.chat_ref("shop", f"{CUSTOMER}@s.whatsapp.net")
+REF = buffer.chat_ref("shop", f"{CUSTOMER}@s.whatsapp.net")  # as Redis keys it
+CID = chat_ids.public(PANEL_KEY.encode(), REF)  # as URLs show it
 
 
 @pytest.fixture
@@ -39,6 +43,7 @@ def browser():
         pytest.fail("chromium and chromium-driver are not installed: run `bash .ci/run`, which installs them")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations show in the console
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                 "--window-size=430,1000", "--lang=pt-BR", "--force-device-scale-factor=1"):
         options.add_argument(arg)
@@ -195,6 +200,22 @@ def test_owner_runs_a_conversation_from_the_panel(start_stack, gemini, evolution
     browser.find_element(By.ID, "logout").click()
     until(browser, lambda d: d.find_elements(By.ID, "password"), "the login page after logout")
 
+    # Log in again, then leave every device: a copy of the cookie no longer reads anything.
+    browser.find_element(By.ID, "password").send_keys(PASSWORD)
+    browser.find_element(By.ID, "login-button").click()
+    until(browser, lambda d: d.find_elements(By.ID, "nav-health"), "the inbox")
+    browser.find_element(By.ID, "nav-health").click()
+    until(browser, lambda d: d.find_elements(By.ID, "logout-all"), "the health page's button")
+    copied = {"panel_session": browser.get_cookie("panel_session")["value"]}
+    assert requests.get(f"{stack.url}/panel/api/chats", cookies=copied, timeout=10).status_code == 200
+    browser.find_element(By.ID, "logout-all").click()
+    until(browser, lambda d: d.find_elements(By.ID, "password"), "the login page after leaving every device")
+    assert requests.get(f"{stack.url}/panel/api/chats", cookies=copied, timeout=10).status_code == 401
+
+    # The pages worked under `Content-Security-Policy: default-src 'self'`: nothing inline was refused.
+    refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert refused == []
+
 
 def test_owner_links_a_number_and_pauses_the_bot_from_the_panel(start_stack, gemini, evolution, browser):
     """Conectar WhatsApp: create a number, the QR code, linked once the phone scans it. Configurações: pause the
@@ -218,6 +239,8 @@ def test_owner_links_a_number_and_pauses_the_bot_from_the_panel(start_stack, gem
     until(browser, lambda d: (d.find_element(By.ID, "qr").get_attribute("src") or "").startswith("data:image/png;base64,")
           and d.find_element(By.ID, "qr").is_displayed(), "the QR code")
     assert [c["json"]["instanceName"] for c in evolution.calls("createInstance")] == ["loja-centro"]
+    qr = browser.find_element(By.ID, "qr")
+    assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", qr) > 0  # CSP lets it in
     shot(browser, "connect")
     evolution.scan_qr("loja-centro")
     until(browser, lambda d: "Conectado!" in d.find_element(By.ID, "qr-status").text, "the number linked")
@@ -259,6 +282,8 @@ def test_owner_links_a_number_and_pauses_the_bot_from_the_panel(start_stack, gem
     stack.post(text_message("alô?", "PAUSED2"))
     evolution.wait_for(1, timeout=WAIT)
     assert evolution.sent_texts() == [("shop", CUSTOMER, "Oi! Estamos abertos até as 18h.")]
+    refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert refused == []  # Conectar WhatsApp and Configurações work under the panel's CSP too
 
 
 BAKERY = "## Pães\n- Pão francês: R$ 0,90 a unidade\n- Pão de queijo: R$ 4,50\n\n## Horário\n- Todos os dias das 6h às 20h"
@@ -271,9 +296,9 @@ def test_owner_writes_the_knowledge_and_approves_what_the_bot_learned(start_stac
     stack = start_stack(PANEL_PASSWORD=PASSWORD, SYSTEM_PROMPT_FILE=prompts / "system.md")
     settings = load_settings({"SYSTEM_PROMPT_FILE": str(prompts / "system.md")}, require=())
     redis = stack.redis.client()
-    learned = learn.suggest(redis, settings, "shop", CID, "Vocês fazem bolo de aniversário sob encomenda?",
+    learned = learn.suggest(redis, settings, "shop", REF, "Vocês fazem bolo de aniversário sob encomenda?",
                             "Sim, com 3 dias de antecedência, a partir de R$ 80.")
-    unwanted = learn.suggest(redis, settings, "shop", CID, "Vocês abrem no feriado?", "Nesse feriado não.")
+    unwanted = learn.suggest(redis, settings, "shop", REF, "Vocês abrem no feriado?", "Nesse feriado não.")
 
     browser.get(f"{stack.url}/panel/login")
     until(browser, lambda d: d.find_element(By.ID, "password"), "the login form")
@@ -313,6 +338,8 @@ def test_owner_writes_the_knowledge_and_approves_what_the_bot_learned(start_stac
         "Sim, sob encomenda com 3 dias de antecedência, a partir de R$ 80 (1 kg).") + "\n"
     assert learn.suggestions(redis) == []
     assert "feriado" not in (prompts / "knowledge.md").read_text()
+    refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert refused == []  # the knowledge and "O bot aprendeu" pages work under the panel's CSP
 
 
 # --- the owner's day (issue 21), at a phone's and a laptop's size ----------------------------------------------------
@@ -452,3 +479,5 @@ def test_owners_day_needs_person_search_quick_replies_suggest_media(size, start_
     assert browser.execute_script(CONTRAST) == []
     shot(browser, f"inbox-dark-{size}")
     browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+    refused = [entry["message"] for entry in browser.get_log("browser") if "Content Security Policy" in entry["message"]]
+    assert refused == []  # search, quick replies, suggest and media work under the panel's CSP

@@ -15,17 +15,23 @@ import pytest
 
 import attention
 import buffer
+import chat_ids
 import parser
 import webhook
 import worker
 from panel import search
-from conftest import INSTANCE, TOKEN, seed_chats, text_message
-from test_panel import CID, app, client, deliver, owner, post, prompts, settings  # noqa: F401 (fixtures)
+from conftest import INSTANCE, PANEL_KEY, TOKEN, seed_chats, text_message
+from test_panel import CID, PID, app, client, deliver, owner, post, prompts, settings  # noqa: F401 (fixtures)
 from test_promise import transfer_call
 
 
+def public(cid):
+    """The chat's id in the panel's URLs and API (chat_ids.py), never its Redis ref."""
+    return chat_ids.public(PANEL_KEY.encode(), cid)
+
+
 def chat(owner, cid=CID):
-    return owner.get(f"/panel/api/chats/{cid}").get_json()
+    return owner.get(f"/panel/api/chats/{public(cid)}").get_json()
 
 
 def listed(owner, **query):
@@ -63,9 +69,9 @@ def test_asking_for_a_person_pins_the_chat_until_the_panel_answers(owner, settin
     assert chat(owner)["needs_person_reason"] == "pediu uma pessoa"
     assert chat(owner)["needs_person_since"] == asked["needs_person_since"]
 
-    assert post(owner, f"/panel/api/chats/{CID}/pause").status_code == 200  # taking over is no answer yet
+    assert post(owner, f"/panel/api/chats/{PID}/pause").status_code == 200  # taking over is no answer yet
     assert chat(owner)["state"] == "needs_person"
-    assert post(owner, f"/panel/api/chats/{CID}/reply", {"text": "Oi! Sou a Ana."}).status_code == 200
+    assert post(owner, f"/panel/api/chats/{PID}/reply", {"text": "Oi! Sou a Ana."}).status_code == 200
     answered = chat(owner)
     assert answered["state"] == "paused" and answered["needs_person_since"] is None
     assert listed(owner)["needs_person"] == 0 and listed(owner, state="needs_person")["chats"] == []
@@ -88,29 +94,29 @@ def test_opting_out_pins_the_chat_until_it_is_handed_back(owner, settings, fake_
     deliver(owner, "sair", "OO1")
     answer(settings, fake_redis)
     assert chat(owner)["needs_person_reason"] == "pediu para sair" and chat(owner)["bot_state"] == "stopped"
-    assert post(owner, f"/panel/api/chats/{CID}/resume").get_json()["state"] == "idle"
+    assert post(owner, f"/panel/api/chats/{PID}/resume").get_json()["state"] == "idle"
     assert chat(owner)["state"] == "idle" and chat(owner)["needs_person_since"] is None
 
 
 def test_writing_while_a_person_holds_the_chat_pins_it_until_chatwoot_or_hash_bot(owner, fake_redis):
     deliver(owner, "oi", "WP1")
-    post(owner, f"/panel/api/chats/{CID}/pause")
+    post(owner, f"/panel/api/chats/{PID}/pause")
     assert chat(owner)["state"] == "paused"  # held, but nobody waiting yet
     assert deliver(owner, "ainda estão aí?", "WP2") == "paused"
     assert chat(owner)["needs_person_reason"] == "escreveu enquanto pausado"
     assert echo(owner, "Oi, aqui é a Júlia, da loja", "3EB0000000000000000099", "send.message") == "paused"  # Chatwoot
     assert chat(owner)["state"] == "paused"
 
-    post(owner, f"/panel/api/chats/{CID}/stop")
+    post(owner, f"/panel/api/chats/{PID}/stop")
     assert deliver(owner, "e agora?", "WP3") == "paused"  # stopped: still someone to answer
     assert chat(owner)["state"] == "needs_person" and chat(owner)["bot_state"] == "stopped"
     assert echo(owner, "#bot", "WP4") == "resumed"  # handed back from the phone
     assert chat(owner)["state"] == "idle"
 
-    post(owner, f"/panel/api/chats/{CID}/pause")
+    post(owner, f"/panel/api/chats/{PID}/pause")
     deliver(owner, "olá?", "WP5")
     assert fake_redis.zscore(attention.NEEDS, CID) is not None
-    assert post(owner, f"/panel/api/chats/{CID}/forget").status_code == 200  # erasing leaves nothing behind
+    assert post(owner, f"/panel/api/chats/{PID}/forget").status_code == 200  # erasing leaves nothing behind
     assert fake_redis.zscore(attention.NEEDS, CID) is None and not fake_redis.hexists(attention.WHY, CID)
 
 
@@ -138,8 +144,8 @@ def test_search_filter_and_cursor_at_20000_chats(big_inbox):
 
     first = client.get("/panel/api/chats").get_json()
     assert first["total"] == 20_000 and len(first["chats"]) == 50 and first["needs_person"] == 1
-    assert first["chats"][0]["id"] == cids[5] and first["chats"][0]["state"] == "needs_person"  # pinned
-    assert [c["id"] for c in first["chats"][1:]] == cids[::-1][:49]  # then newest first
+    assert first["chats"][0]["id"] == public(cids[5]) and first["chats"][0]["state"] == "needs_person"  # pinned
+    assert [c["id"] for c in first["chats"][1:]] == [public(cid) for cid in cids[::-1][:49]]  # then newest first
 
     seen, cursor = [c["id"] for c in first["chats"]], first["next"]
     while cursor:
@@ -151,15 +157,15 @@ def test_search_filter_and_cursor_at_20000_chats(big_inbox):
     def ids(**query):
         return [c["id"] for c in client.get("/panel/api/chats", query_string=query).get_json()["chats"]]
 
-    assert ids(q="joao ninguem") == ids(q="JOÃO") == [cids[12_345]]  # the name, whatever the accents and case
-    assert ids(q="(11) 9 0001-2345") == [cids[12_345]]  # the number's digits, however written
+    assert ids(q="joao ninguem") == ids(q="JOÃO") == [public(cids[12_345])]  # the name, whatever the accents and case
+    assert ids(q="(11) 9 0001-2345") == [public(cids[12_345])]  # the number's digits, however written
     found = client.get("/panel/api/chats", query_string={"q": "cenoura"}).get_json()
     assert found["total"] == 20 and found["next"] is None
-    assert ids(q="cenoura", limit=5) == [cids[i] for i in range(19_000, 14_000, -1000)]
+    assert ids(q="cenoura", limit=5) == [public(cids[i]) for i in range(19_000, 14_000, -1000)]
     paused = client.get("/panel/api/chats", query_string={"state": "paused", "limit": 200}).get_json()
     assert paused["total"] == 200 and {c["state"] for c in paused["chats"]} == {"paused"}
-    assert ids(state="needs_person") == [cids[5]]
-    assert ids(state="paused", q="cenoura") == [cids[i] for i in range(19_000, -1, -1000)]
+    assert ids(state="needs_person") == [public(cids[5])]
+    assert ids(state="paused", q="cenoura") == [public(cids[i]) for i in range(19_000, -1, -1000)]
 
     for bad in ({"state": "zzz"}, {"cursor": "nada"}, {"limit": "x"}):
         response = client.get("/panel/api/chats", query_string=bad)
@@ -168,9 +174,9 @@ def test_search_filter_and_cursor_at_20000_chats(big_inbox):
 
 def test_the_search_forgets_an_erased_chat(owner, fake_redis):
     deliver(owner, "meu nome é segredo", "SE1")
-    assert [c["id"] for c in listed(owner, q="segredo")["chats"]] == [CID]
+    assert [c["id"] for c in listed(owner, q="segredo")["chats"]] == [PID]
     assert fake_redis.hexists(attention.SEARCH, CID)
-    post(owner, f"/panel/api/chats/{CID}/forget")
+    post(owner, f"/panel/api/chats/{PID}/forget")
     assert not fake_redis.hexists(attention.SEARCH, CID) and listed(owner, q="segredo")["total"] == 0
 
     deliver(owner, "outro segredo", "SE2", number="5511988887777")
@@ -184,12 +190,12 @@ def test_the_search_forgets_an_erased_chat(owner, fake_redis):
 
 def test_list_and_thread_answer_304_while_nothing_changes(owner):
     deliver(owner, "oi", "ET1")
-    for url in ("/panel/api/chats", "/panel/part/inbox", f"/panel/api/chats/{CID}", f"/panel/part/chats/{CID}"):
+    for url in ("/panel/api/chats", "/panel/part/inbox", f"/panel/api/chats/{PID}", f"/panel/part/chats/{PID}"):
         first = owner.get(url)
         etag = first.headers["ETag"]
         again = owner.get(url, headers={"If-None-Match": etag})
         assert again.status_code == 304 and again.get_data() == b"", url
-    before = {url: owner.get(url).headers["ETag"] for url in ("/panel/api/chats", f"/panel/part/chats/{CID}")}
+    before = {url: owner.get(url).headers["ETag"] for url in ("/panel/api/chats", f"/panel/part/chats/{PID}")}
     deliver(owner, "mais uma coisa", "ET2")
     for url, etag in before.items():
         changed = owner.get(url, headers={"If-None-Match": etag})
@@ -199,9 +205,9 @@ def test_list_and_thread_answer_304_while_nothing_changes(owner):
 def test_long_answers_are_gzipped_for_browsers_that_take_it(owner):
     for i in range(30):
         deliver(owner, f"mensagem número {i} com algum texto para encher a conversa", f"GZ{i}")
-    plain = owner.get(f"/panel/api/chats/{CID}")
+    plain = owner.get(f"/panel/api/chats/{PID}")
     assert "Content-Encoding" not in plain.headers and len(plain.get_data()) > 1024
-    packed = owner.get(f"/panel/api/chats/{CID}", headers={"Accept-Encoding": "gzip, deflate, br"})
+    packed = owner.get(f"/panel/api/chats/{PID}", headers={"Accept-Encoding": "gzip, deflate, br"})
     assert packed.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in packed.headers["Vary"]
     assert len(packed.get_data()) < len(plain.get_data()) / 3
     assert json.loads(gzip.decompress(packed.get_data())) == plain.get_json()
@@ -214,26 +220,26 @@ def test_media_is_fetched_through_the_panel_on_demand(owner, evolution):
     body["data"]["message"] = {"audioMessage": {"mimetype": "audio/ogg; codecs=opus", "seconds": 4, "ptt": True}}
     body["data"]["messageType"] = "audioMessage"
     owner.post(f"/webhook?token={TOKEN}", json=body)
-    part = owner.get(f"/panel/part/chats/{CID}").get_data(as_text=True)
-    assert f'<audio controls preload="none" src="/panel/media/{CID}/AU1"' in part
+    part = owner.get(f"/panel/part/chats/{PID}").get_data(as_text=True)
+    assert f'<audio controls preload="none" src="/panel/media/{PID}/AU1"' in part
 
     voice = b"OggS\x00\x02" + bytes(200)
     evolution.add_media("AU1", "audio/ogg; codecs=opus", voice)
-    got = owner.get(f"/panel/media/{CID}/AU1")
+    got = owner.get(f"/panel/media/{PID}/AU1")
     assert got.status_code == 200 and got.get_data() == voice and got.headers["Content-Type"] == "audio/ogg"
     assert got.headers["X-Content-Type-Options"] == "nosniff"
 
     evolution.add_media("DOC1", "text/html", b"<script>alert(1)</script>", "documentMessage")
-    page = owner.get(f"/panel/media/{CID}/DOC1")  # never shown inline: a download
+    page = owner.get(f"/panel/media/{PID}/DOC1")  # never shown inline: a download
     assert page.headers["Content-Type"] == "application/octet-stream"
     assert page.headers["Content-Disposition"] == "attachment"
 
     evolution.fail_next("getBase64FromMediaMessage", 500)
-    failed = owner.get(f"/panel/media/{CID}/AU1")
+    failed = owner.get(f"/panel/media/{PID}/AU1")
     assert failed.status_code == 502 and failed.get_json()["error"].startswith("Não foi possível baixar")
     assert owner.get("/panel/media/0123456789abcdef0123/AU1").status_code == 404
     owner.post("/panel/logout", data={"csrf_token": owner.csrf})
-    logged_out = owner.get(f"/panel/media/{CID}/AU1")
+    logged_out = owner.get(f"/panel/media/{PID}/AU1")
     assert logged_out.status_code == 302 and logged_out.headers["Location"].startswith("/panel/login")
 
 
@@ -269,7 +275,7 @@ def test_suggest_drafts_from_history_and_persona_sends_nothing_and_counts_in_the
     answer(settings, fake_redis)
     sent = len(evolution.sent_texts())
 
-    draft = post(client, f"/panel/api/chats/{CID}/suggest")
+    draft = post(client, f"/panel/api/chats/{PID}/suggest")
     assert draft.status_code == 200 and draft.get_json() == {"text": "Temos sim! O de cenoura sai por R$ 30."}
     assert len(evolution.sent_texts()) == sent  # nothing sent
     request = gemini.requests[-1]["body"]
@@ -278,7 +284,7 @@ def test_suggest_drafts_from_history_and_persona_sends_nothing_and_counts_in_the
     persona = (prompts / "system.md").read_text(encoding="utf-8").strip().splitlines()[0]
     assert persona in json.dumps(request["systemInstruction"], ensure_ascii=False)  # the persona
 
-    over = post(client, f"/panel/api/chats/{CID}/suggest")  # the reply and the draft used the hour's 2 calls
+    over = post(client, f"/panel/api/chats/{PID}/suggest")  # the reply and the draft used the hour's 2 calls
     assert over.status_code == 429 and "GEMINI_MAX_CALLS_PER_HOUR" in over.get_json()["error"]
     assert len(gemini.requests) == 2
 
@@ -294,15 +300,15 @@ def test_a_send_that_timed_out_is_shown_as_uncertain_until_its_echo(owner, make_
     client.csrf = client.get("/panel/api/session").get_json()["csrf_token"]
     deliver(client, "oi", "UN1")
     evolution.delay_next("sendText", 5.5)
-    response = post(client, f"/panel/api/chats/{CID}/reply", {"text": "Já te respondo"})
+    response = post(client, f"/panel/api/chats/{PID}/reply", {"text": "Já te respondo"})
     assert response.status_code == 504 and response.get_json()["uncertain"] is True
     assert "pode ter saído — confira no celular antes de reenviar" in response.get_json()["error"]
-    shown = client.get(f"/panel/api/chats/{CID}").get_json()["messages"][-1]
+    shown = client.get(f"/panel/api/chats/{PID}").get_json()["messages"][-1]
     assert shown["text"] == "Já te respondo" and shown["uncertain"] is True
-    assert "envio incerto" in client.get(f"/panel/part/chats/{CID}").get_data(as_text=True)
+    assert "envio incerto" in client.get(f"/panel/part/chats/{PID}").get_data(as_text=True)
 
     assert echo(client, "Já te respondo", "UN2") == "paused"  # WhatsApp's echo: it did go out
-    messages = client.get(f"/panel/api/chats/{CID}").get_json()["messages"]
+    messages = client.get(f"/panel/api/chats/{PID}").get_json()["messages"]
     assert [(m["from"], m["text"], m.get("uncertain")) for m in messages] == [
         ("customer", "oi", None), ("human", "Já te respondo", None)]
 

@@ -10,7 +10,7 @@ import buffer
 import shop_settings
 import worker
 from conftest import CUSTOMER, INSTANCE
-from test_panel import CID, app, client, deliver, owner, prompts, settings  # noqa: F401 - the panel's fixtures
+from test_panel import CID, PID, app, client, deliver, owner, prompts, settings  # noqa: F401 - the panel's fixtures
 from test_refusals import assert_portuguese_refusal
 
 OTHER = "5521988887777"
@@ -87,7 +87,7 @@ def test_bot_paused_silences_every_chat_and_turning_it_off_answers_again(owner, 
     deliver(owner, "bom dia", "PAUSE2", number=OTHER)
     answer(settings, fake_redis, CID, OTHER_CID)
     assert evolution.sent_texts() == [] and gemini.requests == []
-    chat = owner.get(f"/panel/api/chats/{CID}").get_json()  # recorded and shown all the same
+    chat = owner.get(f"/panel/api/chats/{PID}").get_json()  # recorded and shown all the same
     assert [m["text"] for m in chat["messages"]] == ["oi, tem bolo?"]
 
     put(owner, {"bot_paused": False})

@@ -54,6 +54,23 @@ CASES = [
     ({"WORKER_CONCURRENCY": "0"}, (), "WORKER_CONCURRENCY"),  # main's refusal without a case (issue 18's merge)
     ({"GEMINI_CACHE_MIN_TOKENS": "-2"}, (), "GEMINI_CACHE_MIN_TOKENS"),
     ({"GEMINI_CACHE_TTL_MINUTES": "0"}, (), "GEMINI_CACHE_TTL_MINUTES"),
+    ({"TRUSTED_PROXY": "nginx"}, (), "TRUSTED_PROXY"),
+    ({"PANEL_MAX_FAILED_LOGINS_PER_HOUR": "0"}, (), "PANEL_MAX_FAILED_LOGINS_PER_HOUR"),
+    ({"PANEL_PASSWORD": "f3a9c2e17b5d48a0"}, (), "PANEL_SECRET_KEY"),
+    ({"PANEL_PASSWORD": "f3a9c2e17b5d48a0", "PANEL_SECRET_KEY": "k" * 40, "WEBHOOK_TOKEN": "k" * 40}, (),
+     "PANEL_SECRET_KEY"),
+    ({"PANEL_PASSWORD": "senhasenhasenha2024", "PANEL_SECRET_KEY": "k" * 40}, (), "PANEL_PASSWORD"),
+    ({"EVENTS_URL": "n8n:5678/webhook/bot"}, (), "EVENTS_URL"),
+    ({"EVENTS_URL": "https://n8n.example.com/webhook/bot"}, (), "EVENTS_SECRET"),
+    ({"EVENTS_RETRY_HOURS": "0"}, (), "EVENTS_RETRY_HOURS"),
+    ({"VOICE_REPLIES": "sometimes"}, (), "VOICE_REPLIES"),
+    ({"VOICE_MAX_CHARS": "0"}, (), "VOICE_MAX_CHARS"),
+    ({"VOICE_REPLIES": "always", "VOICE_NAME": " "}, (), "VOICE_NAME"),
+    ({"VOICE_REPLIES": "always", "VOICE_MODEL": " "}, (), "VOICE_MODEL"),
+    ({"FOLLOWUP_AFTER_MINUTES": "-1"}, (), "FOLLOWUP_AFTER_MINUTES"),
+    ({"FOLLOWUP_MAX": "0"}, (), "FOLLOWUP_MAX"),
+    ({"FOLLOWUP_AFTER_MINUTES": "60", "FOLLOWUP_PROMPT": " "}, (), "FOLLOWUP_MESSAGE"),
+    ({"FOLLOWUP_TEMPLATE": "retomar conversa"}, (), "FOLLOWUP_TEMPLATE"),
 ]
 
 ENGLISH = {"must", "got", "is", "are", "required", "cannot", "the", "should", "shorter", "than", "unknown",

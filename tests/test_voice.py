@@ -84,7 +84,7 @@ def test_an_answer_above_voice_max_chars_goes_out_as_text(start_stack, gemini, e
 
 
 @pytest.mark.parametrize("env, named", [
-    ({"VOICE_REPLIES": "sometimes"}, "VOICE_REPLIES: precisa ser off, when_customer_sends_audio, always.*Exemplo: VOICE_REPLIES="),
+    ({"VOICE_REPLIES": "sometimes"}, "VOICE_REPLIES: precisa ser 'off', 'when_customer_sends_audio', 'always'.*Exemplo: VOICE_REPLIES="),
     ({"VOICE_MAX_CHARS": "0"}, "VOICE_MAX_CHARS: precisa ser maior que zero.*Exemplo: VOICE_MAX_CHARS=600"),
     ({"VOICE_REPLIES": "always", "VOICE_NAME": " "}, "VOICE_NAME: não pode ficar vazio.*Exemplo: VOICE_NAME=Kore"),
 ])
