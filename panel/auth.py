@@ -65,7 +65,12 @@ return 0
 
 
 def configure(panel_bp):
-    """The headers of every panel response: no inline script or framing, no sniffing, no referrer outside."""
+    """The CSRF token in every page, and the headers of every panel response: no inline script or framing, no
+    sniffing, no referrer outside."""
+
+    @panel_bp.context_processor
+    def csrf():  # every page's forms and scripts carry the session's token
+        return {"csrf_token": csrf_token()}
 
     @panel_bp.after_request
     def headers(response):

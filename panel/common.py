@@ -61,10 +61,7 @@ def json_body():
 
 
 def render(template, **context):
-    from panel.auth import csrf_token  # every page's forms and scripts carry the session's token
-
-    return render_template(f"panel/{template}", csrf_token=csrf_token(), kinds=KIND_LABELS, media_kinds=MEDIA_KINDS,
-                           **context)
+    return render_template(f"panel/{template}", kinds=KIND_LABELS, media_kinds=MEDIA_KINDS, **context)
 
 
 def summary(meta, now, needs=None, reveal=False):
