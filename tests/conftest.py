@@ -157,6 +157,15 @@ def bot_env(evolution, gemini, tmp_path):
 
 
 @pytest.fixture
+def prompts(tmp_path):
+    """A prompts/ folder of the test's own, with the shipped persona: what the panel writes lands here."""
+    folder = tmp_path / "prompts"
+    folder.mkdir()
+    shutil.copy(ROOT / "prompts" / "system.md", folder / "system.md")
+    return folder
+
+
+@pytest.fixture
 def make_settings(bot_env):
     """Settings from `bot_env` plus keyword overrides (names as environment variables)."""
 

@@ -7,7 +7,6 @@ answered yields one suggestion, approving it puts it in the next request, reject
 """
 
 import re
-import shutil
 import time
 
 import pytest
@@ -17,7 +16,7 @@ import buffer
 import chat_ids
 import knowledge
 import learn
-from conftest import CUSTOMER, GEMINI_KEY, INSTANCE, PANEL_KEY, ROOT, TOKEN, text_message, wait_until
+from conftest import CUSTOMER, GEMINI_KEY, INSTANCE, PANEL_KEY, TOKEN, text_message, wait_until
 
 PASSWORD = "senha-do-painel-teste"
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
@@ -31,14 +30,6 @@ def long_knowledge(chars=20_000):
         n += 1
         lines.append(f"- Produto {n}: bolo de fubá com goiabada número {n}, fatia R$ {n % 40 + 5},50, inteiro R$ {n % 90 + 30}")
     return "\n".join(lines)[:chars]
-
-
-@pytest.fixture
-def prompts(tmp_path):
-    folder = tmp_path / "prompts"
-    folder.mkdir()
-    shutil.copy(ROOT / "prompts" / "system.md", folder / "system.md")
-    return folder
 
 
 @pytest.fixture

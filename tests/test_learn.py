@@ -3,7 +3,6 @@ Flask's test client: once per handoff, never the customer's name or number, only
 
 import json
 import re
-import shutil
 
 import pytest
 
@@ -13,20 +12,12 @@ import chat_ids
 import knowledge
 import learn
 import webhook
-from conftest import CUSTOMER, INSTANCE, PANEL_KEY, ROOT
+from conftest import CUSTOMER, INSTANCE, PANEL_KEY
 
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
 PASSWORD = "senha-do-painel-teste"
 REPLY = {"instance": INSTANCE, "reply_to": CUSTOMER, "name": "Marina Souza",
          "user_text": "vocês fazem bolo de aniversário? meu número é 11 97777-1234"}
-
-
-@pytest.fixture
-def prompts(tmp_path):
-    folder = tmp_path / "prompts"
-    folder.mkdir()
-    shutil.copy(ROOT / "prompts" / "system.md", folder / "system.md")
-    return folder
 
 
 @pytest.fixture

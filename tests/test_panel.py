@@ -5,7 +5,6 @@ Evolution and Gemini are the fakes from tests/fakes.py; the webhook's own test c
 
 import json
 import re
-import shutil
 import time
 
 import pytest
@@ -18,19 +17,11 @@ import parser
 import stats
 import webhook
 import worker
-from conftest import CUSTOMER, INSTANCE, PANEL_KEY, ROOT, TOKEN, text_message
+from conftest import CUSTOMER, INSTANCE, PANEL_KEY, TOKEN, text_message
 
 PASSWORD = "senha-do-painel-teste"
 CID = buffer.chat_ref(INSTANCE, f"{CUSTOMER}@s.whatsapp.net")
 PID = chat_ids.public(PANEL_KEY.encode(), CID)  # the chat's id in the panel's URLs
-
-
-@pytest.fixture
-def prompts(tmp_path):
-    folder = tmp_path / "prompts"
-    folder.mkdir()
-    shutil.copy(ROOT / "prompts" / "system.md", folder / "system.md")
-    return folder
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import base64
 import pytest
 
 from conftest import EVOLUTION_KEY, INSTANCE
-from test_panel import app, client, owner, post, prompts, settings  # noqa: F401 - the panel's fixtures
+from test_panel import app, client, owner, post, settings  # noqa: F401 - the panel's fixtures
 
 QR_PREFIX = "data:image/png;base64,"
 

@@ -21,7 +21,7 @@ import webhook
 import worker
 from panel import search
 from conftest import INSTANCE, PANEL_KEY, TOKEN, seed_chats, text_message
-from test_panel import CID, PID, app, client, deliver, owner, post, prompts, settings  # noqa: F401 (fixtures)
+from test_panel import CID, PID, app, client, deliver, owner, post, settings  # noqa: F401 (fixtures)
 from test_promise import transfer_call
 
 

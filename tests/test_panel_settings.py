@@ -10,7 +10,7 @@ import buffer
 import shop_settings
 import worker
 from conftest import CUSTOMER, INSTANCE
-from test_panel import CID, PID, app, client, deliver, owner, prompts, settings  # noqa: F401 - the panel's fixtures
+from test_panel import CID, PID, app, client, deliver, owner, settings  # noqa: F401 - the panel's fixtures
 from test_refusals import assert_portuguese_refusal
 
 OTHER = "5521988887777"
