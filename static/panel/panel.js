@@ -430,20 +430,7 @@ function personaPage() {
       say(status, "Salvo. Vale a partir da próxima resposta.");
     } catch (e) { say(status, "Não foi salvo: " + e.message, true); }
   });
-  $("try-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const tryStatus = $("try-status");
-    const list = $("try-parts");
-    list.replaceChildren();
-    say(tryStatus, "Perguntando ao Gemini…");
-    try {
-      const instance = name.value === "system" ? "" : name.value;
-      const answer = await api("POST", "/panel/api/try",
-        {instance, text: document.getElementById("try-text").value, prompt: text.value});
-      showParts(list, answer.parts);
-      say(tryStatus, `${answer.parts.length} mensagem(ns) — nada foi enviado ao WhatsApp.`);
-    } catch (e) { say(tryStatus, "Erro: " + e.message, true); }
-  });
+  tryIt("try", name, () => ({prompt: text.value}));
 
   const quick = $("quick-text");
   const quickStatus = $("quick-status");
@@ -460,6 +447,23 @@ function personaPage() {
       await api("PUT", "/panel/api/quick-replies", items);
       say(quickStatus, `Salvas ${items.length} respostas rápidas.`);
     } catch (e) { say(quickStatus, "Não foram salvas: " + e.message, true); }
+  });
+}
+
+// The try-it form `${prefix}-form`: what the bot would answer with the draft on the page (`draft()`), sending nothing.
+function tryIt(prefix, name, draft) {
+  $(`${prefix}-form`).addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const status = $(`${prefix}-status`);
+    const list = $(`${prefix}-parts`);
+    list.replaceChildren();
+    say(status, "Perguntando ao Gemini…");
+    try {
+      const instance = name.value === "system" ? "" : name.value;
+      const answer = await api("POST", "/panel/api/try", {instance, text: $(`${prefix}-text`).value, ...draft()});
+      showParts(list, answer.parts);
+      say(status, `${answer.parts.length} mensagem(ns) — nada foi enviado ao WhatsApp.`);
+    } catch (e) { say(status, "Erro: " + e.message, true); }
   });
 }
 
@@ -496,20 +500,7 @@ function knowledgePage() {
       say(status, "Salvo. Vale a partir da próxima resposta.");
     } catch (e) { say(status, "Não foi salvo: " + e.message, true); }
   });
-  document.getElementById("knowledge-try-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const tryStatus = document.getElementById("knowledge-try-status");
-    const list = document.getElementById("knowledge-try-parts");
-    list.innerHTML = "";
-    say(tryStatus, "Perguntando ao Gemini…");
-    try {
-      const instance = name.value === "system" ? "" : name.value;
-      const answer = await api("POST", "/panel/api/try",
-        {instance, text: document.getElementById("knowledge-try-text").value, knowledge: text.value});
-      showParts(list, answer.parts);
-      say(tryStatus, `${answer.parts.length} mensagem(ns) — nada foi enviado ao WhatsApp.`);
-    } catch (e) { say(tryStatus, "Erro: " + e.message, true); }
-  });
+  tryIt("knowledge-try", name, () => ({knowledge: text.value}));
 }
 
 function learnedPage() {
