@@ -34,7 +34,7 @@ def seen(redis, message, now=None):
         return False
     today = _day(time.time() if now is None else now)
     keys = [f"wa:replay:{day}" for day in range(today - DAYS, today + 1)]
-    return bool(redis.eval(SEEN_SCRIPT, len(keys), *keys, digest(message)))
+    return bool(redis.register_script(SEEN_SCRIPT)(keys=keys, args=[digest(message)]))  # EVALSHA: no script body per message
 
 
 def remember(redis, message, now=None):
